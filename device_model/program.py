@@ -1,0 +1,172 @@
+"""The compiled-program model: instructions, HBM tensors, constants and debug info.
+
+`Program` is plain data. Its text form is the assembly (`assembly.py`), its binary form the `.xpu`
+container (`container.py`). Both go through `Program.validate()`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .dtypes import np_dtype
+from .isa import AP, ENGINES, Instr, IsaError, validate_ap, validate_instr
+
+TENSOR_KINDS = ("input", "output", "const", "scratch")
+
+
+@dataclass
+class Tensor:
+    """A named tensor in HBM, stored row-major (C order) at `offset`."""
+
+    name: str
+    kind: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+    data: bytes | None = None  # constants only
+
+    @property
+    def nbytes(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n * np_dtype(self.dtype).itemsize
+
+    def array(self) -> np.ndarray:
+        """A constant's value."""
+        assert self.data is not None
+        return np.frombuffer(self.data, dtype=np_dtype(self.dtype)).reshape(self.shape)
+
+
+@dataclass
+class Origin:
+    """Where instructions come from: an ONNX node (name, op type) or a hand-written label."""
+
+    name: str
+    op_type: str = ""
+
+
+@dataclass
+class TapPiece:
+    """Part of a tensor's value: the device elements `ap` hold the logical (row-major flat)
+    elements `offset + Σ iₖ·stridesₖ` of the tensor, for i over ap.shape."""
+
+    ap: AP
+    offset: int
+    strides: tuple[int, ...]
+
+
+@dataclass
+class Tap:
+    """Where the value of a named (e.g. ONNX) tensor can be read, and when.
+
+    The value is valid right after instruction `after_index` of engine `after_engine` completes.
+    `dtype` / `shape` are the logical tensor's. A tap with no pieces and `fused_into` set names a
+    tensor that fusion removed.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    pieces: list[TapPiece] = field(default_factory=list)
+    after_engine: str = ""
+    after_index: int = -1
+    fused_into: str = ""
+
+
+@dataclass
+class HostOp:
+    """Work the device cannot do, run on the host by `host_call op=N`: reads the HBM tensors
+    `inputs`, writes `outputs`. `payload` is opaque to the device (the runtime's description of
+    the computation, e.g. a serialized one-node ONNX model)."""
+
+    name: str
+    op_type: str
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    payload: bytes = b""
+
+
+@dataclass
+class Program:
+    arch_name: str
+    arch_hash: str
+    instrs: list[Instr] = field(default_factory=list)  # program order; each engine's stream is its subsequence
+    tensors: list[Tensor] = field(default_factory=list)
+    origins: list[Origin] = field(default_factory=list)
+    taps: list[Tap] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+    host_ops: list[HostOp] = field(default_factory=list)
+
+    def streams(self) -> dict[str, list[Instr]]:
+        out: dict[str, list[Instr]] = {e: [] for e in ENGINES}
+        for ins in self.instrs:
+            out[ins.engine].append(ins)
+        return out
+
+    def tensor(self, name: str) -> Tensor:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def inputs(self) -> list[Tensor]:
+        return [t for t in self.tensors if t.kind == "input"]
+
+    def outputs(self) -> list[Tensor]:
+        return [t for t in self.tensors if t.kind == "output"]
+
+    def hbm_extent(self) -> int:
+        """Bytes of HBM the program's tensors and access patterns reach."""
+        end = 0
+        for t in self.tensors:
+            end = max(end, t.offset + t.nbytes)
+        for ins in self.instrs:
+            for ap in ins.operands.values():
+                if ap.space == "hbm":
+                    end = max(end, ap.byte_extent()[1])
+        return end
+
+    def validate(self) -> None:
+        """Structural checks (raises IsaError): schema of every instruction, tensor sanity,
+        debug-info references in range."""
+        names = set()
+        for t in self.tensors:
+            if t.kind not in TENSOR_KINDS:
+                raise IsaError(f"tensor {t.name}: unknown kind {t.kind!r}")
+            if t.name in names:
+                raise IsaError(f"tensor {t.name}: declared twice")
+            names.add(t.name)
+            np_dtype(t.dtype)
+            if t.offset < 0 or any((not isinstance(d, int)) or d < 0 for d in t.shape):
+                raise IsaError(f"tensor {t.name}: bad offset or shape")
+            if t.kind == "const":
+                if t.data is None or len(t.data) != t.nbytes:
+                    raise IsaError(f"constant {t.name}: data has {0 if t.data is None else len(t.data)} "
+                                   f"bytes, shape/dtype need {t.nbytes}")
+            elif t.data is not None:
+                raise IsaError(f"tensor {t.name}: only constants carry data")
+        for i, ins in enumerate(self.instrs):
+            try:
+                validate_instr(ins)
+            except IsaError as exc:
+                raise IsaError(f"instruction {i}: {exc}") from None
+            if ins.dbg < -1 or ins.dbg >= len(self.origins):
+                raise IsaError(f"instruction {i}: debug index {ins.dbg} out of range")
+        for op in self.host_ops:
+            for name in list(op.inputs) + list(op.outputs):
+                if name and name not in names:
+                    raise IsaError(f"host op {op.name}: tensor {name} is not declared")
+        for i, ins in enumerate(self.instrs):
+            if ins.op == "host_call" and not 0 <= ins.attrs.get("op", 0) < len(self.host_ops):
+                raise IsaError(f"instruction {i}: host_call op={ins.attrs.get('op', 0)} names no host op")
+        counts = {e: 0 for e in ENGINES}
+        for ins in self.instrs:
+            counts[ins.engine] += 1
+        for tap in self.taps:
+            for piece in tap.pieces:
+                validate_ap(piece.ap, f"tap {tap.name}")
+            if tap.pieces and not (0 <= tap.after_index < counts.get(tap.after_engine, 0)):
+                raise IsaError(f"tap {tap.name}: after {tap.after_engine}:{tap.after_index} "
+                               "names no instruction")
