@@ -1,0 +1,1 @@
+"""Repository root conftest: makes `tests.*` helper modules importable however pytest is started."""
