@@ -23,6 +23,7 @@ class Memory:
         self.hbm = np.zeros(max(hbm_bytes, 1), dtype=np.uint8)
         self.sbuf = np.zeros((arch.partitions, arch.sbuf_bytes), dtype=np.uint8)
         self.psum = np.zeros((arch.raw["psum"]["partitions"], arch.psum_bytes), dtype=np.uint8)
+        self._views: dict[AP, np.ndarray] = {}  # buffers never move, so a view is built once
 
     def space(self, name: str) -> np.ndarray:
         return {"hbm": self.hbm, "sbuf": self.sbuf, "psum": self.psum}[name]
@@ -47,6 +48,13 @@ class Memory:
 
     def view(self, ap: AP) -> np.ndarray:
         """A writable typed view of the elements `ap` names (no copy)."""
+        cached = self._views.get(ap)
+        if cached is not None:
+            return cached
+        cached = self._views[ap] = self._make_view(ap)
+        return cached
+
+    def _make_view(self, ap: AP) -> np.ndarray:
         why = self.check(ap)
         if why:
             raise AccessError(f"out of bounds: {ap} {why}")

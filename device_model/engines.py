@@ -1,0 +1,776 @@
+"""Functional semantics of every opcode in `isa.OPCODES`.
+
+`build_executor(ins, mem, arch)` turns one instruction into a zero-argument closure that applies its
+effect to `mem`. All parsing, shape checks and numpy views are done once, at build time; the closure
+only moves and computes data. Memory buffers are never reallocated, so the views stay valid.
+
+A problem the instruction carries by itself (mismatched shapes, a K the PE cannot hold, an access
+pattern outside memory, ...) does not raise at build time: the closure raises `ExecError` when the
+program reaches the instruction. Data-dependent problems (a gather index out of range, an integer
+division by zero) raise at execution too.
+
+Datapath: engines widen operands to f32 (`numerics.to_f32`), compute in f32 (one IEEE rounding per
+operation) and round once when writing dst (`numerics.cast`). Exceptions, all exact:
+- data movement (dma_copy, copy, gather, pbroadcast, transpose32, same-dtype select) casts straight
+  from the source dtype; same dtype is a bit-exact copy (NaN payloads kept);
+- integer ALU work (every tensor operand and dst integer) runs in int64 and saturates at the write;
+  int64 overflow itself wraps;
+- int8 matmul accumulates exactly and wraps to int32 (two's complement) like the PSUM adder;
+- stats and iota compute in float64 (then round once).
+Widening of f32/bf16/f16/fp8 is exact, so it is done here without numerics' defensive copy (fp8 and
+f16 through a per-bit-pattern table built from numerics.to_f32; integers go through to_f32).
+ALU conventions: `div` on integers truncates toward zero, `mod` is C fmod (sign of the dividend, as
+np.fmod and ONNX Mod fmod=1) for floats and integers; integer div/mod by zero is an ExecError;
+integer `pow` is the truncated real power, saturated; compares and logical ops give 1/0; `bypass`
+gives its tensor operand (in tensor_scalar a bypass stage is skipped, whatever revK says).
+tensor_scalar takes the integer path only when its scalars are integral too (else f32).
+Float `reduce`/`preduce` sums and the activate `accum` sum are f32 (numpy's summation order).
+activate applies scale only when it is not 1 and bias only when it is not 0 (or given per partition).
+iota's p counts from the pattern's first partition (0-based), i over the flattened free dims.
+Operand shapes: operands of elementwise ops need equal (rows, flattened free size); they are read in
+C order in dst's shape, so free dims may be laid out differently.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .arch import Arch
+from .dtypes import FLOAT_DTYPES, INT_DTYPES, np_dtype
+from .isa import ALU_OPS, AP, MATMUL_TYPES, Instr, attr, engine_kind
+from .memory import Memory
+from .numerics import activation, cast, to_f32
+
+Executor = Callable[[], None]
+
+
+class ExecError(RuntimeError):
+    """An instruction that cannot execute: bad operands for its opcode, or bad data at run time."""
+
+
+class _Static(Exception):
+    """Raised while building: the instruction is wrong whatever the data (reported on execution)."""
+
+
+def build_executor(ins: Instr, mem: Memory, arch: Arch) -> Executor:
+    """A closure performing `ins` on `mem` (see the module docstring for the error policy)."""
+    builder = _BUILDERS.get(ins.op)
+    if builder is None:
+        return _failing(f"{ins.op}: no functional semantics on the device "
+                        "(host_call runs through the machine's host runner)")
+    try:
+        return builder(_Ctx(ins, mem, arch))
+    except _Static as exc:
+        return _failing(str(exc))
+
+
+def instr_flops(ins: Instr) -> int:
+    """Arithmetic work for the profiler: 2·K·M·N for matmul, one per dst element on ACT/DVE/POOL,
+    0 for data movement on PE (transpose), DMA, host and nop."""
+    if ins.op == "matmul":
+        stat, mov = ins.operands["stat"], ins.operands["mov"]
+        k = stat.shape[0]
+        return 2 * stat.num_elements * mov.num_elements // k  # 2 · (K·M) · (K·N) / K
+    if ins.op == "nop" or engine_kind(ins.engine) in ("pe", "dma", "host"):
+        return 0
+    dst = ins.operands.get("dst")
+    return dst.num_elements if dst is not None else 0
+
+
+def instr_bytes(ins: Instr) -> int:
+    """Bytes a DMA moves (its dst); 0 for everything else."""
+    if ins.op == "dma_copy":
+        return ins.operands["dst"].nbytes
+    return 0
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+
+def _failing(message: str) -> Executor:
+    def fail():
+        raise ExecError(message)
+    return fail
+
+
+def _fmt(ap: AP) -> str:
+    return str(ap)  # the assembly spelling
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _is_int(dtype: str) -> bool:
+    return dtype in INT_DTYPES
+
+
+def _view_reshape(view: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """`view` seen with `shape` without copying, or None when its strides do not allow it."""
+    if view.shape == shape:
+        return view
+    try:
+        return np.reshape(view, shape, copy=False)
+    except ValueError:
+        return None
+    except TypeError:  # numpy < 2.1 has no copy=
+        out = view.view()
+        try:
+            out.shape = shape
+        except AttributeError:
+            return None
+        return out
+
+
+def _reader(view: np.ndarray, shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
+    """A function returning the elements of `view` in `shape` (C order)."""
+    shaped = _view_reshape(view, shape)
+    if shaped is not None:
+        return lambda: shaped
+    return lambda: view.reshape(shape)  # strides that cannot be re-seen: copy on each read
+
+
+def _writer(view: np.ndarray, shape: tuple[int, ...]) -> Callable[[np.ndarray], None]:
+    """A function storing an array of `shape` (already of the view's dtype) into `view`."""
+    shaped = _view_reshape(view, shape)
+    if shaped is not None:
+        return lambda value: np.copyto(shaped, value)
+    return lambda value: np.copyto(view, np.reshape(value, view.shape))
+
+
+def _raw(view: np.ndarray) -> np.ndarray:
+    """The same elements as unsigned integers of the same width (bit-exact copies)."""
+    return view.view(np.dtype(f"u{view.dtype.itemsize}"))
+
+
+def _bits_table(dtype: str) -> np.ndarray:
+    """f32 value of every bit pattern of a narrow float dtype (widening by table lookup is exact
+    and several times faster than numpy's casts for fp8 and f16)."""
+    size = np_dtype(dtype).itemsize
+    patterns = np.arange(1 << (8 * size), dtype=f"u{size}")
+    return to_f32(patterns.view(np_dtype(dtype)))
+
+
+_TABLE_WIDENED = ("f16", "fp8e4", "fp8e5")
+_WIDEN_TABLES: dict[str, np.ndarray] = {}
+
+
+def _widener(dtype: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Exact widening to the f32 datapath, equal to numerics.to_f32 but without its copy: the
+    result may be the input itself (f32), so callers never write into it."""
+    if dtype == "f32":
+        return lambda x: x
+    if dtype == "bf16":
+        return lambda x: x.astype(np.float32)
+    if dtype in _TABLE_WIDENED:
+        if dtype not in _WIDEN_TABLES:
+            _WIDEN_TABLES[dtype] = _bits_table(dtype)
+        table, raw = _WIDEN_TABLES[dtype], np.dtype(f"u{np_dtype(dtype).itemsize}")
+        return lambda x: np.take(table, x.view(raw), mode="wrap")  # every index is in range
+    return to_f32  # integers: numerics rounds values beyond 2^24 correctly
+
+
+def _rounder(dtype: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The single rounding at the write of dst (numerics.cast, skipped when already f32 -> f32)."""
+    if dtype == "f32":
+        return lambda v: v if v.dtype == np.float32 else cast(v, "f32")
+    return lambda v: cast(v, dtype)
+
+
+def _converter(src: str, dst: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Data-movement conversion: identity for the same dtype, else the device cast."""
+    if src == dst:
+        return lambda x: x
+    if dst == "f32" and src in FLOAT_DTYPES:
+        return _widener(src)
+    return lambda x: cast(x, dst)
+
+
+def _f32_scalar(value) -> np.float32:
+    """An immediate operand as the f32 the datapath holds (overflow gives inf, like the cast)."""
+    with np.errstate(over="ignore"):
+        return np.float32(value)
+
+
+def _scalar_is_int(value) -> bool:
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer()
+                                      and abs(value) < 2.0**63)
+
+
+class _Ctx:
+    """Build-time access to one instruction's operands, with errors naming the opcode."""
+
+    def __init__(self, ins: Instr, mem: Memory, arch: Arch):
+        self.ins, self.mem, self.arch = ins, mem, arch
+        self.op = ins.op
+
+    def has(self, name: str) -> bool:
+        return name in self.ins.operands
+
+    def ap(self, name: str) -> AP:
+        ap = self.ins.operands.get(name)
+        if ap is None:
+            raise _Static(f"{self.op}: missing operand {name}")
+        return ap
+
+    def view(self, name: str) -> np.ndarray:
+        ap = self.ap(name)
+        try:
+            np_dtype(ap.dtype)
+        except ValueError as exc:
+            raise _Static(f"{self.op}: operand {name}: {exc}") from None
+        why = self.mem.check(ap)
+        if why:
+            raise _Static(f"{self.op}: operand {name} out of bounds: {_fmt(ap)} {why}")
+        return self.mem.view(ap)
+
+    def attr(self, name: str):
+        return attr(self.ins, name)
+
+    def fail(self, message: str) -> _Static:
+        return _Static(f"{self.op}: {message}")
+
+    def rows_free(self, name: str) -> tuple[int, int]:
+        """(rows, flattened free size): rows = partitions (or the outermost hbm dim)."""
+        shape = self.ap(name).shape
+        return shape[0], _prod(shape[1:])
+
+    def same_rows_and_free(self, name: str, ref: str) -> None:
+        r, f = self.rows_free(name)
+        rr, rf = self.rows_free(ref)
+        if (r, f) != (rr, rf):
+            raise self.fail(f"operand {name} {_fmt(self.ap(name))} has {r} rows x {f} free elements, "
+                            f"expected {rr} x {rf} like {ref}")
+
+    def per_partition(self, name: str, rows: int, ndim: int) -> np.ndarray:
+        """A [P,1] operand seen as (P, 1, ..., 1) to broadcast along `ndim - 1` free dims."""
+        r, f = self.rows_free(name)
+        if r != rows or f != 1:
+            raise self.fail(f"operand {name} {_fmt(self.ap(name))} must be [{rows},1] "
+                            f"(one value per partition), got {r} rows x {f} free elements")
+        view = self.view(name)
+        shaped = _view_reshape(view, (rows,) + (1,) * (ndim - 1))
+        assert shaped is not None  # adding unit dims is always a view
+        return shaped
+
+
+# ---- DMA / copies ----------------------------------------------------------------------------------
+
+def _build_copy(c: _Ctx) -> Executor:
+    """dma_copy and copy: dst = cast(src) element by element in C order."""
+    src_ap, dst_ap = c.ap("src"), c.ap("dst")
+    if src_ap.num_elements != dst_ap.num_elements:
+        raise c.fail(f"src {_fmt(src_ap)} has {src_ap.num_elements} elements, dst {_fmt(dst_ap)} "
+                     f"has {dst_ap.num_elements}; they must match")
+    src, dst = c.view("src"), c.view("dst")
+    if src_ap.dtype == dst_ap.dtype:
+        read, write = _reader(_raw(src), dst.shape), _raw(dst)
+        return lambda: np.copyto(write, read())
+    read, store = _reader(src, src.shape), _writer(dst, src.shape)
+    convert = _converter(src_ap.dtype, dst_ap.dtype)
+    return lambda: store(convert(read()))
+
+
+def _build_memset(c: _Ctx) -> Executor:
+    dst_ap = c.ap("dst")
+    dst = c.view("dst")
+    value = c.attr("value")
+    if _is_int(dst_ap.dtype) and _scalar_is_int(value):
+        const = cast(np.array(int(value), np.int64), dst_ap.dtype)
+    else:
+        const = cast(np.array(value, np.float64), dst_ap.dtype)
+    const = np.asarray(const, dtype=dst.dtype).reshape(())
+
+    def memset():
+        dst[...] = const
+    return memset
+
+
+def _build_iota(c: _Ctx) -> Executor:
+    dst_ap = c.ap("dst")
+    dst = c.view("dst")
+    base, pstep, step = c.attr("base"), c.attr("pstep"), c.attr("step")
+    rows, free = (dst_ap.pcount, dst_ap.free_size) if dst_ap.partitioned else (1, dst_ap.num_elements)
+    exact_int = _is_int(dst_ap.dtype) and all(_scalar_is_int(v) for v in (base, pstep, step))
+    wide = np.int64 if exact_int else np.float64
+    conv = int if exact_int else float
+    p = np.arange(rows, dtype=wide)[:, None]
+    i = np.arange(free, dtype=wide)[None, :]
+    values = wide(conv(base)) + p * wide(conv(pstep)) + i * wide(conv(step))
+    const = np.ascontiguousarray(cast(values, dst_ap.dtype)).reshape(dst.shape)
+    return lambda: np.copyto(dst, const)
+
+
+# ---- PE ------------------------------------------------------------------------------------------
+
+def _build_matmul(c: _Ctx) -> Executor:
+    pe = c.arch.raw["pe"]
+    stat_ap, mov_ap, dst_ap = c.ap("stat"), c.ap("mov"), c.ap("dst")
+    k, m = c.rows_free("stat")
+    k2, n = c.rows_free("mov")
+    dm, dn = c.rows_free("dst")
+    for name, ap in (("stat", stat_ap), ("mov", mov_ap)):
+        if ap.dtype not in MATMUL_TYPES:
+            raise c.fail(f"operand {name} {_fmt(ap)} has dtype {ap.dtype}; the PE takes "
+                         f"{', '.join(MATMUL_TYPES)}")
+    ints = [ap.dtype == "i8" for ap in (stat_ap, mov_ap)]
+    if any(ints) and not all(ints):
+        raise c.fail(f"cannot mix float and int matmul: stat is {stat_ap.dtype}, mov is {mov_ap.dtype} "
+                     "(int8 matmul needs both inputs i8)")
+    integer = all(ints)
+    want_dst = "i32" if integer else "f32"
+    if dst_ap.dtype != want_dst:
+        raise c.fail(f"dst {_fmt(dst_ap)} has dtype {dst_ap.dtype}; "
+                     + ("int8 matmul accumulates into i32" if integer
+                        else "float matmul accumulates into f32 (dst must be f32 or, for i8 inputs, i32)"))
+    if k != k2:
+        raise c.fail(f"stat {_fmt(stat_ap)} has K={k} rows but mov {_fmt(mov_ap)} has {k2}; they must match")
+    if k > pe["rows"]:
+        raise c.fail(f"stat {_fmt(stat_ap)} has K={k} rows (partitions); pe.rows is {pe['rows']}")
+    if m > pe["cols"]:
+        raise c.fail(f"stat {_fmt(stat_ap)} has M={m} columns; pe.cols is {pe['cols']}")
+    if n > pe["max_n"]:
+        raise c.fail(f"mov {_fmt(mov_ap)} has N={n} columns; pe.max_n is {pe['max_n']}")
+    if (dm, dn) != (m, n):
+        raise c.fail(f"dst {_fmt(dst_ap)} is {dm}x{dn}, expected [M={m}, N={n}]")
+    read_stat = _reader(c.view("stat"), (k, m))
+    read_mov = _reader(c.view("mov"), (k, n))
+    dst = c.view("dst")
+    dst2d = _view_reshape(dst, (m, n))
+    start = c.attr("start") == 1
+
+    if integer:
+        # |i8·i8| <= 2^14: a K-long dot product is exact in f32 while K·2^14 <= 2^24, else in f64
+        acc = np.float32 if k <= 1024 else np.float64
+
+        def product() -> np.ndarray:
+            s = read_stat().astype(acc)
+            x = read_mov().astype(acc)
+            return np.matmul(s.T, x).astype(np.int64).astype(np.int32)  # wraps to int32
+    else:
+        widen_stat, widen_mov = _widener(stat_ap.dtype), _widener(mov_ap.dtype)
+
+        def product() -> np.ndarray:
+            return np.matmul(widen_stat(read_stat()).T, widen_mov(read_mov()))
+
+    if dst2d is None:  # a psum pattern that cannot be seen as [M,N]: go through a copy
+        if start:
+            return lambda: np.copyto(dst, product().reshape(dst.shape))
+
+        def accumulate_reshaped():
+            dst[...] = dst + product().reshape(dst.shape)
+        return accumulate_reshaped
+    if start:
+        if not integer:
+            def matmul_into_dst():
+                np.matmul(widen_stat(read_stat()).T, widen_mov(read_mov()), out=dst2d)
+            return matmul_into_dst
+        return lambda: np.copyto(dst2d, product())
+    return lambda: np.add(dst2d, product(), out=dst2d)  # f32 add, or int32 with wrap-around
+
+
+def _build_transpose(c: _Ctx) -> Executor:
+    pe = c.arch.raw["pe"]
+    src_ap, dst_ap = c.ap("src"), c.ap("dst")
+    k, m = c.rows_free("src")
+    dm, dk = c.rows_free("dst")
+    if (dm, dk) != (m, k):
+        raise c.fail(f"dst {_fmt(dst_ap)} is {dm}x{dk}, expected the transpose of src [{k},{m}]: [{m},{k}]")
+    if k > pe["rows"]:
+        raise c.fail(f"src {_fmt(src_ap)} has K={k} rows (partitions); pe.rows is {pe['rows']}")
+    if m > pe["cols"]:
+        raise c.fail(f"src {_fmt(src_ap)} has M={m} columns; pe.cols is {pe['cols']}")
+    if k > pe["max_n"]:
+        raise c.fail(f"src {_fmt(src_ap)} has K={k} rows; the identity it is multiplied by needs "
+                     f"N=K <= pe.max_n ({pe['max_n']})")
+    if dst_ap.dtype == "f32":
+        convert = _widener(src_ap.dtype)
+    elif dst_ap.dtype == "i32" and _is_int(src_ap.dtype):
+        convert = lambda x: cast(x, "i32")
+    else:
+        raise c.fail(f"dst {_fmt(dst_ap)} has dtype {dst_ap.dtype}; expected f32 "
+                     "(or i32 for an integer src)")
+    read = _reader(c.view("src"), (k, m))
+    store = _writer(c.view("dst"), (m, k))
+    return lambda: store(np.ascontiguousarray(convert(read()).T))
+
+
+# ---- ACT -----------------------------------------------------------------------------------------
+
+def _build_activate(c: _Ctx) -> Executor:
+    src_ap, dst_ap = c.ap("src"), c.ap("dst")
+    c.same_rows_and_free("src", "dst")
+    src = c.view("src")
+    shape, rows, ndim = src.shape, src.shape[0], src.ndim
+    read = _reader(src, shape)
+    store = _writer(c.view("dst"), shape)
+    func, mode, alpha = c.attr("func"), c.attr("mode"), float(c.attr("alpha"))
+    segments = int(c.arch.raw["act_table"]["segments"])
+    scale_v = c.per_partition("scale_ap", rows, ndim) if c.has("scale_ap") else None
+    bias_v = c.per_partition("bias_ap", rows, ndim) if c.has("bias_ap") else None
+    scale, bias = _f32_scalar(c.attr("scale")), _f32_scalar(c.attr("bias"))
+    accum = None
+    if c.has("accum"):
+        accum_ap = c.ap("accum")
+        r, f = c.rows_free("accum")
+        if (r, f) != (rows, 1):
+            raise c.fail(f"accum {_fmt(accum_ap)} must be [{rows},1], got {r} rows x {f} free elements")
+        round_accum = _rounder(accum_ap.dtype)
+        accum = _writer(c.view("accum"), (rows,) + (1,) * (ndim - 1))
+    free_axes = tuple(range(1, ndim))
+    passthrough = func in ("identity", "copy")
+    widen, round_dst = _widener(src_ap.dtype), _rounder(dst_ap.dtype)
+    widen_scale = _widener(c.ap("scale_ap").dtype) if scale_v is not None else None
+    widen_bias = _widener(c.ap("bias_ap").dtype) if bias_v is not None else None
+
+    def activate():
+        with np.errstate(all="ignore"):
+            x = widen(read())
+            # fp32 multiply then fp32 add, each rounded once; absent terms are not applied
+            if scale_v is not None:
+                x = x * widen_scale(scale_v)
+            elif scale != 1.0:
+                x = x * scale
+            if bias_v is not None:
+                x = x + widen_bias(bias_v)
+            elif bias != 0.0:
+                x = x + bias
+            # identity/copy are exact: skip the f64 round trip inside activation()
+            y = x if passthrough else activation(func, x, mode=mode, segments=segments, alpha=alpha)
+            store(round_dst(y))
+            if accum is not None:
+                accum(round_accum(np.sum(y, axis=free_axes, dtype=np.float32, keepdims=True)))
+    return activate
+
+
+# ---- DVE / POOL elementwise ------------------------------------------------------------------------
+
+def _flag(fn):
+    return lambda a, b, rtype: fn(a, b).astype(rtype)
+
+
+def _logical(fn):
+    return lambda a, b, rtype: fn(np.not_equal(a, 0), np.not_equal(b, 0)).astype(rtype)
+
+
+# (a, b, result type) -> result: f32 operands on the float path, int64 on the integer path
+_FLOAT_ALU = {
+    "add": lambda a, b, _t: np.add(a, b),
+    "sub": lambda a, b, _t: np.subtract(a, b),
+    "mul": lambda a, b, _t: np.multiply(a, b),
+    "div": lambda a, b, _t: np.divide(a, b),
+    "max": lambda a, b, _t: np.maximum(a, b),
+    "min": lambda a, b, _t: np.minimum(a, b),
+    "pow": lambda a, b, _t: np.power(a, b),
+    "mod": lambda a, b, _t: np.fmod(a, b),
+    "eq": _flag(np.equal), "ne": _flag(np.not_equal), "gt": _flag(np.greater),
+    "ge": _flag(np.greater_equal), "lt": _flag(np.less), "le": _flag(np.less_equal),
+    "and": _logical(np.logical_and), "or": _logical(np.logical_or), "xor": _logical(np.logical_xor),
+    "bypass": lambda a, b, _t: a,
+}
+
+
+class _IntZeroDivision(ArithmeticError):
+    pass
+
+
+def _nonzero_divisor(b):
+    if np.any(np.equal(b, 0)):
+        raise _IntZeroDivision()
+    return b
+
+
+def _int_div(a, b, _t):
+    b = _nonzero_divisor(b)
+    r = np.fmod(a, b)  # C remainder: a - r is an exact multiple of b
+    return (a - r) // b
+
+
+def _int_mod(a, b, _t):
+    return np.fmod(a, _nonzero_divisor(b))
+
+
+def _int_pow(a, b, _t):
+    real = np.trunc(np.power(np.asarray(a, np.float64), np.asarray(b, np.float64)))
+    return np.clip(real, -9.2e18, 9.2e18).astype(np.int64)
+
+
+_INT_ALU = dict(_FLOAT_ALU, div=_int_div, mod=_int_mod, pow=_int_pow)
+
+
+def _alu(op: str, integer: bool):
+    table = _INT_ALU if integer else _FLOAT_ALU
+    if op not in table:
+        raise _Static(f"unknown ALU op {op!r} (expected one of {', '.join(ALU_OPS)})")
+    return table[op]
+
+
+def _run_alu(c: _Ctx, compute: Callable[[], np.ndarray], store, dtype: str) -> Executor:
+    op, round_dst = c.op, _rounder(dtype)
+
+    def run():
+        with np.errstate(all="ignore"):
+            try:
+                value = compute()
+            except _IntZeroDivision:
+                raise ExecError(f"{op}: integer division by zero") from None
+            store(round_dst(value))
+    return run
+
+
+def _build_tensor_tensor(c: _Ctx) -> Executor:
+    a_ap, b_ap, dst_ap = c.ap("a"), c.ap("b"), c.ap("dst")
+    c.same_rows_and_free("a", "dst")
+    c.same_rows_and_free("b", "dst")
+    dst = c.view("dst")
+    shape = dst.shape
+    read_a, read_b = _reader(c.view("a"), shape), _reader(c.view("b"), shape)
+    integer = all(_is_int(ap.dtype) for ap in (a_ap, b_ap, dst_ap))
+    try:
+        fn = _alu(c.attr("op"), integer)
+    except _Static as exc:
+        raise c.fail(str(exc)) from None
+    if integer:
+        i64 = np.int64
+        compute = lambda: fn(read_a().astype(i64), read_b().astype(i64), i64)
+    else:
+        f32, widen_a, widen_b = np.float32, _widener(a_ap.dtype), _widener(b_ap.dtype)
+        compute = lambda: fn(widen_a(read_a()), widen_b(read_b()), f32)
+    return _run_alu(c, compute, _writer(dst, shape), dst_ap.dtype)
+
+
+def _build_tensor_scalar(c: _Ctx) -> Executor:
+    src_ap, dst_ap = c.ap("src"), c.ap("dst")
+    c.same_rows_and_free("src", "dst")
+    dst = c.view("dst")
+    shape = dst.shape
+    read = _reader(c.view("src"), shape)
+    stages = []  # (op, scalar attr, per-partition view or None, its dtype, reversed)
+    for k in (0, 1):
+        op = c.attr(f"op{k}")
+        if op == "bypass":  # bypass passes the tensor through (whatever revK says)
+            continue
+        ap_name = f"s{k}_ap"
+        view = c.per_partition(ap_name, shape[0], len(shape)) if c.has(ap_name) else None
+        stages.append((op, c.attr(f"s{k}"), view, c.ap(ap_name).dtype if view is not None else None,
+                       c.attr(f"rev{k}") == 1))
+    integer = _is_int(src_ap.dtype) and _is_int(dst_ap.dtype) and all(
+        _is_int(vdt) if view is not None else _scalar_is_int(s) for _, s, view, vdt, _ in stages)
+    rtype = np.int64 if integer else np.float32
+    steps = []
+    for op, s, view, vdt, rev in stages:
+        try:
+            fn = _alu(op, integer)
+        except _Static as exc:
+            raise c.fail(str(exc)) from None
+        if view is not None:
+            widen_s = (lambda x: x.astype(np.int64)) if integer else _widener(vdt)
+            get = (lambda v=view, w=widen_s: w(v))
+        else:
+            const = np.int64(int(s)) if integer else _f32_scalar(s)
+            get = lambda k=const: k
+        steps.append((fn, get, rev))
+    widen = (lambda x: x.astype(np.int64)) if integer else _widener(src_ap.dtype)
+
+    def compute():
+        t = widen(read())
+        for fn, get, rev in steps:
+            t = fn(get(), t, rtype) if rev else fn(t, get(), rtype)
+        return t
+    return _run_alu(c, compute, _writer(dst, shape), dst_ap.dtype)
+
+
+def _build_select(c: _Ctx) -> Executor:
+    dst_ap = c.ap("dst")
+    dtypes = [c.ap(n).dtype for n in ("a", "b", "dst")]
+    for name in ("pred", "a", "b"):
+        c.same_rows_and_free(name, "dst")
+    dst = c.view("dst")
+    shape = dst.shape
+    pred_ap = c.ap("pred")
+    read_p = _reader(c.view("pred"), shape)
+    pred_f = _widener(pred_ap.dtype) if pred_ap.dtype in FLOAT_DTYPES else (lambda x: x)
+    store = _writer(dst, shape)
+    if len(set(dtypes)) == 1:  # pure data selection: bit-exact
+        read_a, read_b = _reader(_raw(c.view("a")), shape), _reader(_raw(c.view("b")), shape)
+        store_raw = _writer(_raw(dst), shape)
+        return lambda: store_raw(np.where(pred_f(read_p()) != 0, read_a(), read_b()))
+    read_a, read_b = _reader(c.view("a"), shape), _reader(c.view("b"), shape)
+    if all(_is_int(d) for d in dtypes):
+        widen_a = widen_b = lambda x: x.astype(np.int64)
+    else:
+        widen_a, widen_b = _widener(dtypes[0]), _widener(dtypes[1])
+    round_dst = _rounder(dst_ap.dtype)
+
+    def select():
+        store(round_dst(np.where(pred_f(read_p()) != 0, widen_a(read_a()), widen_b(read_b()))))
+    return select
+
+
+def _reduce_fn(op: str, integer: bool):
+    acc = np.int64 if integer else np.float32
+    if op == "sum":
+        return lambda x, axis: np.sum(x, axis=axis, dtype=acc)
+    if op == "max":
+        return lambda x, axis: np.max(x, axis=axis)
+    if op == "min":
+        return lambda x, axis: np.min(x, axis=axis)
+    raise _Static(f"unknown reduce op {op!r} (expected sum, max or min)")
+
+
+def _build_reduce(c: _Ctx) -> Executor:
+    src_ap, dst_ap = c.ap("src"), c.ap("dst")
+    src = c.view("src")
+    axes = int(c.attr("axes"))
+    nfree = src.ndim - 1
+    if axes > nfree:
+        raise c.fail(f"axes={axes} but src {_fmt(src_ap)} has only {nfree} free dims")
+    out_shape = src.shape[:src.ndim - axes]
+    if dst_ap.num_elements != _prod(out_shape) or c.rows_free("dst")[0] != out_shape[0]:
+        raise c.fail(f"dst {_fmt(dst_ap)} has shape {dst_ap.shape}; reducing the innermost {axes} "
+                     f"free dims of src {src.shape} gives {out_shape}")
+    integer = _is_int(src_ap.dtype) and _is_int(dst_ap.dtype)
+    try:
+        fn = _reduce_fn(c.attr("op"), integer)
+    except _Static as exc:
+        raise c.fail(str(exc)) from None
+    axis = tuple(range(src.ndim - axes, src.ndim))
+    read = _reader(src, src.shape)
+    widen = (lambda x: x.astype(np.int64)) if integer else _widener(src_ap.dtype)
+    store = _writer(c.view("dst"), out_shape)
+    round_dst = _rounder(dst_ap.dtype)
+
+    def reduce():
+        with np.errstate(all="ignore"):
+            store(round_dst(fn(widen(read()), axis)))
+    return reduce
+
+
+def _build_transpose32(c: _Ctx) -> Executor:
+    src_ap, dst_ap = c.ap("src"), c.ap("dst")
+    p, f = c.rows_free("src")
+    c.same_rows_and_free("dst", "src")
+    if p % 32 or f % 32:
+        raise c.fail(f"src {_fmt(src_ap)} is {p}x{f}; 32x32 block transpose needs both multiples of 32")
+    read = _reader(c.view("src"), (p // 32, 32, f // 32, 32))
+    store = _writer(c.view("dst"), (p // 32, 32, f // 32, 32))
+    convert = _converter(src_ap.dtype, dst_ap.dtype)
+    # dst[a, r, b, c] = src[a, c, b, r]
+    return lambda: store(convert(np.ascontiguousarray(read().transpose(0, 3, 2, 1))))
+
+
+def _build_stats(c: _Ctx) -> Executor:
+    src_ap, dst_ap = c.ap("src"), c.ap("dst")
+    p, f = c.rows_free("src")
+    if c.rows_free("dst") != (p, 2):
+        raise c.fail(f"dst {_fmt(dst_ap)} must be [{p},2] (mean, variance per partition)")
+    read = _reader(c.view("src"), (p, f))
+    store = _writer(c.view("dst"), (p, 2))
+    dtype, widen = dst_ap.dtype, _widener(src_ap.dtype)
+
+    def stats():
+        with np.errstate(all="ignore"):
+            x = widen(read()).astype(np.float64)
+            out = np.empty((p, 2), np.float64)
+            out[:, 0] = x.mean(axis=1)
+            out[:, 1] = x.var(axis=1)
+            store(cast(out, dtype))
+    return stats
+
+
+# ---- POOL only ---------------------------------------------------------------------------------------
+
+def _build_preduce(c: _Ctx) -> Executor:
+    src_ap, dst_ap = c.ap("src"), c.ap("dst")
+    p, f = c.rows_free("src")
+    if dst_ap.num_elements != f:
+        raise c.fail(f"dst {_fmt(dst_ap)} has {dst_ap.num_elements} elements; reducing src "
+                     f"[{p},{f}] over partitions gives [1,{f}]")
+    integer = _is_int(src_ap.dtype) and _is_int(dst_ap.dtype)
+    try:
+        fn = _reduce_fn(c.attr("op"), integer)
+    except _Static as exc:
+        raise c.fail(str(exc)) from None
+    read = _reader(c.view("src"), (p, f))
+    dst = c.view("dst")
+    store = _writer(dst, (f,))
+    widen = (lambda x: x.astype(np.int64)) if integer else _widener(src_ap.dtype)
+    round_dst = _rounder(dst_ap.dtype)
+
+    def preduce():
+        with np.errstate(all="ignore"):
+            store(round_dst(fn(widen(read()), 0)))
+    return preduce
+
+
+def _build_pbroadcast(c: _Ctx) -> Executor:
+    src_ap, dst_ap = c.ap("src"), c.ap("dst")
+    rows, f = c.rows_free("dst")
+    if src_ap.num_elements != f:
+        raise c.fail(f"src {_fmt(src_ap)} has {src_ap.num_elements} elements; dst {_fmt(dst_ap)} "
+                     f"needs [1,{f}] to copy to each of its {rows} partitions")
+    read = _reader(c.view("src"), (1, f))
+    dst = c.view("dst")
+    shaped = _view_reshape(dst, (rows, f))
+    convert = _converter(src_ap.dtype, dst_ap.dtype)
+    if shaped is not None:
+        return lambda: np.copyto(shaped, convert(read()))
+    return lambda: np.copyto(dst, np.broadcast_to(convert(read()), (rows, f)).reshape(dst.shape))
+
+
+def _build_gather(c: _Ctx) -> Executor:
+    table_ap, idx_ap, dst_ap = c.ap("table"), c.ap("idx"), c.ap("dst")
+    if not _is_int(idx_ap.dtype):
+        raise c.fail(f"idx {_fmt(idx_ap)} has dtype {idx_ap.dtype}; indices must be an integer dtype")
+    p, f = c.rows_free("dst")
+    ip, ifree = c.rows_free("idx")
+    if (ip, ifree) != (p, 1):
+        raise c.fail(f"idx {_fmt(idx_ap)} must be [{p},1] (one row index per dst partition), "
+                     f"got {ip} rows x {ifree} free elements")
+    rows, row_size = c.rows_free("table")
+    if row_size != f:
+        raise c.fail(f"table {_fmt(table_ap)} rows have {row_size} elements, dst {_fmt(dst_ap)} "
+                     f"rows have {f}; they must match")
+    table = _reader(c.view("table"), (rows, f))
+    idx = _reader(c.view("idx"), (p,))
+    store = _writer(c.view("dst"), (p, f))
+    convert = _converter(table_ap.dtype, dst_ap.dtype)
+
+    def gather():
+        ids = idx()
+        bad = (ids < 0) | (ids >= rows)
+        if bad.any():
+            where = int(np.argmax(bad))
+            raise ExecError(f"gather: idx value {int(ids[where])} (partition {where} of idx "
+                            f"{_fmt(idx_ap)}) is out of range for table {_fmt(table_ap)} with "
+                            f"{rows} rows")
+        store(convert(table()[ids.astype(np.intp)]))
+    return gather
+
+
+def _build_nop(c: _Ctx) -> Executor:
+    return lambda: None
+
+
+_BUILDERS: dict[str, Callable[[_Ctx], Executor]] = {
+    "dma_copy": _build_copy,
+    "matmul": _build_matmul,
+    "transpose": _build_transpose,
+    "activate": _build_activate,
+    "tensor_tensor": _build_tensor_tensor,
+    "tensor_scalar": _build_tensor_scalar,
+    "select": _build_select,
+    "reduce": _build_reduce,
+    "copy": _build_copy,
+    "memset": _build_memset,
+    "iota": _build_iota,
+    "transpose32": _build_transpose32,
+    "stats": _build_stats,
+    "preduce": _build_preduce,
+    "pbroadcast": _build_pbroadcast,
+    "gather": _build_gather,
+    "nop": _build_nop,
+}
