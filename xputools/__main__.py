@@ -1,0 +1,4 @@
+"""`python -m xputools` is the `xpu` command."""
+from .cli import main
+
+main()
