@@ -118,31 +118,40 @@ def disasm(program: Path, output: Path | None, no_data: bool) -> None:
 
 
 # ---- run --------------------------------------------------------------------------------------
+def _compile_options(f):
+    from .compiler.cli import compile_options
+
+    return compile_options(f)
+
+
 @cli.command()
 @click.argument("program", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False, path_type=Path),
-              help=".npz with one array per program input, keyed by input name.")
+              help=".npz with one array per input, keyed by input name.")
 @click.option("--random-inputs", is_flag=True, help="Feed deterministic random inputs instead.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-inputs.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the outputs to this .npz, keyed by output name.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
+@_compile_options
 @debug_option
 def run(program: Path, inputs_path: Path | None, random_inputs: bool, seed: int, output: Path | None,
-        as_json: bool) -> None:
-    """Run a program on the emulated XPU and print outputs, cycles and per-engine busy time.
+        as_json: bool, **compile_kw) -> None:
+    """Run a program (.xpu, .xasm) or an ONNX model (compiled in memory first, with the same
+    options as `xpu compile`) on the emulated XPU; print outputs, cycles and engine busy time.
 
     \b
     Examples:
+      xpu run samples/cnn.onnx --inputs samples/cnn.inputs.npz -o out.npz
+      xpu run samples/transformer.onnx --shape input_ids=1x16 --random-inputs --precision bf16
       xpu run gemm.xpu --random-inputs --seed 1
-      xpu run gemm.xpu --inputs in.npz -o out.npz
     """
     from .errors import UserError
-    from .programs import load_program_file
     from .runreport import render_run
-    from .runtime import random_inputs as make_random, read_npz, run_program, write_npz
+    from .runtime import random_inputs as make_random
+    from .runtime import read_npz, run_program, write_npz
 
-    prog = load_program_file(program)
+    prog = load_program_or_model(program, compile_kw)
     if inputs_path and random_inputs:
         raise UserError("give either --inputs or --random-inputs, not both")
     if inputs_path:
@@ -152,9 +161,23 @@ def run(program: Path, inputs_path: Path | None, random_inputs: bool, seed: int,
     else:
         raise UserError("the program has inputs: give --inputs IN.npz or --random-inputs")
     out = run_program(prog, feeds)
+    from .compiler.lower import onnx_outputs
+
+    out.outputs = onnx_outputs(prog, out.outputs)
     if output:
         write_npz(output, out.outputs)
     click.echo(render_run(prog, out, as_json=as_json))
+
+
+def load_program_or_model(path: Path, compile_kw: dict):
+    """A Program from .xpu/.xasm, or compiled in memory from .onnx."""
+    if path.suffix == ".onnx":
+        from .compiler.cli import build_options, compile_with_progress
+
+        return compile_with_progress(path, build_options(**compile_kw)).program
+    from .programs import load_program_file
+
+    return load_program_file(path)
 
 
 def main() -> None:

@@ -138,9 +138,10 @@ def run_program(program: Program, feeds: dict[str, np.ndarray], arch=None, taps:
 
 
 class OnnxHostRunner:
-    """Runs a program's host ops: each payload is a one-node ONNX model, evaluated with onnx's
-    reference evaluator on the op's input tensors read from HBM (bool and float64 values are
-    stored as u8 / f32 there and converted back for the evaluator)."""
+    """Runs a program's host ops: each payload is a small ONNX model (the node, fusions expanded),
+    evaluated with onnx's reference evaluator (onnxruntime where the reference has no kernel) on
+    the op's input tensors read from HBM; bool and float64 values, stored as u8 / f32 in HBM, are
+    converted back to the dtypes the model declares."""
 
     MAX_PAYLOAD = 256 << 20
 
@@ -150,26 +151,27 @@ class OnnxHostRunner:
     def _load(self, host_op):
         import onnx
         from onnx import helper
-        from onnx.reference import ReferenceEvaluator
+
+        from .compiler.host import ModelRunner
 
         if len(host_op.payload) > self.MAX_PAYLOAD:
             raise UserError(f"host op {host_op.name}: payload too large")
         try:
             model = onnx.load_from_string(host_op.payload)
-            evaluator = ReferenceEvaluator(model)
+            runner = ModelRunner(host_op.payload, model)
         except Exception as exc:  # noqa: BLE001 - untrusted payload: any failure is bad input
             raise UserError(f"host op {host_op.name}: unreadable payload ({exc})") from None
         dtypes = [helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type) for vi in model.graph.input]
-        return evaluator, [vi.name for vi in model.graph.input], dtypes
+        return runner, [vi.name for vi in model.graph.input], dtypes
 
     def __call__(self, host_op, machine: Machine) -> None:
         key = id(host_op)
         if key not in self._loaded:
             self._loaded[key] = self._load(host_op)
-        evaluator, names, dtypes = self._loaded[key]
+        runner, names, dtypes = self._loaded[key]
         tensors = [n for n in host_op.inputs if n]
         feeds = {name: machine.read_tensor(t).astype(dt, copy=False) for name, t, dt in zip(names, tensors, dtypes)}
-        results = evaluator.run(None, feeds)
+        results = runner(feeds)
         for tensor, value in zip([n for n in host_op.outputs if n], results):
             t = machine.program.tensor(tensor)
             machine.write_tensor(tensor, np.asarray(value).astype(np_dtype(t.dtype)).reshape(t.shape))

@@ -1,0 +1,169 @@
+"""What a kernel sees while lowering one node: the graph, where each value lives in HBM, the
+precision to compute in, and the emitter."""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from device_model.arch import Arch
+from device_model.dtypes import dtype_name, np_dtype
+from device_model.isa import AP
+from device_model.program import Tensor
+
+from .emitter import Emitter
+from .errors import CompileError
+
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "fp8": "fp8e4", "int8": "i8"}
+DTYPE_ALIASES = {"fp32": "f32", "f32": "f32", "float32": "f32", "bf16": "bf16", "bfloat16": "bf16",
+                 "fp16": "f16", "f16": "f16", "float16": "f16", "fp8": "fp8e4", "fp8e4": "fp8e4",
+                 "fp8e4m3": "fp8e4", "fp8e5": "fp8e5", "fp8e5m2": "fp8e5", "int8": "i8", "i8": "i8"}
+
+
+@dataclass
+class CompileOptions:
+    precision: str = "fp32"
+    keep: list[tuple[str, str]] = field(default_factory=list)  # (node name or glob, precision)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    calibration: dict[str, np.ndarray] | None = None
+    calibration_method: str = "minmax"  # or "percentile"
+    arch: Arch | None = None
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise CompileError(f"unknown precision {self.precision!r} (choose {', '.join(PRECISIONS)})")
+        for pattern, dt in self.keep:
+            if dt not in DTYPE_ALIASES:
+                raise CompileError(f"--keep {pattern}={dt}: unknown precision "
+                                   f"(choose {', '.join(sorted(set(DTYPE_ALIASES)))})")
+
+
+@dataclass
+class DeviceValue:
+    """A graph value stored row-major in HBM."""
+
+    name: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str  # device dtype name
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np_dtype(self.dtype).itemsize
+
+    def flat(self, dtype: str | None = None) -> AP:
+        """The whole value as a 1-D access pattern."""
+        return AP("hbm", self.offset, ((1, self.size),), dtype or self.dtype)
+
+    def strides(self) -> tuple[int, ...]:
+        """Row-major element strides."""
+        out, acc = [], 1
+        for d in reversed(self.shape):
+            out.append(acc)
+            acc *= d
+        return tuple(reversed(out))
+
+
+def storage_dtype(np_dt) -> str:
+    """How a graph value of this numpy dtype is stored in HBM."""
+    dt = np.dtype(np_dt)
+    if dt == np.float64:
+        return "f32"
+    return dtype_name(dt)
+
+
+class LoweringContext:
+    def __init__(self, graph, options: CompileOptions, emitter: Emitter):
+        self.graph = graph
+        self.options = options
+        self.em = emitter
+        self.arch = emitter.arch
+        self.values: dict[str, DeviceValue] = {}
+        self.node = None
+
+    # ---- precision ------------------------------------------------------------------------
+    def compute_dtype(self, node=None) -> str:
+        """Device dtype for the matmul/conv inputs of `node` (its --keep override, else the
+        global precision)."""
+        node = node or self.node
+        for pattern, dt in self.options.keep:
+            names = [node.name] + list(getattr(node, "origin", []) or [])
+            if any(fnmatch.fnmatchcase(n, pattern) for n in names) or fnmatch.fnmatchcase(node.op_type, pattern):
+                return DTYPE_ALIASES[dt]
+        return PRECISIONS[self.options.precision]
+
+    def act_mode(self, node=None) -> str:
+        """fp32 evaluates activation functions exactly; lower precisions use the device's tables."""
+        return "exact" if self.compute_dtype(node) == "f32" else "table"
+
+    # ---- values ---------------------------------------------------------------------------
+    def value(self, name: str) -> DeviceValue:
+        """Where a graph value lives; constants are placed in HBM on first use."""
+        if name in self.values:
+            return self.values[name]
+        v = self.graph.values[name]
+        if v.const is None:
+            raise CompileError(f"value {name} is used before it is computed")
+        return self.place_const(name, v.const)
+
+    def const(self, name: str) -> np.ndarray | None:
+        v = self.graph.values.get(name)
+        return None if v is None else v.const
+
+    def place_const(self, name: str, array: np.ndarray) -> DeviceValue:
+        arr = np.ascontiguousarray(array)
+        dt = storage_dtype(arr.dtype)
+        arr = arr.astype(np_dtype(dt)) if arr.dtype != np_dtype(dt) else arr
+        dv = self._alloc(name, tuple(arr.shape), dt)
+        self.em.hbm.declare(Tensor(_tensor_name("const", name, self.em), "const", dv.offset, dv.shape, dt,
+                                   arr.tobytes()))
+        return dv
+
+    def new_const(self, hint: str, array: np.ndarray) -> DeviceValue:
+        """A constant the kernel derives (e.g. folded weights), placed in HBM."""
+        name = f"{self.node.name if self.node else 'const'}/{hint}"
+        while name in self.values:
+            name += "'"
+        return self.place_const(name, array)
+
+    def output(self, name: str, dtype: str | None = None) -> DeviceValue:
+        """Allocate HBM for a node output (shape from the graph)."""
+        v = self.graph.values[name]
+        return self._alloc(name, tuple(v.shape), dtype or storage_dtype(v.dtype))
+
+    def scratch(self, name: str, shape, dtype: str) -> DeviceValue:
+        """HBM scratch private to a kernel."""
+        key = f"{self.node.name if self.node else ''}/{name}"
+        while key in self.values:
+            key += "'"
+        return self._alloc(key, tuple(shape), dtype)
+
+    def alias(self, name: str, source: str, shape=None) -> DeviceValue:
+        """`name` is `source`'s bytes seen with another shape (Reshape, Flatten, Squeeze, ...)."""
+        src = self.value(source)
+        shape = tuple(self.graph.values[name].shape if shape is None else shape)
+        dv = DeviceValue(name, src.offset, shape, src.dtype)
+        if dv.size != src.size:
+            raise CompileError(f"{name}: cannot alias {source} ({src.size} elements) as {shape}")
+        self.values[name] = dv
+        return dv
+
+    def _alloc(self, name: str, shape: tuple[int, ...], dtype: str) -> DeviceValue:
+        size = int(np.prod(shape)) if shape else 1
+        offset = self.em.hbm.alloc(size * np_dtype(dtype).itemsize)
+        dv = DeviceValue(name, offset, shape, dtype)
+        self.values[name] = dv
+        return dv
+
+
+def _tensor_name(kind: str, name: str, em: Emitter) -> str:
+    taken = {t.name for t in em.hbm.tensors}
+    out = name
+    while out in taken:
+        out += "'"
+    return out

@@ -1,0 +1,223 @@
+"""Elementwise ONNX ops: unary functions on ACT, binary/ternary ops on DVE, with numpy
+broadcasting done by the DMA access patterns (stride 0)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import CompileError
+from ..tiling import broadcast_strides, elementwise_tiles, row_major_strides
+from . import kernel
+from .common import MAX_FREE, hbm_ap, is_float, load, sbuf_tile, store
+
+# ONNX op -> (ACT function, extra attrs from the node)
+ACT_UNARY = {
+    "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log", "Erf": "erf",
+    "Sqrt": "sqrt", "Reciprocal": "reciprocal", "Neg": "neg", "Abs": "abs", "Softplus": "softplus",
+    "HardSwish": "hardswish", "IsNaN": "isnan", "Not": "not", "LeakyRelu": "leaky_relu",
+    "Floor": "floor", "Ceil": "ceil", "Round": "round", "Sign": "sign",
+}
+BINARY = {
+    "Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow", "Max": "max", "Min": "min",
+    "Sum": "add", "Equal": "eq", "Greater": "gt", "Less": "lt", "GreaterOrEqual": "ge",
+    "LessOrEqual": "le", "And": "and", "Or": "or", "Xor": "xor",
+}
+
+
+def _tiles(ctx, out, inputs):
+    strides = [row_major_strides(out.shape)] + [broadcast_strides(v.shape, out.shape) for v in inputs]
+    return elementwise_tiles(out.shape, strides, ctx.arch.partitions, MAX_FREE)
+
+
+def _work_dtype(v) -> str:
+    return "f32" if is_float(v.dtype) else ("i32" if v.dtype in ("i8", "u8", "i16", "i32") else v.dtype)
+
+
+@kernel(*ACT_UNARY)
+def unary(ctx, node) -> None:
+    x = ctx.value(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    func = ACT_UNARY[node.op_type]
+    attrs = {"func": func, "mode": ctx.act_mode(node)}
+    if node.op_type == "LeakyRelu":
+        attrs["alpha"] = float(node.attrs.get("alpha", 0.01))
+    for t in _tiles(ctx, out, [x]):
+        (o_off, o_dims), (x_off, x_dims) = t.patterns
+        src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, "f32")
+        dst = sbuf_tile(ctx, t.partitions, t.free, _work_dtype(out) if not is_float(out.dtype) else "f32")
+        ctx.em.emit("act", "activate", {"dst": dst, "src": src}, **attrs)
+        store(ctx, dst, hbm_ap(out, o_off, o_dims))
+
+
+def _scalar_const(ctx, name):
+    """A float constant with a single element, as a Python float (immediate operand), or None."""
+    c = ctx.const(name)
+    if c is None or c.size != 1 or not np.issubdtype(c.dtype, np.floating):
+        return None
+    return float(c.reshape(-1)[0])
+
+
+def _free_is_broadcast(dims, row_count: int) -> bool:
+    """True when an operand's tile pattern repeats one value along the free axis (stride 0)."""
+    return all(s == 0 for s, _ in dims[row_count:])
+
+
+@kernel(*BINARY)
+def binary(ctx, node) -> None:
+    names = [n for n in node.inputs if n]
+    out = ctx.output(node.outputs[0])
+    op = BINARY[node.op_type]
+    if node.op_type == "Sum" and len(names) == 1:
+        names = [names[0]]
+    if node.op_type == "Sum" or len(names) > 2:  # variadic Sum/Max/Min: fold pairwise through HBM
+        _variadic(ctx, node, names, out, op)
+        return
+    _binary_into(ctx, names[0], names[1], out, op, node)
+
+
+def _binary_into(ctx, a_name, b_name, out, op, node) -> None:
+    imm = _scalar_const(ctx, b_name) if is_float(out.dtype) or op in ("eq", "gt", "lt", "ge", "le") else None
+    rev = 0
+    if imm is None:
+        imm_a = _scalar_const(ctx, a_name) if is_float(out.dtype) or op in ("eq", "gt", "lt", "ge", "le") else None
+        if imm_a is not None:
+            imm, rev, a_name = imm_a, 1, b_name
+    a = ctx.value(a_name)
+    work = "f32" if is_float(a.dtype) or is_float(out.dtype) else _work_dtype(a)
+    out_work = "f32" if is_float(out.dtype) else _work_dtype(out)
+    if imm is not None:
+        for t in _tiles(ctx, out, [a]):
+            (o_off, o_dims), (a_off, a_dims) = t.patterns
+            src = load(ctx, hbm_ap(a, a_off, a_dims), t.partitions, t.free, work)
+            dst = sbuf_tile(ctx, t.partitions, t.free, out_work)
+            ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": src}, op0=op, s0=imm, rev0=rev)
+            store(ctx, dst, hbm_ap(out, o_off, o_dims))
+        return
+    b = ctx.value(b_name)
+    if not is_float(b.dtype) and work != "f32":
+        work = _work_dtype(b) if b.dtype == "i64" else work
+    for t in _tiles(ctx, out, [a, b]):
+        (o_off, o_dims), (a_off, a_dims), (b_off, b_dims) = t.patterns
+        rows = t.row_dims
+        a_scalar = rows > 0 and t.free > 1 and _free_is_broadcast(a_dims, rows)
+        b_scalar = rows > 0 and t.free > 1 and _free_is_broadcast(b_dims, rows)
+        dst = sbuf_tile(ctx, t.partitions, t.free, out_work)
+        if b_scalar or a_scalar:  # one side is one value per partition: tensor_scalar with s0_ap
+            full_off, full_dims, sc_off, sc_dims, sc_val, rev = (
+                (a_off, a_dims, b_off, b_dims, b, 0) if b_scalar else (b_off, b_dims, a_off, a_dims, a, 1))
+            full_val = a if b_scalar else b
+            src = load(ctx, hbm_ap(full_val, full_off, full_dims), t.partitions, t.free, work)
+            sc = load(ctx, hbm_ap(sc_val, sc_off, sc_dims[:rows]), t.partitions, 1, work)
+            ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": src, "s0_ap": sc}, op0=op, rev0=rev)
+        else:
+            ta = load(ctx, hbm_ap(a, a_off, a_dims), t.partitions, t.free, work)
+            tb = load(ctx, hbm_ap(b, b_off, b_dims), t.partitions, t.free, work)
+            ctx.em.emit("dve", "tensor_tensor", {"dst": dst, "a": ta, "b": tb}, op=op)
+        store(ctx, dst, hbm_ap(out, o_off, o_dims))
+
+
+def _variadic(ctx, node, names, out, op) -> None:
+    if len(names) == 1:
+        _copy(ctx, ctx.value(names[0]), out)
+        return
+    acc = names[0]
+    for i, name in enumerate(names[1:]):
+        last = i == len(names) - 2
+        target = out if last else ctx.scratch(f"partial{i}", out.shape, out.dtype)
+        _binary_into(ctx, acc, name, target, op, node)
+        acc = target.name
+        if not last:
+            ctx.values[acc] = target
+
+
+def _copy(ctx, src, out) -> None:
+    strides = [row_major_strides(out.shape), broadcast_strides(src.shape, out.shape)]
+    for t in elementwise_tiles(out.shape, strides, ctx.arch.partitions, 1 << 20):
+        (o_off, o_dims), (s_off, s_dims) = t.patterns
+        ctx.em.emit("dma", "dma_copy", {"dst": hbm_ap(out, o_off, o_dims), "src": hbm_ap(src, s_off, s_dims)})
+
+
+@kernel("Where")
+def where(ctx, node) -> None:
+    cond, a, b = (ctx.value(n) for n in node.inputs)
+    out = ctx.output(node.outputs[0])
+    work = "f32" if is_float(out.dtype) else _work_dtype(out)
+    for t in _tiles(ctx, out, [cond, a, b]):
+        (o_off, o_dims), (c_off, c_dims), (a_off, a_dims), (b_off, b_dims) = t.patterns
+        tc = load(ctx, hbm_ap(cond, c_off, c_dims), t.partitions, t.free, "u8")
+        ta = load(ctx, hbm_ap(a, a_off, a_dims), t.partitions, t.free, work)
+        tb = load(ctx, hbm_ap(b, b_off, b_dims), t.partitions, t.free, work)
+        dst = sbuf_tile(ctx, t.partitions, t.free, work)
+        ctx.em.emit("dve", "select", {"dst": dst, "pred": tc, "a": ta, "b": tb})
+        store(ctx, dst, hbm_ap(out, o_off, o_dims))
+
+
+@kernel("Clip")
+def clip(ctx, node) -> None:
+    x = ctx.value(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    lo = _bound(ctx, node, 1, "min", -np.inf)
+    hi = _bound(ctx, node, 2, "max", np.inf)
+    work = "f32" if is_float(x.dtype) else _work_dtype(x)
+    for t in _tiles(ctx, out, [x]):
+        (o_off, o_dims), (x_off, x_dims) = t.patterns
+        src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, work)
+        dst = sbuf_tile(ctx, t.partitions, t.free, work)
+        ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": src}, op0="max", s0=lo, op1="min", s1=hi)
+        store(ctx, dst, hbm_ap(out, o_off, o_dims))
+
+
+def _bound(ctx, node, index: int, attr: str, default: float) -> float:
+    if len(node.inputs) > index and node.inputs[index]:
+        c = ctx.const(node.inputs[index])
+        if c is None:
+            raise CompileError(f"{node.name}: Clip bound {node.inputs[index]} must be a constant on the device")
+        return float(np.asarray(c).reshape(-1)[0])
+    return float(node.attrs.get(attr, default))
+
+
+@kernel("HardSigmoid")
+def hard_sigmoid(ctx, node) -> None:
+    x = ctx.value(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    alpha, beta = float(node.attrs.get("alpha", 0.2)), float(node.attrs.get("beta", 0.5))
+    for t in _tiles(ctx, out, [x]):
+        (o_off, o_dims), (x_off, x_dims) = t.patterns
+        src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, "f32")
+        mid = sbuf_tile(ctx, t.partitions, t.free, "f32")
+        ctx.em.emit("dve", "tensor_scalar", {"dst": mid, "src": src}, op0="mul", s0=alpha, op1="add", s1=beta)
+        dst = sbuf_tile(ctx, t.partitions, t.free, "f32")
+        ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": mid}, op0="max", s0=0.0, op1="min", s1=1.0)
+        store(ctx, dst, hbm_ap(out, o_off, o_dims))
+
+
+@kernel("Gelu")
+def gelu(ctx, node) -> None:
+    x = ctx.value(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    func = "gelu_tanh" if node.attrs.get("approximate", "none") == "tanh" else "gelu"
+    for t in _tiles(ctx, out, [x]):
+        (o_off, o_dims), (x_off, x_dims) = t.patterns
+        src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, "f32")
+        dst = sbuf_tile(ctx, t.partitions, t.free, "f32")
+        ctx.em.emit("act", "activate", {"dst": dst, "src": src}, func=func, mode=ctx.act_mode(node))
+        store(ctx, dst, hbm_ap(out, o_off, o_dims))
+
+
+@kernel("Cast")
+def cast(ctx, node) -> None:
+    """A cast is a DMA with an in-flight dtype conversion, HBM to HBM; to bool it is `x != 0`."""
+    x = ctx.value(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    if ctx.graph.values[node.outputs[0]].dtype == np.bool_:
+        work = "f32" if is_float(x.dtype) else _work_dtype(x)
+        for t in _tiles(ctx, out, [x]):
+            (o_off, o_dims), (x_off, x_dims) = t.patterns
+            src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, work)
+            dst = sbuf_tile(ctx, t.partitions, t.free, "u8")
+            ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": src}, op0="ne", s0=0.0)
+            store(ctx, dst, hbm_ap(out, o_off, o_dims))
+        return
+    chunk = 1 << 20
+    for start in range(0, max(out.size, 1), chunk):
+        n = min(chunk, out.size - start)
+        ctx.em.emit("dma", "dma_copy", {"dst": hbm_ap(out, start, ((1, n),)), "src": hbm_ap(x, start, ((1, n),))})

@@ -1,0 +1,132 @@
+"""Lowering a graph to a Program: inputs and outputs in HBM, one kernel per device node, host ops
+for the rest, and a tap for every value so tools can read it without changing the program."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from device_model.dtypes import np_dtype
+from device_model.program import HostOp, Program, TapPiece, Tensor
+
+from .context import CompileOptions, DeviceValue, LoweringContext, storage_dtype
+from .emitter import Emitter
+from .errors import CompileError
+from .host import host_node_model
+from .kernels import kernels
+from .support import placement
+
+def lower_graph(graph, options: CompileOptions, arch, progress=None) -> Program:
+    em = Emitter(arch)
+    ctx = LoweringContext(graph, options, em)
+    for v in graph.inputs:
+        dt = storage_dtype(v.dtype)
+        dv = ctx._alloc(v.name, tuple(v.shape), dt)
+        em.hbm.declare(Tensor(v.name, "input", dv.offset, dv.shape, dt))
+    table = kernels()
+    for i, node in enumerate(graph.nodes):
+        ctx.node = node
+        em.set_origin(node.name, node.op_type)
+        where, _why = placement(node, graph)
+        fn = table.get(node.op_type)
+        if where == "device" and fn is not None:
+            fn(ctx, node)
+        else:
+            _lower_host(ctx, node)
+        _tap_outputs(ctx, node)
+        if progress is not None:
+            progress(i + 1, len(graph.nodes))
+    ctx.node = None
+    _tap_aliases(ctx, graph)
+    em.set_origin("outputs", "")
+    _declare_outputs(ctx, graph)
+    meta = {"onnx_dtypes": ",".join(f"{v.name}:{np.dtype(v.dtype).name}" for v in graph.outputs)}
+    return em.program(meta)
+
+
+def _tap_outputs(ctx: LoweringContext, node) -> None:
+    for name in node.outputs:
+        if not name or name not in ctx.values:
+            continue
+        dv = ctx.values[name]
+        ap = dv.flat()
+        after = ctx.em.barrier_after([ap])
+        ctx.em.add_tap(name, dv.shape, dv.dtype, [TapPiece(ap, 0, (1,))], after)
+    for fused in getattr(node, "fused", []) or []:
+        v = ctx.graph.values.get(fused)
+        if v is not None:
+            ctx.em.add_fused_tap(fused, v.shape, storage_dtype(v.dtype), node.outputs[0])
+
+
+def _tap_aliases(ctx: LoweringContext, graph) -> None:
+    """ONNX tensors that passes removed as copies read the same bytes as the value they alias."""
+    by_name = {t.name: t for t in ctx.em.taps}
+    for name, target in graph.aliases.items():
+        tap = by_name.get(target)
+        if tap is not None and name not in by_name:
+            ctx.em.taps.append(replace(tap, name=name))
+
+
+def _declare_outputs(ctx: LoweringContext, graph) -> None:
+    """Graph outputs become `output` tensors. A host op's scratch tensor for the value is promoted;
+    an output that is an input, a constant or shares bytes with another output is copied first."""
+    by_offset = {t.offset: t for t in ctx.em.hbm.tensors}
+    for v in graph.outputs:
+        dv = ctx.value(v.name)
+        existing = by_offset.get(dv.offset)
+        if existing is not None and existing.kind == "scratch" and existing.name == v.name:
+            existing.kind = "output"
+            continue
+        if existing is not None:
+            copy = ctx._alloc(v.name, dv.shape, dv.dtype)
+            if dv.size:
+                ctx.em.emit("dma", "dma_copy", {"dst": copy.flat(), "src": dv.flat()})
+            dv = copy
+        tensor = Tensor(v.name, "output", dv.offset, dv.shape, dv.dtype)
+        ctx.em.hbm.declare(tensor)
+        by_offset[dv.offset] = tensor
+
+
+def _lower_host(ctx: LoweringContext, node) -> None:
+    """Run `node` on the host: its inputs and outputs are HBM tensors the host reads and writes."""
+    em = ctx.em
+    ins, outs = [], []
+    for name in node.all_inputs():  # subgraphs (If/Loop bodies) read outer values too
+        ins.append(_declare_scratch(em, ctx.value(name)))
+    for name in node.outputs:
+        if not name:
+            outs.append("")
+            continue
+        dv = ctx.output(name)
+        outs.append(_declare_scratch(em, dv))
+    payload = host_node_model(node, ctx.graph).SerializeToString()
+    em.host_ops.append(HostOp(node.name, node.op_type, ins, outs, payload))
+    em.emit_host_call(len(em.host_ops) - 1, [ctx.value(n).flat() for n in node.all_inputs()],
+                      [ctx.values[n].flat() for n in node.outputs if n])
+
+
+def _declare_scratch(em: Emitter, dv: DeviceValue) -> str:
+    for t in em.hbm.tensors:
+        if t.offset == dv.offset and tuple(t.shape) == tuple(dv.shape) and t.dtype == dv.dtype:
+            return t.name
+    name = dv.name
+    taken = {t.name for t in em.hbm.tensors}
+    while name in taken:
+        name += "'"
+    em.hbm.declare(Tensor(name, "scratch", dv.offset, dv.shape, dv.dtype))
+    return name
+
+
+def onnx_outputs(program: Program, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Device outputs in their ONNX dtypes (bool comes back from u8)."""
+    return {k: v.astype(device_dtype_of_output(program, k), copy=False) for k, v in outputs.items()}
+
+
+def device_dtype_of_output(program: Program, name: str) -> np.dtype:
+    """The ONNX dtype of a graph output (bool is stored as u8 on the device)."""
+    for item in program.meta.get("onnx_dtypes", "").split(","):
+        if item.rpartition(":")[0] == name:
+            return np.dtype(item.rpartition(":")[2])
+    return np_dtype(program.tensor(name).dtype)
+
+
+__all__ = ["CompileError", "lower_graph"]
