@@ -1,0 +1,575 @@
+"""The compiler's graph IR: values with static shapes, nodes in topological order.
+
+Conventions the lowering relies on:
+- every tensor is a `Value` in `Graph.values`; `const` holds the data of initializers and folded
+  constants; after `import_model` every shape is a tuple of ints;
+- a `Node`'s `inputs` use "" for an omitted optional input; attributes are plain Python values
+  (int, float, str, lists, numpy arrays for tensor attributes, `onnx.GraphProto` for subgraphs);
+  attributes whose name starts with `fused_` are the compiler's own (see passes.py), not ONNX's;
+- `origin` lists the ONNX nodes a node stands for and `fused` the ONNX tensors that fusion removed
+  inside it: their Values stay in `values` (shape and dtype, for taps) but no node produces them;
+- `Graph.aliases` maps an ONNX tensor that a pass removed because it was a copy (Identity, no-op
+  Cast...) to the value that holds the same data.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+FUSED_ATTR_PREFIX = "fused_"
+
+
+@dataclass
+class Value:
+    """A tensor: `shape` and `dtype` are None only while importing; `const` holds constant data."""
+
+    name: str
+    shape: tuple[int, ...] | None
+    dtype: np.dtype
+    const: np.ndarray | None = None
+
+    @property
+    def is_const(self) -> bool:
+        return self.const is not None
+
+    @property
+    def is_static(self) -> bool:
+        return self.shape is not None and all(isinstance(d, int) and d >= 0 for d in self.shape)
+
+    @property
+    def size(self) -> int:
+        assert self.shape is not None, f"value {self.name!r} has no known shape"
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+
+@dataclass(eq=False)  # nodes compare by identity
+class Node:
+    name: str
+    op_type: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    domain: str = ""
+    origin: list[str] = field(default_factory=list)
+    fused: list[str] = field(default_factory=list)
+
+    def present_inputs(self) -> list[str]:
+        return [i for i in self.inputs if i]
+
+    def input(self, i: int) -> str:
+        """Name of input `i`, or "" when omitted."""
+        return self.inputs[i] if i < len(self.inputs) else ""
+
+    def subgraphs(self) -> list[onnx.GraphProto]:
+        out: list[onnx.GraphProto] = []
+        for v in self.attrs.values():
+            if isinstance(v, onnx.GraphProto):
+                out.append(v)
+            elif isinstance(v, list):
+                out.extend(g for g in v if isinstance(g, onnx.GraphProto))
+        return out
+
+    def implicit_inputs(self) -> list[str]:
+        """Outer-scope names the node's subgraphs (If/Loop/Scan bodies) read."""
+        seen: list[str] = []
+        for g in self.subgraphs():
+            for name in outer_references(g):
+                if name not in seen:
+                    seen.append(name)
+        return seen
+
+    def all_inputs(self) -> list[str]:
+        """Explicit (present) inputs followed by implicit subgraph inputs."""
+        explicit = self.present_inputs()
+        return explicit + [n for n in self.implicit_inputs() if n not in explicit]
+
+
+def outer_references(g: onnx.GraphProto, outer_defined: frozenset[str] = frozenset()) -> list[str]:
+    """Names used inside `g` (recursively) that `g` does not define."""
+    defined = set(outer_defined)
+    defined.update(i.name for i in g.input)
+    defined.update(t.name for t in g.initializer)
+    defined.update(t.values.name for t in g.sparse_initializer)
+    refs: list[str] = []
+
+    def use(name: str) -> None:
+        if name and name not in defined and name not in refs:
+            refs.append(name)
+
+    for n in g.node:
+        for i in n.input:
+            use(i)
+        for a in n.attribute:
+            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+            for sub in subs:
+                for name in outer_references(sub, frozenset(defined)):
+                    use(name)
+        defined.update(o for o in n.output if o)
+    for o in g.output:
+        use(o.name)
+    return refs
+
+
+# ---- attributes --------------------------------------------------------------------------------
+def attr_to_python(a: onnx.AttributeProto) -> Any:
+    A = onnx.AttributeProto
+    if a.type == A.STRING:
+        return _decode(a.s)
+    if a.type == A.STRINGS:
+        return [_decode(s) for s in a.strings]
+    if a.type == A.TENSOR:
+        return numpy_helper.to_array(a.t)
+    if a.type == A.TENSORS:
+        return [numpy_helper.to_array(t) for t in a.tensors]
+    if a.type == A.FLOATS:
+        return [float(x) for x in a.floats]
+    if a.type == A.INTS:
+        return [int(x) for x in a.ints]
+    return helper.get_attribute_value(a)  # INT, FLOAT, GRAPH(S), SPARSE_TENSOR(S), TYPE_PROTO(S)
+
+
+def _decode(b: bytes) -> str | bytes:
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return b
+
+
+def _schema_attr_type(op_type: str, domain: str, opset: dict[str, int], name: str) -> int | None:
+    try:
+        schema = onnx.defs.get_schema(op_type, opset.get(domain, opset.get("", 1)), domain)
+    except onnx.defs.SchemaError:
+        return None
+    attr = schema.attributes.get(name)
+    return int(attr.type) if attr is not None else None
+
+
+def attr_to_onnx(name: str, value: Any, attr_type: int | None) -> onnx.AttributeProto:
+    A = onnx.AttributeProto
+    if isinstance(value, np.ndarray):
+        return helper.make_attribute(name, numpy_helper.from_array(value))
+    if isinstance(value, list) and value and all(isinstance(v, np.ndarray) for v in value):
+        return helper.make_attribute(name, [numpy_helper.from_array(v) for v in value])
+    if attr_type == A.FLOAT:
+        return helper.make_attribute(name, float(value))
+    if attr_type == A.FLOATS:
+        return helper.make_attribute(name, [float(v) for v in value], attr_type=A.FLOATS)
+    if attr_type == A.INT:
+        return helper.make_attribute(name, int(value))
+    if attr_type is not None and isinstance(value, list) and not value:
+        return helper.make_attribute(name, [], attr_type=attr_type)
+    return helper.make_attribute(name, value)
+
+
+def onnx_node(node: Node, opset: dict[str, int], inputs: list[str] | None = None,
+              outputs: list[str] | None = None, name: str | None = None) -> onnx.NodeProto:
+    """The ONNX NodeProto for `node` as ONNX knows it: without the compiler's `fused_*`
+    attributes (see `expand_node` for a node with its fusions)."""
+    proto = helper.make_node(node.op_type, list(node.inputs if inputs is None else inputs),
+                             list(node.outputs if outputs is None else outputs),
+                             name=node.name if name is None else name, domain=node.domain or None)
+    for key in sorted(node.attrs):
+        if key.startswith(FUSED_ATTR_PREFIX):
+            continue
+        proto.attribute.append(attr_to_onnx(key, node.attrs[key],
+                                            _schema_attr_type(node.op_type, node.domain, opset, key)))
+    return proto
+
+
+GELU_OPSET = 20  # ONNX's own Gelu op
+
+
+def expand_node(node: Node, opset: dict[str, int], dtype: np.dtype, inputs: list[str] | None = None,
+                outputs: list[str] | None = None, name: str | None = None
+                ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Plain ONNX nodes (and the constants they need) computing what `node` computes, fusions
+    included: a MatMul's `fused_bias` becomes an Add, `fused_activation` its ONNX op, and a Gelu in
+    a model older than opset 20 its erf/tanh formula. `dtype` is the dtype of output 0."""
+    ins = list(node.inputs if inputs is None else inputs)
+    outs = list(node.outputs if outputs is None else outputs)
+    name = node.name if name is None else name
+    spec = node.attrs.get(FUSED_ATTR_PREFIX + "activation")
+    matmul_bias = node.op_type == "MatMul" and FUSED_ATTR_PREFIX + "bias" in node.attrs
+    if node.op_type == "Gelu" and not node.domain and opset.get("", 1) < GELU_OPSET and not spec:
+        b = _Builder(name, dtype)
+        b.activation({"name": "Gelu", "approximate": node.attrs.get("approximate", "none")}, ins[0], outs[0])
+        return b.nodes, b.consts
+    if not spec and not matmul_bias:
+        return [onnx_node(node, opset, ins, outs, name)], []
+    b = _Builder(name, dtype)
+    final = outs[0]
+    base_out = f"{name}/pre_bias" if matmul_bias else f"{name}/pre_act"
+    base_ins = ins[:2] if matmul_bias else ins
+    b.nodes.append(onnx_node(node, opset, base_ins, [base_out] + outs[1:], name))
+    if matmul_bias:
+        b.add("Add", [base_out, ins[2]], f"{name}/pre_act" if spec else final)
+    if spec:
+        b.activation(spec, f"{name}/pre_act", final, opset.get("", 1))
+    return b.nodes, b.consts
+
+
+class _Builder:
+    """Accumulates the ONNX nodes and constants of one expanded node."""
+
+    def __init__(self, name: str, dtype: np.dtype):
+        self.name, self.dtype = name, np.dtype(dtype)
+        self.nodes: list[onnx.NodeProto] = []
+        self.consts: list[onnx.TensorProto] = []
+
+    def const(self, value: float) -> str:
+        cname = f"{self.name}/c{len(self.consts)}"
+        self.consts.append(numpy_helper.from_array(np.array(value, dtype=self.dtype), cname))
+        return cname
+
+    def add(self, op: str, ins: list[str], out: str | None = None, **attrs) -> str:
+        out = out or f"{self.name}/t{len(self.nodes)}"
+        node_name = f"{self.name}/{op}{len(self.nodes)}"
+        self.nodes.append(helper.make_node(op, ins, [out], name=node_name, **attrs))
+        return out
+
+    def activation(self, spec: dict, x: str, out: str, opset_version: int = 1) -> None:
+        op = spec["name"]
+        if op == "Gelu":
+            approximate = spec.get("approximate", "none")
+            if opset_version >= GELU_OPSET:
+                self.add("Gelu", [x], out, approximate=approximate)
+                return
+            if approximate == "tanh":  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+                cube = self.add("Mul", [self.add("Mul", [x, x]), x])
+                inner = self.add("Add", [x, self.add("Mul", [cube, self.const(0.044715)])])
+                core = self.add("Tanh", [self.add("Mul", [inner, self.const(math.sqrt(2 / math.pi))])])
+            else:  # 0.5 x (1 + erf(x / sqrt 2))
+                core = self.add("Erf", [self.add("Div", [x, self.const(math.sqrt(2))])])
+            x_times = self.add("Mul", [x, self.add("Add", [core, self.const(1.0)])])
+            self.add("Mul", [x_times, self.const(0.5)], out)
+        elif op == "Clip":
+            lo = "" if spec.get("min") is None else self.const(spec["min"])
+            hi = "" if spec.get("max") is None else self.const(spec["max"])
+            self.add("Clip", [x, lo, hi], out)
+        elif op in ("LeakyRelu",):
+            self.add(op, [x], out, alpha=float(spec.get("alpha", 0.01)))
+        elif op == "HardSigmoid":
+            self.add(op, [x], out, alpha=float(spec.get("alpha", 0.2)), beta=float(spec.get("beta", 0.5)))
+        elif op in ("Relu", "Sigmoid", "Tanh", "HardSwish"):
+            self.add(op, [x], out)
+        else:
+            raise ValueError(f"unknown fused activation {op!r}")
+
+
+# ---- the graph ---------------------------------------------------------------------------------
+class Graph:
+    """A model as the compiler sees it. `inputs`/`outputs` are views of `values` by name, so a
+    pass that replaces a Value never leaves them stale."""
+
+    def __init__(self, name: str, input_names: list[str], output_names: list[str], nodes: list[Node],
+                 values: dict[str, Value], opset: dict[str, int], aliases: dict[str, str] | None = None,
+                 warnings: list[str] | None = None):
+        self.name = name
+        self.input_names = list(input_names)
+        self.output_names = list(output_names)
+        self.nodes = nodes
+        self.values = values
+        self.opset = dict(opset)
+        self.aliases = dict(aliases or {})
+        self.warnings = list(warnings or [])
+        self._index: tuple | None = None
+
+    @property
+    def inputs(self) -> list[Value]:
+        return [self.values[n] for n in self.input_names]
+
+    @property
+    def outputs(self) -> list[Value]:
+        return [self.values[n] for n in self.output_names]
+
+    # -- queries
+    def value(self, name: str) -> Value:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise KeyError(f"no value named {name!r} in graph {self.name!r}") from None
+
+    def const(self, name: str) -> np.ndarray | None:
+        v = self.values.get(name) if name else None
+        return None if v is None else v.const
+
+    def is_const(self, name: str) -> bool:
+        return self.const(name) is not None
+
+    def changed(self) -> None:
+        """Forget the producer/consumer index. Needed only after editing a node's inputs or
+        outputs by hand: the edit methods below keep it current, and a `nodes` list that was
+        replaced or changed length is noticed on its own."""
+        self._index = None
+
+    def _uses(self) -> tuple[dict[str, Node], dict[str, list[Node]]]:
+        key = (id(self.nodes), len(self.nodes))
+        if self._index is None or self._index[0] != key:
+            producers: dict[str, Node] = {}
+            users: dict[str, list[Node]] = {}
+            for n in self.nodes:
+                for o in n.outputs:
+                    if o:
+                        producers.setdefault(o, n)
+                for i in dict.fromkeys(n.all_inputs()):
+                    users.setdefault(i, []).append(n)
+            self._index = (key, producers, users)
+        return self._index[1], self._index[2]
+
+    def producer(self, name: str) -> Node | None:
+        return self._uses()[0].get(name)
+
+    def consumers(self, name: str) -> list[Node]:
+        """Nodes reading `name`, explicitly or from inside a subgraph."""
+        return list(self._uses()[1].get(name, ()))
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"no node named {name!r}")
+
+    def used_once_internally(self, name: str) -> Node | None:
+        """The single consumer of `name` if it has exactly one (read once) and is not a graph output."""
+        if name in self.output_names:
+            return None
+        users = self.consumers(name)
+        if len(users) != 1 or users[0].inputs.count(name) != 1:
+            return None
+        return users[0]
+
+    # -- edits
+    def unique_name(self, base: str) -> str:
+        """A tensor name not used yet: `base`, else `base_1`, `base_2`..."""
+        producers = self._uses()[0]
+        taken = lambda n: n in self.values or n in producers
+        if not taken(base):
+            return base
+        i = 1
+        while taken(f"{base}_{i}"):
+            i += 1
+        return f"{base}_{i}"
+
+    def unique_node_name(self, base: str) -> str:
+        names = {n.name for n in self.nodes}
+        i, name = 1, base
+        while name in names:
+            name, i = f"{base}_{i}", i + 1
+        return name
+
+    def add_const(self, base: str, array: np.ndarray) -> str:
+        name = self.unique_name(base)
+        arr = np.asarray(array, order="C")
+        self.values[name] = Value(name, tuple(int(d) for d in arr.shape), arr.dtype, arr)
+        return name
+
+    # Edits that keep the producer/consumer index up to date (O(readers), not O(graph)).
+    def _drop_uses(self, node: Node) -> None:
+        users = self._uses()[1]
+        for i in dict.fromkeys(node.all_inputs()):
+            lst = users.get(i)
+            if lst is not None and node in lst:
+                lst.remove(node)
+
+    def _add_uses(self, node: Node) -> None:
+        users = self._uses()[1]
+        for i in dict.fromkeys(node.all_inputs()):
+            lst = users.setdefault(i, [])
+            if node not in lst:
+                lst.append(node)
+
+    def _rekey(self) -> None:
+        if self._index is not None:
+            self._index = ((id(self.nodes), len(self.nodes)),) + self._index[1:]
+
+    def remove_node(self, node: Node) -> None:
+        producers = self._uses()[0]
+        self._drop_uses(node)
+        for o in node.outputs:
+            if producers.get(o) is node:
+                del producers[o]
+        self.nodes.remove(node)
+        self._rekey()
+
+    def replace_node(self, old: Node, new: Node) -> None:
+        """Put `new` where `old` was in the node order."""
+        producers = self._uses()[0]
+        self._drop_uses(old)
+        for o in old.outputs:
+            if producers.get(o) is old:
+                del producers[o]
+        self.nodes[self.nodes.index(old)] = new
+        self._add_uses(new)
+        for o in new.outputs:
+            if o:
+                producers[o] = new
+
+    def set_inputs(self, node: Node, inputs: list[str]) -> None:
+        self._drop_uses(node)
+        node.inputs = list(inputs)
+        self._add_uses(node)
+
+    def set_output(self, node: Node, index: int, name: str) -> None:
+        producers = self._uses()[0]
+        old = node.outputs[index]
+        if producers.get(old) is node:
+            del producers[old]
+        node.outputs[index] = name
+        if name:
+            producers[name] = node
+
+    def replace_uses(self, old: str, new: str) -> None:
+        """Every node reading `old` reads `new` instead (graph outputs are not touched)."""
+        for n in self.consumers(old):
+            self._drop_uses(n)
+            n.inputs = [new if i == old else i for i in n.inputs]
+            for key, v in list(n.attrs.items()):
+                if isinstance(v, onnx.GraphProto):
+                    n.attrs[key] = rename_outer_references(v, {old: new})
+                elif isinstance(v, list) and v and isinstance(v[0], onnx.GraphProto):
+                    n.attrs[key] = [rename_outer_references(g, {old: new}) for g in v]
+            self._add_uses(n)
+        for k, target in self.aliases.items():
+            if target == old:
+                self.aliases[k] = new
+
+    def rename_value(self, old: str, new: str) -> None:
+        """Rename a tensor everywhere: its Value, its producer's output and its readers."""
+        v = self.values.pop(old)
+        v.name = new
+        self.values[new] = v
+        p = self.producer(old)
+        if p is not None:
+            self.set_output(p, p.outputs.index(old), new)
+        self.replace_uses(old, new)
+        self.input_names = [new if i == old else i for i in self.input_names]
+        self.output_names = [new if o == old else o for o in self.output_names]
+
+    def prune(self) -> None:
+        """Drop nodes whose outputs nobody reads, then values nothing refers to."""
+        live = set(self.output_names)
+        kept: list[Node] = []
+        for n in reversed(self.nodes):
+            if any(o in live for o in n.outputs if o):
+                kept.append(n)
+                live.update(n.all_inputs())
+        self.nodes = kept[::-1]
+        self.changed()
+        referenced = (live | set(self.input_names) | {o for n in self.nodes for o in n.outputs if o}
+                      | {f for n in self.nodes for f in n.fused})
+        self.values = {k: v for k, v in self.values.items() if k in referenced}
+        self.aliases = {k: t for k, t in self.aliases.items() if t in self.values}
+
+    def copy(self) -> Graph:
+        """A copy whose nodes and values can be edited freely (constant arrays are shared: passes
+        never modify an array in place, they add a new constant)."""
+        values = {k: Value(v.name, v.shape, v.dtype, v.const) for k, v in self.values.items()}
+        nodes = [Node(n.name, n.op_type, list(n.inputs), list(n.outputs), copy.copy(n.attrs), n.domain,
+                      list(n.origin), list(n.fused)) for n in self.nodes]
+        return Graph(self.name, self.input_names, self.output_names, nodes, values, self.opset,
+                     self.aliases, self.warnings)
+
+    # -- checks
+    def validate(self) -> None:
+        """Assert the invariants the lowering relies on (for tests and after passes)."""
+        defined = set(self.input_names) | {k for k, v in self.values.items() if v.is_const}
+        names = set()
+        for n in self.nodes:
+            assert n.name not in names, f"duplicate node name {n.name!r}"
+            names.add(n.name)
+            for i in n.all_inputs():
+                assert i in defined, f"node {n.name!r} reads {i!r} before it is defined"
+                assert i in self.values, f"node {n.name!r} reads unknown value {i!r}"
+            for o in n.outputs:
+                if o:
+                    assert o in self.values, f"node {n.name!r} output {o!r} has no Value"
+                    defined.add(o)
+        for o in self.output_names:
+            assert o in defined, f"graph output {o!r} is never produced"
+        for v in self.values.values():
+            assert v.is_static, f"value {v.name!r} has no static shape: {v.shape}"
+
+    def __repr__(self) -> str:
+        return (f"Graph({self.name!r}, {len(self.nodes)} nodes, inputs={self.input_names}, "
+                f"outputs={self.output_names})")
+
+    def dump(self) -> str:
+        """A readable listing, one node per line."""
+        lines = [repr(self)]
+        for n in self.nodes:
+            ins = ", ".join(i or "-" for i in n.inputs)
+            outs = ", ".join(f"{o}{list(self.values[o].shape) if o in self.values else ''}"
+                             for o in n.outputs)
+            extra = {k: v for k, v in n.attrs.items() if k.startswith(FUSED_ATTR_PREFIX)}
+            lines.append(f"  {n.name}: {n.op_type}({ins}) -> {outs}" + (f" {extra}" if extra else ""))
+        return "\n".join(lines)
+
+    # -- back to ONNX
+    def to_onnx(self, keep_value_info: bool = True) -> onnx.ModelProto:
+        """An ONNX model of this graph: constants become initializers, fused nodes are expanded
+        back into plain ONNX nodes (`expand_node`)."""
+        produced = {o for n in self.nodes for o in n.outputs}
+        used = {i for n in self.nodes for i in n.all_inputs()} | set(self.output_names)
+        inits = [numpy_helper.from_array(np.asarray(v.const), name=k) for k, v in self.values.items()
+                 if v.is_const and k not in produced and k in used and k not in self.input_names]
+        nodes: list[onnx.NodeProto] = []
+        for n in self.nodes:
+            out = self.values.get(n.outputs[0]) if n.outputs and n.outputs[0] else None
+            dtype = out.dtype if out is not None and out.dtype is not None else np.dtype(np.float32)
+            expanded, consts = expand_node(n, self.opset, dtype)
+            nodes += expanded
+            inits += consts
+        inputs = [value_info(self.values[n]) for n in self.input_names]
+        outputs = [value_info(self.values[n]) for n in self.output_names]
+        vi = []
+        if keep_value_info:
+            io = set(self.input_names) | set(self.output_names)
+            vi = [value_info(self.values[o]) for o in produced if o and o not in io and o in self.values]
+        g = helper.make_graph(nodes, self.name or "graph", inputs, outputs, initializer=inits, value_info=vi)
+        opset = dict(self.opset)
+        return helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opset.items()],
+                                 ir_version=min(onnx.IR_VERSION, 10))
+
+
+def value_info(v: Value) -> onnx.ValueInfoProto:
+    if v.dtype is None:
+        return helper.make_empty_tensor_value_info(v.name)
+    is_str = v.dtype == np.dtype(object)
+    elem = onnx.TensorProto.STRING if is_str else helper.np_dtype_to_tensor_dtype(v.dtype)
+    return helper.make_tensor_value_info(v.name, elem, None if v.shape is None else list(v.shape))
+
+
+def rename_outer_references(g: onnx.GraphProto, mapping: dict[str, str]) -> onnx.GraphProto:
+    """A copy of subgraph `g` where outer-scope names in `mapping` are renamed (names that `g`
+    defines itself shadow the outer ones and are left alone)."""
+    g = copy.deepcopy(g)
+    _rename_in_place(g, mapping)
+    return g
+
+
+def _rename_in_place(g: onnx.GraphProto, mapping: dict[str, str]) -> None:
+    local = ({i.name for i in g.input} | {t.name for t in g.initializer}
+             | {o for n in g.node for o in n.output})
+    live = {k: v for k, v in mapping.items() if k not in local}
+    if not live:
+        return
+    for n in g.node:
+        for j, i in enumerate(n.input):
+            if i in live:
+                n.input[j] = live[i]
+        for a in n.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                _rename_in_place(sub, live)
+    for o in g.output:
+        if o.name in live:  # the subgraph returns an outer value directly; outputs are positional
+            o.name = live[o.name]

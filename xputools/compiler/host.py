@@ -1,0 +1,207 @@
+"""Evaluate IR nodes on the host: for host fallback, constant folding and reference runs.
+
+A node is evaluated by wrapping it into a small ONNX model (`host_node_model`: the node with its
+fusions expanded back into plain ONNX nodes by `graph.expand_node`) and running
+`onnx.reference.ReferenceEvaluator` on it (onnxruntime when the reference has no kernel, e.g. for
+com.microsoft ops, or fails on the node). Evaluators are cached by the model's normalized form, so
+nodes that differ only in tensor names share one.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .errors import CompileError, UnsupportedError
+from .graph import Graph, Node, expand_node
+
+_CACHE_SIZE = 512
+_evaluators: OrderedDict[bytes, ModelRunner] = OrderedDict()
+
+
+def _elem_type(dtype: np.dtype) -> int:
+    dtype = np.dtype(dtype)
+    if dtype == np.dtype(object) or dtype.kind in "US":
+        return onnx.TensorProto.STRING
+    return helper.np_dtype_to_tensor_dtype(dtype)
+
+
+def host_node_model(node: Node, graph: Graph, input_names: list[str] | None = None,
+                    output_names: list[str] | None = None, name: str | None = None) -> onnx.ModelProto:
+    """A self-contained ONNX model computing `node`, fusions included (the host-op payload).
+
+    Its inputs are `node.all_inputs()` and its outputs the node's present outputs, typed from the
+    graph; `input_names` / `output_names` rename them (one name per entry; not allowed for nodes
+    with subgraphs, which refer to outer values by name)."""
+    explicit = node.present_inputs()
+    implicit = node.all_inputs()[len(explicit):]
+    if implicit and (input_names is not None or output_names is not None):
+        raise ValueError(f"node {node.name!r} has subgraphs reading outer values: "
+                         "its tensors cannot be renamed")
+    in_names = list(input_names) if input_names is not None else explicit + implicit
+    rename = dict(zip(explicit, in_names))
+    ins = [rename[i] if i else "" for i in node.inputs]
+    present_outs = [o for o in node.outputs if o]
+    out_names = list(output_names) if output_names is not None else present_outs
+    out_map = dict(zip(present_outs, out_names))
+    outs = [out_map[o] if o else "" for o in node.outputs]
+    dtypes = [graph.values[o].dtype if o in graph.values else None for o in present_outs]
+    first = dtypes[0] if dtypes and dtypes[0] is not None else np.dtype(np.float32)
+    nodes, consts = expand_node(node, graph.opset, first, ins, outs, node.name if name is None else name)
+    sources = dict(zip(in_names, explicit + implicit))
+    g_inputs = []
+    for n in dict.fromkeys(in_names):  # a node may read one tensor twice
+        v = graph.values.get(sources[n])
+        g_inputs.append(helper.make_tensor_value_info(n, _elem_type(v.dtype), None)
+                        if v is not None and v.dtype is not None else helper.make_empty_tensor_value_info(n))
+    g_outputs = [helper.make_tensor_value_info(o, _elem_type(dt), None) if dt is not None
+                 else helper.make_empty_tensor_value_info(o) for o, dt in zip(out_names, dtypes)]
+    g = helper.make_graph(nodes, "host_node", g_inputs, g_outputs, initializer=consts)
+    opsets = [helper.make_opsetid(d, v) for d, v in sorted(graph.opset.items())]
+    return helper.make_model(g, opset_imports=opsets, ir_version=min(onnx.IR_VERSION, 10))
+
+
+# Ops whose onnx.reference kernel gives wrong results, so onnxruntime runs them first (measured
+# against the ONNX formulas): BatchNormalization before opset 14 uses batch statistics (it takes
+# the default momentum for training), grouped ConvTranspose fails to reshape, LRN is off by ~10 %.
+PREFER_ONNXRUNTIME = {"BatchNormalization", "ConvTranspose", "LRN"}
+
+
+class ModelRunner:
+    """Runs one small model: the ONNX reference first; onnxruntime if the reference has no kernel
+    for it or fails on it, from then on (and from the start for PREFER_ONNXRUNTIME ops)."""
+
+    def __init__(self, model_bytes: bytes, model: onnx.ModelProto):
+        self.model_bytes = model_bytes
+        self.ort = None
+        if any(n.op_type in PREFER_ONNXRUNTIME and n.domain in ("", "ai.onnx") for n in model.graph.node):
+            self.ort = self._ort_session()
+            if self.ort is not None:
+                self.ref, self.ref_error = None, None
+                return
+        try:
+            from onnx.reference import ReferenceEvaluator
+
+            self.ref = ReferenceEvaluator(model)
+            self.ref_error = None
+        except Exception as exc:
+            self.ref, self.ref_error = None, exc
+            self.ort = self._ort_session()
+            if self.ort is None:
+                raise
+
+    def _ort_session(self):
+        try:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            opts.log_severity_level = 3
+            return ort.InferenceSession(self.model_bytes, opts, providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001 - onnxruntime cannot run it either
+            return None
+
+    def __call__(self, feeds: dict) -> list:
+        if self.ort is not None:
+            return self.ort.run(None, feeds)
+        try:
+            return self.ref.run(None, feeds)
+        except Exception:
+            self.ort = self._ort_session()
+            if self.ort is None:
+                raise
+            return self.ort.run(None, feeds)
+
+
+def _evaluator(model: onnx.ModelProto, node: Node) -> ModelRunner:
+    key = model.SerializeToString(deterministic=True)
+    hit = _evaluators.get(key)
+    if hit is not None:
+        _evaluators.move_to_end(key)
+        return hit
+    try:
+        run = ModelRunner(key, model)
+    except Exception as exc:  # noqa: BLE001
+        domain = f"{node.domain}." if node.domain else ""
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UnsupportedError(f"node {node.name!r} ({domain}{node.op_type}) cannot be evaluated on the "
+                               f"host: {reason}") from None
+    _evaluators[key] = run
+    if len(_evaluators) > _CACHE_SIZE:
+        _evaluators.popitem(last=False)
+    return run
+
+
+def run_host_node(node: Node, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
+                  graph: Graph) -> list[np.ndarray | None]:
+    """Evaluate `node` on the host.
+
+    `inputs` is one array per name in `node.all_inputs()` (present inputs in order, then the
+    outer-scope values its subgraphs read), or a mapping from those names to arrays. Returns one
+    array per output name ("" outputs give None), cast to the dtypes the graph declares.
+    """
+    names = node.all_inputs()
+    if isinstance(inputs, Mapping):
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise CompileError(f"node {node.name!r}: no value given for input(s) {', '.join(missing)}")
+        arrays = [np.asarray(inputs[n]) for n in names]
+    else:
+        arrays = [np.asarray(a) for a in inputs]
+        if len(arrays) != len(names):
+            raise CompileError(f"node {node.name!r} ({node.op_type}) takes {len(names)} input arrays "
+                               f"({', '.join(names)}), got {len(arrays)}")
+    explicit = node.present_inputs()
+    present_outs = [o for o in node.outputs if o]
+    if len(names) > len(explicit):  # subgraphs read outer names: keep the real ones
+        model = host_node_model(node, graph)
+        in_names = names
+    else:  # normalized names let identical nodes share a cached evaluator
+        in_names = [f"in{i}" for i in range(len(names))]
+        out_names = [f"out{j}" for j in range(len(present_outs))]
+        model = host_node_model(node, graph, in_names, out_names, name="n")
+    feeds = dict(zip(in_names, arrays))
+    for vi in model.graph.input:  # the arrays given decide the input types
+        vi.type.tensor_type.elem_type = _elem_type(feeds[vi.name].dtype)
+    run = _evaluator(model, node)
+    try:
+        outs = list(run(feeds))
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        raise CompileError(f"host evaluation of node {node.name!r} ({node.op_type}) failed: "
+                           f"{type(exc).__name__}: {text}") from exc
+    results: list[np.ndarray | None] = []
+    it = iter(outs)
+    for o in node.outputs:
+        if not o:
+            results.append(None)
+            continue
+        arr = np.asarray(next(it))
+        dt = graph.values[o].dtype if o in graph.values else None
+        if dt is not None and arr.dtype != dt and dt != np.dtype(object):
+            arr = arr.astype(dt)
+        results.append(arr)
+    return results
+
+
+def run_graph_reference(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run the whole IR on the host. Returns every non-constant value plus the graph outputs."""
+    missing = [n for n in graph.input_names if n not in feeds]
+    unknown = sorted(set(feeds) - set(graph.input_names))
+    if missing or unknown:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(unknown)}"]
+                                                                          if unknown else [])
+        raise CompileError(f"feeds do not match the graph inputs ({', '.join(graph.input_names)}): "
+                           + "; ".join(parts))
+    env: dict[str, np.ndarray] = {k: v.const for k, v in graph.values.items() if v.is_const}
+    for name in graph.input_names:
+        env[name] = np.asarray(feeds[name])
+    for node in graph.nodes:
+        outs = run_host_node(node, [env[n] for n in node.all_inputs()], graph)
+        for o, a in zip(node.outputs, outs):
+            if o:
+                env[o] = a
+    return {k: v for k, v in env.items() if not graph.is_const(k) or k in graph.output_names}
