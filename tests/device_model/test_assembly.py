@@ -286,7 +286,7 @@ GOOD = "dve memset dst=sbuf[0:+1]@0x0{1:4}:f32"
     (".tensor input x 0 shape=1 dtype=f32\n", 1, "expected .tensor KIND NAME @OFFSET"),
     (".tensor input x @0 dtype=f32\n", 1, "tensor x: missing shape="),
     (".tensor input x @0 shape=2,3 dtype=f32\n", 1, "expected shape=AxBx... (e.g. 128x512) or shape=scalar"),
-    (".tensor input x @0 shape=2 dtype=f64\n", 1, "unknown dtype 'f64'"),
+    (".tensor input x @0 shape=2 dtype=f128\n", 1, "unknown dtype 'f128'"),
     (".tensor input x @0 shape=1 dtype=f32\n.tensor output x @8 shape=1 dtype=f32\n", 2,
      "tensor x already declared on line 1"),
     (".tensor const w @0 shape=2 dtype=f32 data=AAAA\n", 1,

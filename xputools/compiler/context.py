@@ -71,10 +71,10 @@ class DeviceValue:
 
 def storage_dtype(np_dt) -> str:
     """How a graph value of this numpy dtype is stored in HBM."""
-    dt = np.dtype(np_dt)
-    if dt == np.float64:
-        return "f32"
-    return dtype_name(dt)
+    try:
+        return dtype_name(np.dtype(np_dt))
+    except ValueError as exc:
+        raise CompileError(f"tensors of dtype {np.dtype(np_dt)} cannot be stored on the device") from exc
 
 
 class LoweringContext:

@@ -28,7 +28,11 @@ def lower_graph(graph, options: CompileOptions, arch, progress=None) -> Program:
         em.set_origin(node.name, node.op_type)
         where, _why = placement(node, graph)
         fn = table.get(node.op_type)
-        if where == "device" and fn is not None:
+        if all(ctx.graph.values[o].size == 0 for o in node.outputs if o):
+            for o in node.outputs:  # empty results: nothing to compute
+                if o:
+                    ctx.output(o)
+        elif where == "device" and fn is not None:
             fn(ctx, node)
         else:
             _lower_host(ctx, node)
@@ -48,6 +52,9 @@ def _tap_outputs(ctx: LoweringContext, node) -> None:
         if not name or name not in ctx.values:
             continue
         dv = ctx.values[name]
+        if dv.size == 0:  # nothing to read
+            ctx.em.add_tap(name, dv.shape, dv.dtype, [], None)
+            continue
         ap = dv.flat()
         after = ctx.em.barrier_after([ap])
         ctx.em.add_tap(name, dv.shape, dv.dtype, [TapPiece(ap, 0, (1,))], after)

@@ -66,9 +66,7 @@ def binary(ctx, node) -> None:
     names = [n for n in node.inputs if n]
     out = ctx.output(node.outputs[0])
     op = BINARY[node.op_type]
-    if node.op_type == "Sum" and len(names) == 1:
-        names = [names[0]]
-    if node.op_type == "Sum" or len(names) > 2:  # variadic Sum/Max/Min: fold pairwise through HBM
+    if len(names) != 2:  # variadic Sum/Max/Min: fold pairwise through HBM
         _variadic(ctx, node, names, out, op)
         return
     _binary_into(ctx, names[0], names[1], out, op, node)
