@@ -205,10 +205,10 @@ class Machine:
     # ---- tensors --------------------------------------------------------------------------
     def write_tensor(self, name: str, value: np.ndarray) -> None:
         t = self.program.tensor(name)
-        arr = np.ascontiguousarray(value, dtype=np_dtype(t.dtype))
+        arr = np.asarray(value, dtype=np_dtype(t.dtype))  # (ascontiguousarray would make 0-d 1-d)
         if arr.shape != tuple(t.shape):
             raise MachineError(f"tensor {name}: shape {arr.shape} given, program expects {tuple(t.shape)}")
-        self.memory.hbm[t.offset:t.offset + t.nbytes] = arr.reshape(-1).view(np.uint8)
+        self.memory.hbm[t.offset:t.offset + t.nbytes] = np.ascontiguousarray(arr.reshape(-1)).view(np.uint8)
 
     def read_tensor(self, name: str) -> np.ndarray:
         t = self.program.tensor(name)

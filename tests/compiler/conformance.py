@@ -50,6 +50,23 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:160] if text else ''}"
 
 
+def _shape_inputs(model) -> set[str]:
+    """Graph inputs used directly as shapes, axes, pads, sizes...: a static compile freezes them
+    (`--const-inputs`), as TensorRT needs shape tensors at build time."""
+    from xputools.compiler.frontend import SHAPE_SLOTS
+
+    names = set()
+    for n in model.graph.node:
+        for pos in SHAPE_SLOTS.get(n.op_type, ()):
+            if pos < len(n.input) and n.input[pos]:
+                names.add(n.input[pos])
+    return names
+
+
+def _float_like(dtype) -> bool:
+    return dtype.kind in "fc" or dtype.name.startswith(("float", "bfloat"))
+
+
 def _array(value) -> np.ndarray:
     import onnx
     from onnx import numpy_helper
@@ -66,15 +83,17 @@ def run_case(case) -> CaseResult:
     from xputools.runtime import run_program
 
     ops = ",".join(sorted({n.op_type for n in case.model.graph.node}))
+    in_names = [i.name for i in case.model.graph.input if i.name not in {t.name for t in case.model.graph.initializer}]
+    frozen = {name: _array(arr) for name, arr in zip(in_names, case.data_sets[0][0])
+              if name in _shape_inputs(case.model)}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            compiled = compile_model(case.model, CompileOptions())
+            compiled = compile_model(case.model, CompileOptions(const_inputs=frozen))
     except Exception as exc:  # noqa: BLE001 - a failing case is data here
         return CaseResult(case.name, ops, False, "compile: " + _first_line(exc))
     prog = compiled.program
     on_device = not prog.host_ops
-    in_names = [i.name for i in case.model.graph.input if i.name not in {t.name for t in case.model.graph.initializer}]
     out_names = [o.name for o in case.model.graph.output]
     for inputs, expected in case.data_sets:
         feeds = {}
@@ -98,7 +117,7 @@ def run_case(case) -> CaseResult:
             g = got[name]
             if g.shape != ref.shape:
                 return CaseResult(case.name, ops, False, f"output {name}: shape {g.shape} != {ref.shape}", on_device)
-            if ref.dtype.kind in "fc" or g.dtype.kind == "f":
+            if _float_like(ref.dtype) or _float_like(g.dtype):
                 try:
                     np.testing.assert_allclose(g.astype(np.float64), ref.astype(np.float64), rtol=case.rtol,
                                                atol=case.atol)

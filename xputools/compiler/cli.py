@@ -20,6 +20,8 @@ def compile_options(f):
                      show_default=True, help="How --calibration picks int8 ranges."),
         click.option("--shape", "shapes", multiple=True, metavar="NAME=DIMS",
                      help="Bind an input's symbolic dims, e.g. --shape x=1x3x320x320 (repeatable)."),
+        click.option("--const-inputs", type=click.Path(dir_okay=False, path_type=Path),
+                     help=".npz of inputs to freeze into constants (e.g. a Reshape's shape input)."),
         click.option("--keep-file", type=click.Path(dir_okay=False, path_type=Path),
                      help="File of NODE_OR_GLOB=DTYPE lines (# comments), same as --keep."),
         click.option("--keep", multiple=True, metavar="NODE_OR_GLOB=DTYPE",
@@ -32,7 +34,7 @@ def compile_options(f):
     return f
 
 
-def build_options(precision, keep, keep_file, shapes, calibration, calibration_method, arch):
+def build_options(precision, keep, keep_file, shapes, calibration, calibration_method, arch, const_inputs=None):
     from device_model.arch import load_arch
 
     from ..runtime import read_npz
@@ -51,8 +53,9 @@ def build_options(precision, keep, keep_file, shapes, calibration, calibration_m
                 pairs.append(_keep_pair(line, f"{keep_file}:{i}"))
     bound = dict(parse_shape_spec(s) for s in shapes)
     calib = read_npz(calibration) if calibration else None
+    frozen = read_npz(const_inputs) if const_inputs else {}
     return CompileOptions(precision=precision, keep=pairs, shapes=bound, calibration=calib,
-                          calibration_method=calibration_method, arch=load_arch(arch))
+                          calibration_method=calibration_method, arch=load_arch(arch), const_inputs=frozen)
 
 
 def _keep_pair(text: str, where: str) -> tuple[str, str]:

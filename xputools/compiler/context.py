@@ -26,6 +26,7 @@ class CompileOptions:
     precision: str = "fp32"
     keep: list[tuple[str, str]] = field(default_factory=list)  # (node name or glob, precision)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    const_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # inputs frozen into constants
     calibration: dict[str, np.ndarray] | None = None
     calibration_method: str = "minmax"  # or "percentile"
     arch: Arch | None = None

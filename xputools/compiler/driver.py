@@ -24,7 +24,7 @@ def compile_model(source, options: CompileOptions | None = None, progress=None) 
     options = options or CompileOptions()
     arch = options.arch or load_arch()
     model = load_model(source)
-    graph = import_model(model, options.shapes)
+    graph = import_model(model, options.shapes, options.const_inputs)
     graph = run_passes(graph)
     if options.precision == "int8" or options.calibration is not None:
         from .quantize import quantize_graph

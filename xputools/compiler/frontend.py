@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from .errors import CompileError, UnsupportedError
 from .graph import Graph, Node, Value, attr_to_python, rename_outer_references
@@ -40,6 +40,16 @@ NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUnifor
 DATA_DEPENDENT_SHAPE_OPS = {"NonZero", "Unique", "NonMaxSuppression", "Compress", "StringSplit"}
 
 Shapes = Mapping[str, "tuple[int, ...] | list[int]"]
+
+# input positions that decide an op's output shape: they must be constant after folding
+SHAPE_SLOTS = {
+    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 3),
+    "Resize": (1, 2, 3), "Upsample": (1,), "Unsqueeze": (1,), "Squeeze": (1,), "Split": (1,),
+    "ReduceMean": (1,), "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "ReduceL2": (1,),
+    "ReduceL1": (1,), "ReduceProd": (1,), "ReduceLogSum": (1,), "ReduceLogSumExp": (1,),
+    "ReduceSumSquare": (1,), "TopK": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2), "OneHot": (1,),
+    "CenterCropPad": (1,),
+}
 
 
 # ---- loading -------------------------------------------------------------------------------------
@@ -305,11 +315,15 @@ def _bind_input_shapes(graph: onnx.GraphProto, shapes: Shapes) -> None:
 
 
 # ---- import --------------------------------------------------------------------------------------
-def import_model(model: onnx.ModelProto, shapes: Shapes | None = None) -> Graph:
-    """The IR of `model` with every shape static and constant subgraphs folded (module docstring)."""
+def import_model(model: onnx.ModelProto, shapes: Shapes | None = None,
+                 frozen: Mapping[str, np.ndarray] | None = None) -> Graph:
+    """The IR of `model` with every shape static and constant subgraphs folded (module docstring).
+    `frozen` turns inputs into constants (e.g. the shape or axes inputs a static compile needs)."""
     work = onnx.ModelProto()
     work.CopyFrom(model)
     warnings: list[str] = []
+    if frozen:
+        _freeze_inputs(work.graph, frozen)
     if work.functions:
         from onnx import inliner
 
@@ -334,6 +348,18 @@ def import_model(model: onnx.ModelProto, shapes: Shapes | None = None) -> Graph:
     graph.prune()
     graph.validate()
     return graph
+
+
+def _freeze_inputs(graph: onnx.GraphProto, frozen: Mapping[str, np.ndarray]) -> None:
+    init_names = {t.name for t in graph.initializer}
+    names = [i.name for i in graph.input if i.name not in init_names]
+    for name, value in frozen.items():
+        if name not in names:
+            raise CompileError(f"--const-inputs {name}: not an input; the model's inputs are: {', '.join(names)}")
+        vi = next(i for i in graph.input if i.name == name)
+        want = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value).astype(want), name))
+        graph.input.remove(vi)
 
 
 def _opset_of(model: onnx.ModelProto) -> int:
@@ -578,6 +604,38 @@ def _inline_if(graph: Graph, node: Node, cond: bool, others: list[Node]) -> list
     return out
 
 
+def _reject_value_dependent_shapes(graph: Graph, unknown: list[str]) -> None:
+    """A shape decided by a run-time value (Reshape's shape, Slice's starts, ... fed by an input)
+    cannot be learned by running on zeros: say which inputs to freeze."""
+    for n in graph.nodes:
+        if not any(o in unknown for o in n.outputs):
+            continue
+        for pos in SHAPE_SLOTS.get(n.op_type, ()):
+            name = n.input(pos)
+            if name and not graph.is_const(name):
+                sources = _graph_inputs_feeding(graph, name)
+                raise CompileError(
+                    f"node {n.name!r} ({n.op_type}): its output shape depends on the run-time value of "
+                    f"{name!r} (from input {', '.join(sources) or '?'}); freeze it with "
+                    f"--const-inputs FILE.npz holding {', '.join(sources) or name}")
+
+
+def _graph_inputs_feeding(graph: Graph, name: str) -> list[str]:
+    seen, stack, found = set(), [name], []
+    while stack:
+        cur = stack.pop()
+        if cur in seen:
+            continue
+        seen.add(cur)
+        if cur in graph.input_names:
+            found.append(cur)
+            continue
+        p = graph.producer(cur)
+        if p is not None:
+            stack.extend(i for i in p.all_inputs() if not graph.is_const(i))
+    return sorted(found)
+
+
 def _reinfer(graph: Graph) -> None:
     """Run ONNX shape inference on the current IR and take every static shape it finds."""
     model = graph.to_onnx(keep_value_info=False)
@@ -605,6 +663,7 @@ def _require_static_shapes(graph: Graph, strict_error: str) -> None:
         if n.op_type == "Loop" and not graph.is_const(n.input(0)) and any(o in unknown for o in n.outputs):
             raise UnsupportedError(f"node {n.name!r} (Loop): the length of its scan outputs depends on a "
                                    "trip count computed at run time; the XPU compiler needs static shapes")
+    _reject_value_dependent_shapes(graph, unknown)
     feeds = {v.name: np.zeros(v.shape, dtype=v.dtype) for v in graph.inputs}
     try:
         env = run_graph_reference(graph, feeds)
