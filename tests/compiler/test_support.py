@@ -6,6 +6,7 @@ import pytest
 from model_builders import F32, const, make_model, rand
 from onnx import TensorProto, helper
 
+from xputools.compiler.errors import CompileError
 from xputools.compiler.frontend import import_model
 from xputools.compiler.passes import run_passes
 from xputools.compiler.support import DEVICE_OPS, SUPPORT_RULES, check_report, placement
@@ -101,13 +102,17 @@ def test_lstm_directions_and_peepholes():
     assert where == "host" and "peepholes" in why
 
 
-def test_reduce_with_runtime_axes_and_int_mean():
-    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["s"], name="sum_runtime_axes"),
-             helper.make_node("ReduceMean", ["i"], ["m"], name="mean_int", axes=[1])]
-    inputs = [("x", F32, [2, 3]), ("axes", TensorProto.INT64, [1]), ("i", TensorProto.INT32, [2, 3])]
-    model = make_model(nodes, inputs, [("s", F32, None), ("m", TensorProto.INT32, None)])
+def test_reduce_with_runtime_axes_needs_them_frozen_and_int_mean_runs_on_host():
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["s"], name="sum_runtime_axes")]
+    inputs = [("x", F32, [2, 3]), ("axes", TensorProto.INT64, [1])]
+    model = make_model(nodes, inputs, [("s", F32, None)])
+    with pytest.raises(CompileError, match="--const-inputs .* axes"):
+        import_model(model)
+    frozen = run_passes(import_model(model, frozen={"axes": np.array([1], np.int64)}))
+    assert frozen.values["s"].shape == (2, 1)
+    nodes = [helper.make_node("ReduceMean", ["i"], ["m"], name="mean_int", axes=[1])]
+    model = make_model(nodes, [("i", TensorProto.INT32, [2, 3])], [("m", TensorProto.INT32, None)])
     where = _placements(model)
-    assert where["sum_runtime_axes"] == ("host", "reduction axes computed at run time are not supported")
     assert where["mean_int"][0] == "host" and "float only" in where["mean_int"][1]
 
 
