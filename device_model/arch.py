@@ -5,6 +5,7 @@ wrong type or an impossible size is an `ArchError` naming the key.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -165,6 +166,17 @@ def load_arch(name_or_path: str | Path | None = None) -> Arch:
     if isinstance(name_or_path, Arch):
         return name_or_path
     ref = str(name_or_path or DEFAULT_ARCH)
+    if (PRESET_DIR / f"{ref}.toml").is_file():
+        return _load_preset(ref)
+    return _load_file(ref)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_preset(name: str) -> Arch:  # bundled presets do not change while we run
+    return _load_file(str(PRESET_DIR / f"{name}.toml"))
+
+
+def _load_file(ref: str) -> Arch:
     path = PRESET_DIR / f"{ref}.toml"
     if not path.is_file():
         path = Path(ref)

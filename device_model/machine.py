@@ -15,9 +15,11 @@ a machine without observers never builds event objects.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .arch import Arch, load_arch
 from .dtypes import np_dtype
@@ -237,18 +239,20 @@ class Machine:
 
     def run(self) -> RunResult:
         """Run to completion. Raises HangError on a deadlock, MachineError on a fault."""
-        while self._advance(None):
-            pass
+        with single_threaded_blas():
+            while self._advance(None):
+                pass
         return self.result()
 
     def step(self, engine: str | None = None) -> InstrEvent | None:
         """Advance until one instruction completes (on `engine`, if given); return its event,
         or None when the program has finished."""
         target = None if engine is None else ENGINES.index(engine)
-        while True:
-            ev = self._advance(target, stop_after_one=True)
-            if ev is None or isinstance(ev, InstrEvent):
-                return ev
+        with single_threaded_blas():
+            while True:
+                ev = self._advance(target, stop_after_one=True)
+                if ev is None or isinstance(ev, InstrEvent):
+                    return ev
 
     def result(self) -> RunResult:
         return RunResult(
@@ -407,6 +411,19 @@ class Machine:
         for e, st in zip(self._engines, snap["engines"]):
             e.pc, e.busy, e.end, e.issue, e.free_since, e.remaining, e.tail, e.waited = st
         self.memory.restore(snap["memory"])
+
+
+_BLAS = []
+
+
+@contextmanager
+def single_threaded_blas():
+    """Instructions are small matrix products: BLAS threads only fight each other (and any other
+    process) for the cores — 100x slower on a loaded 2-core machine — so run them on one thread."""
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())  # scanning the loaded libraries is slow: do it once
+    with _BLAS[0].limit(limits=1, user_api="blas"):
+        yield
 
 
 def _find_cycle(blocked: list[BlockedEngine]) -> list[str]:
