@@ -30,10 +30,6 @@ def _axis(node, rank: int, default: int) -> int:
     return axis % rank
 
 
-def _keep_rows(ctx, tiles: Tiles, kept: list[AP], ahead: int) -> list[AP]:
-    return [tiles.keep(t, ahead) for t in kept]
-
-
 # ---- Softmax / LogSoftmax ------------------------------------------------------------------------
 def softmax_problem(node, graph) -> str | None:
     """Why the device cannot run this Softmax/LogSoftmax node (support rule), or None: rows longer
@@ -69,7 +65,8 @@ def softmax(ctx, node) -> None:
         _softmax_two_pass(ctx, x, out, row, log, mode)
         return
     budget = 1 if row == 1 else BUDGET  # one-element rows: one per partition (the simple path)
-    dims, plan = best_plan(dims, ctx, budget=budget, whole_reduced=True, elem_bytes=itemsize(x.dtype))
+    dims, plan = best_plan(dims, ctx, budget=budget, whole_reduced=True, elem_bytes=itemsize(x.dtype),
+                           passes=3)
     tiles = Tiles(ctx)
     for t in plan.tiles:
         xt = tiles.load(hbm_ap(x, t.x_off, t.x_dims()), t.q, t.free)
@@ -90,7 +87,8 @@ def _softmax_tile(ctx, tiles: Tiles, t, xt: AP, log: bool, mode: str) -> AP:
         if log:
             ls = tiles.new(q, 1)
             em.emit("act", "activate", {"dst": ls, "src": s}, func="log", mode=mode)
-            em.emit("dve", "tensor_scalar", {"dst": e, "src": xt, "s0_ap": neg, "s1_ap": ls}, op0="add", op1="sub")
+            em.emit("dve", "tensor_scalar", {"dst": e, "src": xt, "s0_ap": neg, "s1_ap": ls},
+                    op0="add", op1="sub")
         else:
             em.emit("dve", "tensor_scalar", {"dst": e, "src": e, "s0_ap": s}, op0="div")
         return e
@@ -120,12 +118,14 @@ def _softmax_two_pass(ctx, x, out, row: int, log: bool, mode: str) -> None:
     parts = ctx.arch.partitions
     chunk = BUDGET
     tiles = Tiles(ctx)
-    step_bytes = 2 * tiles.nbytes(chunk, "f32") + 4 * tiles.nbytes(1, "f32")
+    step_bytes = 2 * tiles.nbytes(chunk, "f32") + 8 * tiles.nbytes(1, "f32")
     for r0 in range(0, rows, parts):
         q = min(parts, rows - r0)
         m_run = s_run = neg = None
         for c0 in range(0, row, chunk):
             n = min(chunk, row - c0)
+            if m_run is not None:  # the running max and sum live through this step
+                m_run, s_run = tiles.keep(m_run, step_bytes), tiles.keep(s_run, step_bytes)
             xt = tiles.load(hbm_ap(x, r0 * row + c0, ((row, q), (1, n))), q, n)
             cm = tiles.new(q, 1)
             em.emit("dve", "reduce", {"dst": cm, "src": xt}, op="max", axes=1)
@@ -136,7 +136,8 @@ def _softmax_two_pass(ctx, x, out, row: int, log: bool, mode: str) -> None:
             neg = tiles.new(q, 1)
             em.emit("dve", "tensor_scalar", {"dst": neg, "src": cm}, op0="mul", s0=-1.0)
             e, cs = tiles.new(q, n), tiles.new(q, 1)
-            em.emit("act", "activate", {"dst": e, "src": xt, "bias_ap": neg, "accum": cs}, func="exp", mode=mode)
+            em.emit("act", "activate", {"dst": e, "src": xt, "bias_ap": neg, "accum": cs},
+                    func="exp", mode=mode)
             if s_run is not None:
                 corr = tiles.new(q, 1)  # exp(old max - new max)
                 em.emit("act", "activate", {"dst": corr, "src": m_run, "bias_ap": neg}, func="exp", mode=mode)
@@ -151,7 +152,7 @@ def _softmax_two_pass(ctx, x, out, row: int, log: bool, mode: str) -> None:
             s_run = ls
         for c0 in range(0, row, chunk):
             n = min(chunk, row - c0)
-            neg, s_run = _keep_rows(ctx, tiles, [neg, s_run], step_bytes)
+            neg, s_run = tiles.keep(neg, step_bytes), tiles.keep(s_run, step_bytes)
             xt = tiles.load(hbm_ap(x, r0 * row + c0, ((row, q), (1, n))), q, n)
             y = tiles.new(q, n)
             if log:
@@ -213,7 +214,8 @@ def layernorm_problem(node, graph) -> str | None:
         return f"rows of {row} elements (more than {LAYERNORM_MAX_ROW}) do not fit SBUF with scale and bias"
     for index in (1, 2):
         if node.input(index) and layernorm_param(graph, node, index) is None:
-            return f"input {index} ({node.input(index)}) varies along the leading axes (scale/bias apply per normalised element)"
+            return (f"input {index} ({node.input(index)}) varies along the leading axes "
+                    "(scale/bias apply per normalised element)")
     return None
 
 
@@ -227,7 +229,8 @@ def layer_norm(ctx, node) -> None:
     mode = ctx.act_mode(node)
     rows, row = math.prod(x.shape[:axis]), math.prod(x.shape[axis:])
     if row > LAYERNORM_MAX_ROW:
-        raise CompileError(f"{node.name}: LayerNormalization rows of {row} elements exceed {LAYERNORM_MAX_ROW}")
+        raise CompileError(f"{node.name}: LayerNormalization rows of {row} elements exceed "
+                           f"{LAYERNORM_MAX_ROW}")
     stash = []  # optional outputs Mean and InvStdDev
     for i in (1, 2):
         name = node.outputs[i] if len(node.outputs) > i else ""
@@ -239,24 +242,26 @@ def layer_norm(ctx, node) -> None:
             continue
         how = layernorm_param(ctx.graph, node, index)
         if how is None:
-            raise CompileError(f"{node.name}: LayerNormalization input {node.input(index)!r} varies along the "
-                               "leading axes (the device applies scale/bias along the normalised axes only)")
+            raise CompileError(f"{node.name}: LayerNormalization input {node.input(index)!r} varies along "
+                               "the leading axes (the device applies scale/bias along the normalised axes)")
         kind, values = how
-        params.append(ctx.new_const(f"param{index}", np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
-                      if kind == "const" else ctx.value(node.input(index)))
+        if kind == "const":
+            params.append(ctx.new_const(f"param{index}", np.asarray(values, np.float32).reshape(-1)))
+        else:
+            params.append(ctx.value(node.input(index)))
     if x.size == 0:
         return
     dims = [Dim(rows, row, 1, False), Dim(row, 1, 0, True)]
     budget = 1 if row == 1 else LAYERNORM_BATCH if row <= LAYERNORM_BATCH // 2 else row
     dims, plan = best_plan([d for d in dims if d.n > 1] or [Dim(1, 1, 1, False)], ctx, budget=budget,
-                           whole_reduced=True)
+                           whole_reduced=True, elem_bytes=itemsize(x.dtype), passes=4)
     tiles = Tiles(ctx)
     qmax = max(t.q for t in plan.tiles)
     scale, bias = (Replicated(ctx, tiles, p, qmax, row) if p is not None else None for p in params)
     for t in plan.tiles:
         m = t.kept_free
         xt = tiles.load(hbm_ap(x, t.x_off, t.x_dims()), t.q, t.free)
-        ahead = 3 * tiles.nbytes(t.free, "f32") + 4 * tiles.nbytes(m, "f32")
+        ahead = 3 * tiles.nbytes(t.free, "f32") + 4 * tiles.nbytes(m, "f32") + 2 * tiles.nbytes(row, "f32")
         sc = scale.get(ahead) if scale else None
         bi = bias.get(ahead) if bias else None
         if m == 1:
@@ -286,7 +291,8 @@ def _layernorm_row(ctx, tiles: Tiles, t, xt: AP, eps: float, mode: str):
     rstd = tiles.new(t.q, 1)
     em.emit("act", "activate", {"dst": rstd, "src": column(st, 1)}, func="rsqrt", bias=eps, mode=mode)
     mean = column(st, 0)
-    em.emit("dve", "tensor_scalar", {"dst": xt, "src": xt, "s0_ap": mean, "s1_ap": rstd}, op0="sub", op1="mul")
+    em.emit("dve", "tensor_scalar", {"dst": xt, "src": xt, "s0_ap": mean, "s1_ap": rstd},
+            op0="sub", op1="mul")
     return xt, mean, rstd
 
 
@@ -313,27 +319,20 @@ def _layernorm_rows(ctx, tiles: Tiles, t, xt: AP, row: int, eps: float, mode: st
 # ---- BatchNormalization (inference) -----------------------------------------------------------------
 @kernel("BatchNormalization")
 def batch_norm(ctx, node) -> None:
-    """y = x * a + b per channel, a = scale / sqrt(var + eps) and b = B - mean * a folded at compile
-    time. Rows (n, c) on partitions with a and b as per-partition scalars of one ACT instruction;
-    without spatial dims, channels on the free axis instead."""
+    """y = x * a + b per channel, a = scale / sqrt(var + eps) and b = B - mean * a. Rows (n, c) on
+    partitions with a and b as per-partition scalars of one ACT instruction; without spatial dims,
+    channels on the free axis instead."""
     x = ctx.value(node.inputs[0])
     y = ctx.output(node.outputs[0])
-    consts = [ctx.const(n) for n in node.inputs[1:5]]
-    if any(c is None for c in consts):
-        raise CompileError(f"{node.name}: BatchNormalization scale/bias/mean/var must be constants on the device")
-    scale, b, mean, var = (np.asarray(c, np.float64).reshape(-1) for c in consts)
-    eps = float(np.float32(node.attrs.get("epsilon", 1e-5)))
-    a = scale / np.sqrt(var + eps)
-    shift = b - mean * a
     if x.size == 0:
         return
     n, c = x.shape[0], (x.shape[1] if len(x.shape) > 1 else 1)
     spatial = math.prod(x.shape[2:])
+    coef = _batchnorm_coefficients(ctx, node, c)  # [2, C]: a then b
     em = ctx.em
     tiles = Tiles(ctx)
     parts = ctx.arch.partitions
     if spatial == 1:  # [N, C]: channels along the free axis, coefficients replicated on partitions
-        coef = ctx.new_const("coef", np.stack([a, shift]).astype(np.float32))
         for c0 in range(0, c, BUDGET):
             cn = min(BUDGET, c - c0)
             qmax = min(parts, n)
@@ -341,28 +340,54 @@ def batch_norm(ctx, node) -> None:
             rb = Replicated(ctx, tiles, coef, qmax, cn, c + c0)
             for r0 in range(0, n, parts):
                 q = min(parts, n - r0)
-                ahead = 2 * tiles.nbytes(cn, "f32")
+                ahead = 3 * tiles.nbytes(cn, "f32")
                 ta, tb = ra.get(ahead), rb.get(ahead)
                 xt = tiles.load(hbm_ap(x, r0 * c + c0, ((c, q), (1, cn))), q, cn)
                 em.emit("dve", "tensor_tensor", {"dst": xt, "a": xt, "b": _rows(ta, q)}, op="mul")
                 em.emit("dve", "tensor_tensor", {"dst": xt, "a": xt, "b": _rows(tb, q)}, op="add")
                 em.emit("dma", "dma_copy", {"dst": hbm_ap(y, r0 * c + c0, ((c, q), (1, cn))), "src": xt})
         return
-    coef = ctx.new_const("coef", np.stack([a, shift], axis=1).astype(np.float32))  # [C, 2]
     for row0, q, c0 in _channel_row_tiles(n, c, parts):
         ab = None
         for f0 in range(0, spatial, BUDGET):
             fn = min(BUDGET, spatial - f0)
-            ahead = tiles.nbytes(fn, "f32")
-            if ab is None or not tiles.fresh(ab, ahead):
+            if ab is None or not tiles.fresh(ab, tiles.nbytes(fn, "f32")):
                 ab = tiles.new(q, 2)
-                reps = q // min(c, q)
-                src = ((0, reps), (2, min(c, q)), (1, 2)) if reps > 1 else ((2, q), (1, 2))
-                em.emit("dma", "dma_copy", {"dst": ab, "src": hbm_ap(coef, 2 * c0, src)})
-            xt = tiles.load(hbm_ap(x, row0 * spatial + f0, ((spatial, q), (1, fn))), q, fn)
-            em.emit("act", "activate", {"dst": xt, "src": xt, "scale_ap": column(ab, 0), "bias_ap": column(ab, 1)},
-                    func="identity")
-            em.emit("dma", "dma_copy", {"dst": hbm_ap(y, row0 * spatial + f0, ((spatial, q), (1, fn))), "src": xt})
+                cq = min(c, q)
+                for k in (0, 1):  # the channels of the tile's rows, repeated per image
+                    src = hbm_ap(coef, k * c + c0, ((0, q // cq), (1, cq)))
+                    em.emit("dma", "dma_copy", {"dst": column(ab, k), "src": src})
+            rows = ((spatial, q), (1, fn))
+            xt = tiles.load(hbm_ap(x, row0 * spatial + f0, rows), q, fn)
+            em.emit("act", "activate", {"dst": xt, "src": xt, "scale_ap": column(ab, 0),
+                                        "bias_ap": column(ab, 1)}, func="identity")
+            em.emit("dma", "dma_copy", {"dst": hbm_ap(y, row0 * spatial + f0, rows), "src": xt})
+
+
+def _batchnorm_coefficients(ctx, node, c: int):
+    """[2, C] f32 in HBM: a = scale / sqrt(var + eps), then b = B - mean * a. Folded at compile time
+    from constants, else computed on the device (channels along the free axis of one partition)."""
+    eps = float(np.float32(node.attrs.get("epsilon", 1e-5)))
+    names = node.inputs[1:5]
+    consts = [ctx.const(name) for name in names]
+    if all(v is not None for v in consts):
+        scale, b, mean, var = (np.asarray(v, np.float64).reshape(-1) for v in consts)
+        a = scale / np.sqrt(var + eps)
+        return ctx.new_const("coef", np.stack([a, b - mean * a]).astype(np.float32))
+    em = ctx.em
+    coef = ctx.scratch("coef", (2, c), "f32")
+    tiles = Tiles(ctx)
+    for c0 in range(0, c, BUDGET):
+        n = min(BUDGET, c - c0)
+        scale, b, mean, var = (tiles.load(hbm_ap(ctx.value(name), c0, ((1, n),)), 1, n) for name in names)
+        a = tiles.new(1, n)
+        em.emit("act", "activate", {"dst": a, "src": var}, func="rsqrt", bias=eps, mode=ctx.act_mode(node))
+        em.emit("dve", "tensor_tensor", {"dst": a, "a": a, "b": scale}, op="mul")
+        em.emit("dve", "tensor_tensor", {"dst": mean, "a": mean, "b": a}, op="mul")
+        em.emit("dve", "tensor_tensor", {"dst": b, "a": b, "b": mean}, op="sub")
+        em.emit("dma", "dma_copy", {"dst": hbm_ap(coef, c0, ((1, n),)), "src": a})
+        em.emit("dma", "dma_copy", {"dst": hbm_ap(coef, c + c0, ((1, n),)), "src": b})
+    return coef
 
 
 def _rows(tile: AP, q: int) -> AP:

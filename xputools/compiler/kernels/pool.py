@@ -1,11 +1,12 @@
 """MaxPool and AveragePool (1-D and 2-D), GlobalAveragePool and GlobalMaxPool.
 
-Images (N*C) on partitions, a band of rows on the free axis. The band is copied into an SBUF tile
-whose border (padding, and windows running past the end in ceil_mode) is set to -inf (max) or 0
-(average); every window is then one strided access pattern [out rows, out cols, kh, kw] over that
-tile, so a single DVE `reduce` pools the band (or two, separably along W then H, when cheaper).
-AveragePool divides by a per-position count known at compile time. A 1-D pool runs along the row
-axis (W = 1).
+Images (N*C) on partitions, a band of rows on the free axis; when the images are fewer than the
+partitions, several bands of each image sit side by side on the partitions. A band is copied into
+an SBUF tile whose border (padding, and windows running past the end in ceil_mode) is set to -inf
+(max) or 0 (average); all windows are then one strided access pattern [out rows, out cols, kh, kw]
+over that tile, so a single DVE `reduce` pools the band (or two, separably along W then H, when
+cheaper). AveragePool divides by a per-position count known at compile time. A 1-D pool runs along
+the row axis (W = 1). MaxPool of int8/uint8 is exact in the f32 datapath.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from device_model.isa import AP
 from ..errors import CompileError
 from . import kernel
 from .common import hbm_ap
-from .normalize import Replicated, _rows
 from .reduce import BUDGET, Tiles, canonical_dims, merge_dims, reduce_into
 
 
@@ -58,7 +58,8 @@ def pool_axes(node, x_shape, y_shape) -> tuple[Axis, Axis]:
         raise CompileError(f"{node.name}: {node.op_type} {spatial}-D is not supported (1-D and 2-D)")
     ks = [int(k) for k in node.attrs.get("kernel_shape", [])]
     if len(ks) != spatial:
-        raise CompileError(f"{node.name}: {node.op_type} kernel_shape {ks} does not match {spatial} spatial dims")
+        raise CompileError(f"{node.name}: {node.op_type} kernel_shape {ks} does not match {spatial} "
+                           "spatial dims")
     strides = [int(s) for s in node.attrs.get("strides", [1] * spatial)]
     dil = [int(d) for d in node.attrs.get("dilations", [1] * spatial)]
     ins, outs = list(x_shape[2:]), list(y_shape[2:])
@@ -100,12 +101,60 @@ def pool_problem(node, graph) -> str | None:
     except CompileError as exc:
         return str(exc).split(": ", 1)[-1]
     if not band_rows(rows, cols):
-        return f"{node.op_type} windows spanning {rows.span} rows of {cols.size} elements do not fit an SBUF tile"
+        return (f"{node.op_type} windows spanning {rows.span} rows of {cols.size} elements do not fit "
+                "an SBUF tile")
     if node.op_type == "AveragePool":
         include = bool(node.attrs.get("count_include_pad", 0))
         if not (rows.counts(include).all() and cols.counts(include).all()):
             return "AveragePool output windows that hold no input element (ceil_mode past the padding)"
     return None
+
+
+PIPELINE = 4      # passes wanted over a large pool
+MIN_TILE = 2048   # elements per partition worth a pass
+
+
+@dataclass(frozen=True)
+class Work:
+    """One pass of the pooling instructions: bands of `rows_out` output rows starting at
+    `band_starts`, for images i0..i0+images-1; partition g*images + i holds band g of image i0+i."""
+
+    band_starts: tuple[int, ...]
+    rows_out: int
+    i0: int
+    images: int
+
+    @property
+    def partitions(self) -> int:
+        return len(self.band_starts) * self.images
+
+
+def pool_work(rows: Axis, cols: Axis, images: int, partitions: int) -> list[Work]:
+    """Bands of output rows and which partitions they go to. When the images fill few partitions,
+    an image is cut into several bands side by side on the partitions, so all of them work; a
+    large pool is cut into a few passes so loads overlap compute."""
+    # a pass holds the band, its output and (separable / average) as much again: half a tile each
+    cap = band_rows(rows, cols, BUDGET // 2) or band_rows(rows, cols)
+    width = (cols.out - 1) * cols.s + cols.span
+    image_tiles = -(-images // partitions)
+    spread = partitions // images if images < partitions else 1
+    passes = max(1, -(-PIPELINE // image_tiles))
+    floor = max(1, -(-(-(-MIN_TILE // width) - rows.span) // rows.s) + 1)  # rows worth a pass
+    per_band = min(cap, -(-rows.out // spread), max(-(-rows.out // (spread * passes)), floor))
+    bands = -(-rows.out // per_band)
+    bands = -(-bands // min(spread, bands)) * min(spread, bands)  # whole groups of bands
+    per_band = -(-rows.out // bands)
+    work = []
+    for i0 in range(0, images, partitions):
+        n = min(partitions, images - i0)
+        group = max(1, partitions // n)
+        full = rows.out // per_band
+        starts = [b * per_band for b in range(full)]
+        for g0 in range(0, full, group):
+            work.append(Work(tuple(starts[g0:g0 + group]), per_band, i0, n))
+        if rows.out % per_band:
+            work.append(Work((full * per_band,), rows.out % per_band, i0, n))
+    return work
 
 
 @kernel("MaxPool", "AveragePool")
@@ -116,78 +165,84 @@ def pool(ctx, node) -> None:
     if y.size == 0:
         return
     is_max = node.op_type == "MaxPool"
-    per_band = band_rows(rows, cols)
-    if not per_band:
+    if not band_rows(rows, cols):
         raise CompileError(f"{node.name}: {node.op_type} window rows of {rows.span} x "
                            f"{(cols.out - 1) * cols.s + cols.span} elements do not fit an SBUF tile")
-    images = x.shape[0] * x.shape[1]
     count = None
     if not is_max:
         include = bool(node.attrs.get("count_include_pad", 0))
         counts = np.outer(rows.counts(include), cols.counts(include)).astype(np.float32)
         if np.any(counts == 0):
             raise CompileError(f"{node.name}: AveragePool has a window without any counted element")
-        count = float(counts.flat[0]) if np.all(counts == counts.flat[0]) else ctx.new_const("count", counts.reshape(-1))
+        uniform = np.all(counts == counts.flat[0])
+        count = float(counts.flat[0]) if uniform else ctx.new_const("count", counts.reshape(-1))
     em = ctx.em
     tiles = Tiles(ctx)
-    parts = ctx.arch.partitions
     width = (cols.out - 1) * cols.s + cols.span
-    in_plane, out_plane = rows.size * cols.size, rows.out * cols.out
-    pad_value = -math.inf if is_max else 0.0
-    op = "max" if is_max else "sum"
-    for o0 in range(0, rows.out, per_band):
-        o1 = min(rows.out, o0 + per_band)
-        r_lo, r_hi = rows.needed(o0, o1)
-        height = r_hi - r_lo
-        v0, v1 = max(r_lo, 0), min(r_hi, rows.size)  # input rows present in the band
-        c1 = min(width - cols.begin, cols.size)       # input cols present
-        divisor = None
-        if isinstance(count, float) or count is None:
-            divisor = count
+    out_plane = rows.out * cols.out
+    for w in pool_work(rows, cols, x.shape[0] * x.shape[1], ctx.arch.partitions):
+        height = (w.rows_out - 1) * rows.s + rows.span
+        band = tiles.new(w.partitions, height * width)
+        _load_bands(em, tiles, x, band, w, rows, cols, width, -math.inf if is_max else 0.0)
+        out = _pool_band(em, tiles, band, rows, cols, w.rows_out, width, "max" if is_max else "sum")
+        size = w.rows_out * cols.out
+        if isinstance(count, float):
+            em.emit("dve", "tensor_scalar", {"dst": out, "src": out}, op0="div", s0=count)
+        elif count is not None:  # counts per output position, for each band
+            div = tiles.new(w.partitions, size)
+            src = ((size, len(w.band_starts)), (0, w.images), (1, size))
+            em.emit("dma", "dma_copy", {"dst": div, "src": hbm_ap(count, w.band_starts[0] * cols.out, src)})
+            em.emit("dve", "tensor_tensor", {"dst": out, "a": out, "b": div}, op="div")
+        dst = merge_dims([(size, len(w.band_starts)), (out_plane, w.images), (1, size)])
+        em.emit("dma", "dma_copy", {"dst": hbm_ap(y, w.i0 * out_plane + w.band_starts[0] * cols.out, dst),
+                                    "src": out})
+
+
+def _load_bands(em, tiles: Tiles, x, band: AP, w: Work, rows: Axis, cols: Axis, width: int,
+                pad: float) -> None:
+    """Copy each band's input rows into its partitions of `band` ([height, width] per partition)
+    and set the padding around them to `pad`. Bands with the same padding share instructions."""
+    height = (w.rows_out - 1) * rows.s + rows.span
+    in_plane = rows.size * cols.size
+    c1 = min(width - cols.begin, cols.size)  # input cols present
+    if cols.begin > 0 or c1 < width - cols.begin:
+        right = width - cols.begin - c1
+        _memset(em, band, 0, w.partitions, 0, [(width, height), (1, cols.begin)], pad)
+        _memset(em, band, 0, w.partitions, cols.begin + c1, [(width, height), (1, right)], pad)
+    segments = []  # (first band index, bands, top pad rows, first pad row below the data, first input row)
+    for g, o0 in enumerate(w.band_starts):
+        r_lo = rows.needed(o0, o0 + w.rows_out)[0]
+        v0, v1 = max(r_lo, 0), min(r_lo + height, rows.size)
+        key = (v0 - r_lo, max(v1 - r_lo, v0 - r_lo))
+        if segments and tuple(segments[-1][2:4]) == key:
+            segments[-1][1] += 1
         else:
-            divisor = Replicated(ctx, tiles, count, min(parts, images), (o1 - o0) * cols.out, o0 * cols.out)
-        for i0 in range(0, images, parts):
-            q = min(parts, images - i0)
-            band = tiles.new(q, height * width)
-            _fill_border(em, band, height, width, v0 - r_lo, v1 - r_lo, cols.begin, cols.begin + c1, pad_value)
-            if v1 > v0 and c1 > 0:
-                dst = AP("sbuf", band.offset + ((v0 - r_lo) * width + cols.begin) * 4,
-                         merge_dims([(width, v1 - v0), (1, c1)]), "f32", 0, q)
-                src = hbm_ap(x, i0 * in_plane + v0 * cols.size, merge_dims([(in_plane, q), (cols.size, v1 - v0), (1, c1)]))
-                em.emit(tiles.queue, "dma_copy", {"dst": dst, "src": src})
-            out = _pool_band(em, tiles, band, q, rows, cols, o1 - o0, width, op)
-            if divisor is not None:
-                if isinstance(divisor, float):
-                    em.emit("dve", "tensor_scalar", {"dst": out, "src": out}, op0="div", s0=divisor)
-                else:
-                    d = divisor.get(tiles.nbytes(height * width, "f32") + 2 * tiles.nbytes((o1 - o0) * cols.out, "f32"))
-                    em.emit("dve", "tensor_tensor", {"dst": out, "a": out, "b": _rows(d, q)}, op="div")
-            em.emit("dma", "dma_copy", {"dst": hbm_ap(y, i0 * out_plane + o0 * cols.out,
-                                                      merge_dims([(out_plane, q), (1, (o1 - o0) * cols.out)])),
-                                        "src": out})
+            segments.append([g, 1, *key, v0])
+    for g, nb, top, bottom, v0 in segments:
+        p0, pn = g * w.images, nb * w.images
+        if top > 0:
+            _memset(em, band, p0, pn, 0, [(1, top * width)], pad)
+        if bottom < height:
+            _memset(em, band, p0, pn, bottom * width, [(1, (height - bottom) * width)], pad)
+        if bottom > top and c1 > 0:
+            dst = AP("sbuf", band.offset + (top * width + cols.begin) * 4,
+                     merge_dims([(width, bottom - top), (1, c1)]), "f32", p0, pn)
+            band_stride = w.rows_out * rows.s * cols.size
+            src = merge_dims([(band_stride, nb), (in_plane, w.images), (cols.size, bottom - top), (1, c1)])
+            src = hbm_ap(x, w.i0 * in_plane + v0 * cols.size, src)
+            em.emit(tiles.queue, "dma_copy", {"dst": dst, "src": src})
 
 
-def _fill_border(em, band: AP, height: int, width: int, r0: int, r1: int, c0: int, c1: int, value: float):
-    """Set everything outside rows [r0, r1) x cols [c0, c1) of a [height, width] band to `value`."""
-    def fill(offset, dims):
-        ap = AP("sbuf", band.offset + offset * 4, merge_dims(dims), "f32", 0, band.pcount)
-        em.emit("pool", "memset", {"dst": ap}, value=value)
-
-    if r1 <= r0 or c1 <= c0:
-        fill(0, [(1, height * width)])
+def _memset(em, band: AP, p0: int, pn: int, offset: int, dims, value: float) -> None:
+    if any(n <= 0 for _, n in dims):
         return
-    if r0 > 0:
-        fill(0, [(1, r0 * width)])
-    if r1 < height:
-        fill(r1 * width, [(1, (height - r1) * width)])
-    if c0 > 0:
-        fill(r0 * width, [(width, r1 - r0), (1, c0)])
-    if c1 < width:
-        fill(r0 * width + c1, [(width, r1 - r0), (1, width - c1)])
+    ap = AP("sbuf", band.offset + offset * 4, merge_dims(dims), "f32", p0, pn)
+    em.emit("pool", "memset", {"dst": ap}, value=value)
 
 
-def _pool_band(em, tiles: Tiles, band: AP, q: int, rows: Axis, cols: Axis, out_rows: int, width: int, op: str) -> AP:
+def _pool_band(em, tiles: Tiles, band: AP, rows: Axis, cols: Axis, out_rows: int, width: int, op: str) -> AP:
     """Reduce every window of the band: [out_rows, cols.out] per partition."""
+    q = band.pcount
     height = (out_rows - 1) * rows.s + rows.span
     direct = out_rows * cols.out * rows.k * cols.k
     separable = height * cols.out * cols.k + out_rows * cols.out * rows.k + 64
@@ -196,7 +251,8 @@ def _pool_band(em, tiles: Tiles, band: AP, q: int, rows: Axis, cols: Axis, out_r
         tmp = tiles.new(q, height * cols.out)
         along_w, _ = _window(band, [(width, height), (cols.s, cols.out)], [(cols.d, cols.k)])
         em.emit("dve", "reduce", {"dst": tmp, "src": along_w}, op=op, axes=1)
-        along_h, _ = _window(tmp, [(rows.s * cols.out, out_rows), (1, cols.out)], [(rows.d * cols.out, rows.k)])
+        along_h, _ = _window(tmp, [(rows.s * cols.out, out_rows), (1, cols.out)],
+                             [(rows.d * cols.out, rows.k)])
         em.emit("dve", "reduce", {"dst": out, "src": along_h}, op=op, axes=1)
         return out
     view, naxes = _window(band, [(rows.s * width, out_rows), (cols.s, cols.out)],
@@ -213,7 +269,8 @@ def _window(tile: AP, kept, red) -> tuple[AP, int]:
     and the number of window dims."""
     k = [d for d in merge_dims(kept) if d[1] > 1]
     r = [d for d in merge_dims(red) if d[1] > 1]
-    return AP(tile.space, tile.offset, tuple(k + r) or ((1, 1),), tile.dtype, tile.pstart, tile.pcount), len(r)
+    view = AP(tile.space, tile.offset, tuple(k + r) or ((1, 1),), tile.dtype, tile.pstart, tile.pcount)
+    return view, len(r)
 
 
 @kernel("GlobalAveragePool", "GlobalMaxPool")

@@ -34,13 +34,14 @@ BUDGET = 8192  # elements per partition in one input tile (32 KiB of f32)
 # ---- SBUF tiles ------------------------------------------------------------------------------------
 class Tiles:
     """Fresh SBUF tiles from the emitter's ring allocator, remembering how much was allocated since
-    each one: a tile kept across many steps (a running statistic, a replicated scale vector) must be
+    each one: a tile kept across steps (a running statistic, a replicated scale vector) must be
     refreshed before the ring can hand its bytes out again."""
 
     def __init__(self, ctx):
         self.ctx = ctx
         self.ring = ctx.em.sbuf
         self.used = 0
+        self.largest = BUDGET * 4  # bounds the bytes a wrap of the ring skips
         self._born: dict[int, int] = {}
         # the main input streams through one queue: tiles arrive one after another at the full
         # fabric rate, so compute starts after the first instead of after all of them
@@ -57,6 +58,7 @@ class Tiles:
         nbytes = self.nbytes(free, dtype)
         off = self.ring.alloc(nbytes)
         self.used += nbytes + skip
+        self.largest = max(self.largest, nbytes)
         self._born[off] = self.used
         return AP("sbuf", off, ((1, max(free, 1)),), dtype, 0, partitions)
 
@@ -67,12 +69,13 @@ class Tiles:
         return tile
 
     def fresh(self, tile: AP, ahead: int) -> bool:
-        """True when `tile` survives `ahead` more bytes of allocations (see RingAllocator)."""
+        """True when `tile` survives `ahead` more bytes of allocations: the ring reaches its bytes
+        again after the rest of the ring (less what a wrap skips) has been handed out."""
         born = self._born.get(tile.offset)
         if born is None:
             return False
         size = self.nbytes(tile.free_size, tile.dtype)
-        return self.used - born + ahead <= self.ring.size // 2 - size
+        return self.used - born + ahead + self.largest <= self.ring.size - size
 
     def keep(self, tile: AP, ahead: int, engine: str = "dve") -> AP:
         """`tile`, or a copy of it in a fresh buffer when the ring may reuse its bytes soon."""
@@ -166,10 +169,6 @@ class RowTile:
     def kept_free(self) -> int:
         return math.prod(d.n for d in self.dims if not d.red)
 
-    @property
-    def reduces_free(self) -> bool:
-        return any(d.red for d in self.dims)
-
     def x_dims(self):
         return merge_dims([(self.ps, self.q)] + [(d.s, d.n) for d in self.dims])
 
@@ -185,7 +184,8 @@ class RowTile:
         red = merge_dims([(s, d.n) for s, d in zip(strides, self.dims) if d.red])
         kept = () if kept == ((1, 1),) else kept
         red = () if red == ((1, 1),) else red
-        return AP(tile.space, tile.offset, kept + red or ((1, 1),), tile.dtype, tile.pstart, tile.pcount), len(red)
+        view = AP(tile.space, tile.offset, kept + red or ((1, 1),), tile.dtype, tile.pstart, tile.pcount)
+        return view, len(red)
 
     def broadcast_view(self, stat: AP) -> AP:
         """A [q, kept_free] statistic (kept dims in HBM order) repeated over the reduced dims, in the
@@ -251,7 +251,7 @@ def plan_layout(dims: list[Dim], pdim: int, partitions: int, budget: int, whole_
     loops = []
     for i, d in enumerate(dims):
         if i == pdim:
-            steps = [(start, q, meff) for start, q, meff in _partition_steps(d.n, m, partitions)]
+            steps = _partition_steps(d.n, m, partitions)
         else:
             steps = [(start, None, min(chunk[i], d.n - start)) for start in range(0, d.n, chunk[i])]
         loops.append((i, steps))
@@ -279,34 +279,42 @@ def plan_layout(dims: list[Dim], pdim: int, partitions: int, budget: int, whole_
     return Plan(tiles, pd.red, 0.0)
 
 
-def _cost(plan: Plan, elem_bytes: int, arch) -> float:
-    """Cycles by the device cost model, roughly: engines and DMA overlap across tiles."""
+def _cost(plan: Plan, elem_bytes: int, passes: float, arch) -> float:
+    """Cycles by the device cost model, roughly: the loads stream through one DMA queue (transfer
+    plus latency each) while the engines work on the previous tile."""
     dma_rate = arch.raw["hbm"]["bandwidth_gbps"] / arch.clock_ghz
     run_bytes = arch.raw["dma"]["run_overhead_bytes"]
-    compute = dma = pre = 0.0
+    latency = arch.raw["dma"]["latency_cycles"]
+    fixed = arch.raw["dve"]["fixed_cycles"]
+    loads, compute = [0.0], [0.0]
     for t in plan.tiles:
-        compute += 2 * 64 + t.free
-        ap = AP("hbm", 0, t.x_dims(), "f32")
-        dma += (t.q * t.free * elem_bytes + contiguous_runs(ap) * run_bytes) / dma_rate
+        runs = contiguous_runs(AP("hbm", 0, t.x_dims(), "f32"))
+        loads.append((t.q * t.free * elem_bytes + runs * run_bytes) / dma_rate + latency)
+        work = passes * (fixed + t.free)
         if plan.reduced_partitions and t.q > 1:
-            pre += 128 + 2 * t.kept_free * math.ceil(math.log2(t.q))
-    return max(compute, dma) + pre + 400 * len(plan.tiles)  # + emulator overhead per tile
+            work += arch.raw["pool"]["fixed_cycles"] + 2 * t.kept_free * math.ceil(math.log2(t.q))
+        compute.append(work)
+    loads, compute = loads[1:] or loads, compute[1:] or compute
+    overlap = max(sum(loads[1:]), sum(compute[:-1]))
+    return loads[0] + overlap + compute[-1] + 300 * len(plan.tiles)  # + emulator overhead per tile
 
 
 def best_plan(dims: list[Dim], ctx, budget: int = BUDGET, whole_reduced: bool = False,
-              elem_bytes: int = 4) -> tuple[list[Dim], Plan]:
-    """The cheapest layout; a size-1 kept dim is added when every dim is reduced (or none is left)."""
+              elem_bytes: int = 4, passes: float = 1.0) -> tuple[list[Dim], Plan]:
+    """The cheapest layout (and tile size, up to `budget` elements per partition); a size-1 kept dim
+    is added when every dim is reduced (or none is left)."""
     partitions = ctx.arch.partitions
     if not any(not d.red for d in dims):
         dims = [Dim(1, 0, 0, False)] + list(dims)
     best = None
-    for j, d in enumerate(dims):
-        plan = plan_layout(dims, j, partitions, budget, whole_reduced)
-        if plan is None:
-            continue
-        plan.cost = _cost(plan, elem_bytes, ctx.arch)
-        if best is None or plan.cost < best.cost:
-            best = plan
+    for size in sorted({budget, max(1, budget // 2), max(1, budget // 4)}, reverse=True):
+        for j in range(len(dims)):
+            plan = plan_layout(dims, j, partitions, size, whole_reduced)
+            if plan is None:
+                continue
+            plan.cost = _cost(plan, elem_bytes, passes, ctx.arch)
+            if best is None or plan.cost < best.cost:
+                best = plan
     if best is None:
         raise CompileError(f"{ctx.node.name if ctx.node else ''}: {ctx.node.op_type if ctx.node else ''} "
                            f"rows of {math.prod(d.n for d in dims if d.red)} elements do not fit the "
@@ -376,6 +384,8 @@ def reduce_into(ctx, x, out, dims: list[Dim], op: str, pre: str | None = None, f
     tiles = Tiles(ctx)
     acc = None
     for t in plan.tiles:
+        if acc is not None:  # the partial result of the previous tiles lives through this step
+            acc = tiles.keep(acc, 2 * tiles.nbytes(t.free, "f32") + 3 * tiles.nbytes(t.kept_free, "f32"))
         xt = tiles.load(hbm_ap(x, t.x_off, t.x_dims()), t.q, t.free, work)
         src = xt
         view, naxes = t.reduce_view(xt)
@@ -384,7 +394,8 @@ def reduce_into(ctx, x, out, dims: list[Dim], op: str, pre: str | None = None, f
             if naxes and t.kept_free == 1:  # the whole tile reduces to one value per partition
                 part = tiles.new(t.q, 1)
                 sq = tiles.new(t.q, t.free)
-                em.emit("act", "activate", {"dst": sq, "src": xt, "accum": part}, func="square", mode=act_mode)
+                em.emit("act", "activate", {"dst": sq, "src": xt, "accum": part}, func="square",
+                        mode=act_mode)
             else:
                 src = tiles.new(t.q, t.free)
                 em.emit("act", "activate", {"dst": src, "src": xt}, func="square", mode=act_mode)
