@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 from device_model.dtypes import itemsize
 from device_model.isa import AP, MAX_FREE_DIMS
+
+from ..emitter import SBUF_BLOCK
 
 STAGE_BYTES = 32 * 1024  # per partition for one staging buffer (a kernel keeps two or three live)
 SMALL_REVERSED = 3  # a reversed axis this short is cheaper as separate DMAs than as a gather
@@ -104,8 +107,31 @@ def hbm(value, elem_offset: int, dims, dtype: str | None = None) -> AP:
 
 
 def sbuf(ctx, partitions: int, free: int, dtype: str) -> AP:
-    off = ctx.em.sbuf.alloc(free * itemsize(dtype))
+    """A fresh [partitions, free] SBUF tile in whole hazard blocks: small tiles sharing a block would
+    make the emitter order unrelated instructions one after the other."""
+    nbytes = -(-free * itemsize(dtype) // SBUF_BLOCK) * SBUF_BLOCK
+    off = ctx.em.sbuf.alloc(nbytes)
     return AP("sbuf", off, ((1, free),), dtype, 0, partitions)
+
+
+class Slots:
+    """`n` SBUF slots of `nbytes` per partition, reused round-robin. A kernel that takes its
+    short-lived tiles from here allocates a bounded amount however long it runs, so the ring
+    allocator never comes back over a tile that must live longer (an index tile, partial results);
+    reusing a slot is ordered after its last reader by the emitter's hazard tracking."""
+
+    def __init__(self, ctx, n: int, nbytes: int):
+        self.nbytes = -(-max(nbytes, 1) // SBUF_BLOCK) * SBUF_BLOCK
+        self.n, self.i = n, 0
+        self.base = ctx.em.sbuf.alloc(n * self.nbytes)
+
+    def tile(self, partitions: int, free: int, dtype: str) -> AP:
+        if free * itemsize(dtype) > self.nbytes:
+            raise ValueError(f"a tile of {free * itemsize(dtype)} bytes does not fit a "
+                             f"{self.nbytes}-byte slot")
+        off = self.base + (self.i % self.n) * self.nbytes
+        self.i += 1
+        return AP("sbuf", off, ((1, free),), dtype, 0, partitions)
 
 
 # ---- cost model --------------------------------------------------------------------------------------
@@ -137,7 +163,7 @@ def copy_region(ctx, dst, dst_off: int, src, src_off: int, dims) -> None:
         return
     if dims[-1][1] == 1 and dims[-1][2] != 1:
         plan = _stage_plan(ctx, dims, itemsize(src.dtype))
-        if plan is not None and plan.cycles < _direct_cycles(ctx, dims, itemsize(src.dtype)):
+        if plan is not None and plan.cycles < direct_cycles(ctx, dims, itemsize(src.dtype)):
             _emit_staged(ctx, dst, dst_off, src, src_off, plan)
             return
     copy_direct(ctx, dst, dst_off, src, src_off, dims)
@@ -150,7 +176,8 @@ def copy_direct(ctx, dst, dst_off: int, src, src_off: int, dims) -> None:
                                         "src": hbm(src, src_off + so, pattern(column(sub, 2)))})
 
 
-def _direct_cycles(ctx, dims, isz: int) -> float:
+def direct_cycles(ctx, dims, isz: int) -> float:
+    """Estimated cycles of `copy_direct` over `dims`."""
     cost = DmaCost(ctx.arch)
     n, fabric = 0, 0.0
     for _, sub in loop_excess(dims):
@@ -160,9 +187,14 @@ def _direct_cycles(ctx, dims, isz: int) -> float:
     return cost.cycles(n, fabric)
 
 
+@dataclass
 class _StagePlan:
-    def __init__(self, outer, row, free, span, groups, cycles):
-        self.outer, self.row, self.free, self.span, self.groups, self.cycles = outer, row, free, span, groups, cycles
+    outer: list      # dims looped around everything
+    row: tuple       # the dim on partitions
+    free: list       # up to 3 inner dims, the free axis of each tile
+    span: int        # contiguous source elements loaded per row
+    groups: list     # (first row, partitions, rows per partition): one load, copy and store each
+    cycles: float    # estimate
 
 
 def _stage_plan(ctx, dims, isz: int) -> _StagePlan | None:
@@ -195,7 +227,7 @@ def _stage_plan(ctx, dims, isz: int) -> _StagePlan | None:
     cost = DmaCost(ctx.arch)
     n_outer = volume(outer)
     fabric = 0.0
-    for r0, pp, nch in groups:
+    for _, pp, nch in groups:
         fabric += cost.fabric(pp * nch * span, isz, pp) + cost.fabric(pp * nch * f, isz, pp)
     copy_cycles = ctx.arch.raw["dve"]["fixed_cycles"] + max(f, span) * groups[0][2]
     serial = n_outer * len(groups) + 1
@@ -216,10 +248,12 @@ def _emit_staged(ctx, dst, dst_off, src, src_off, plan: _StagePlan) -> None:
             raw = sbuf(ctx, p, nch * plan.span, dtype)
             ctx.em.emit("dma", "dma_copy", {
                 "dst": raw,
-                "src": hbm(src, s_base + r0 * row_s, pattern([(p, row_s * nch), (nch, row_s), (plan.span, 1)]))})
+                "src": hbm(src, s_base + r0 * row_s,
+                           pattern([(p, row_s * nch), (nch, row_s), (plan.span, 1)]))})
             out = sbuf(ctx, p, nch * f, dtype)
             src_dims = ((plan.span, nch),) + tuple((s, c) for c, _, s in plan.free)
-            ctx.em.emit(engines[k % 2], "copy", {"dst": out, "src": AP("sbuf", raw.offset, src_dims, dtype, 0, p)})
+            ctx.em.emit(engines[k % 2], "copy",
+                        {"dst": out, "src": AP("sbuf", raw.offset, src_dims, dtype, 0, p)})
             k += 1
             ctx.em.emit("dma", "dma_copy", {
                 "dst": hbm(dst, d_base + r0 * row_d,
@@ -252,17 +286,24 @@ def _gather_reversed(ctx, dst, dst_off, src, src_off, row, others) -> None:
     for offs, sub in (blocks(others, STAGE_BYTES // isz) if others else [((0, 0), [])]):
         for offs2, sub2 in (loop_excess(sub, MAX_FREE_DIMS - 1) if sub else [((0, 0), [])]):
             parts.append(((offs[0] + offs2[0], offs[1] + offs2[1]), sub2))
+    slots = row_slots(ctx, max(volume(sub) for _, sub in parts) * isz)
+    index_slots = Slots(ctx, 2, 4)
     for p0 in range(0, n, ctx.arch.partitions):
         pc = min(ctx.arch.partitions, n - p0)
-        idx = sbuf(ctx, pc, 1, "i32")
+        idx = index_slots.tile(pc, 1, "i32")
         ctx.em.emit("pool", "iota", {"dst": idx}, base=n - 1 - p0, pstep=-1, step=0)
         for (do, so), sub in parts:
             table = hbm(src, base + so, ((-row_s, n),) + tuple((s, c) for c, _, s in sub))
-            tile = sbuf(ctx, pc, volume(sub), src.dtype)
+            tile = slots.tile(pc, volume(sub), src.dtype)
             ctx.em.emit("pool", "gather", {"dst": tile, "table": table, "idx": idx})
             ctx.em.emit("dma", "dma_copy", {
                 "dst": hbm(dst, dst_off + p0 * row_d + do, ((row_d, pc),) + tuple((d, c) for c, d, _ in sub)),
                 "src": tile})
+
+
+def row_slots(ctx, nbytes: int) -> Slots:
+    """Slots for gathered rows: up to four in flight, within a quarter of SBUF."""
+    return Slots(ctx, max(2, min(4, ctx.arch.sbuf_bytes // 4 // max(nbytes, SBUF_BLOCK))), nbytes)
 
 
 # ---- constants -------------------------------------------------------------------------------------
@@ -286,7 +327,8 @@ class Filler:
         for c0, cn in chunks:
             sub_dims = simplify(dims[:-1] + [(cn, stride)]) or [(1, 1)]
             for (do,), sub in loop_excess(sub_dims):
-                inner_stride = 1 if sub[-1][1] == 1 else 0  # a contiguous source run where the destination has one
+                # a contiguous source run where the destination has one
+                inner_stride = 1 if sub[-1][1] == 1 else 0
                 src_dims = tuple((0, c) for c, _ in sub[:-1]) + ((inner_stride, sub[-1][0]),)
                 self.ctx.em.emit("dma", "dma_copy", {
                     "dst": hbm(self.dst, dst_off + c0 * stride + do, tuple((s, c) for c, s in sub)),

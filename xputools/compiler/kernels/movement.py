@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,9 +16,24 @@ from device_model.isa import AP
 from ..errors import CompileError
 from ..tiling import broadcast_strides, row_major_strides
 from . import kernel
-from .datamove import (DmaCost, Filler, STAGE_BYTES, blocks, column, copy_direct, copy_region, hbm,
-                       loop_excess, pattern, runs, sbuf, simplify, volume)
 from .common import is_float
+from .datamove import (
+    STAGE_BYTES,
+    DmaCost,
+    Filler,
+    Slots,
+    blocks,
+    copy_direct,
+    copy_region,
+    direct_cycles,
+    hbm,
+    loop_excess,
+    pattern,
+    row_slots,
+    sbuf,
+    simplify,
+    volume,
+)
 
 
 def _axis(node, rank: int, default: int = 0) -> int:
@@ -72,10 +88,12 @@ def split(ctx, node) -> None:
         out = ctx.output(name)
         k = out.shape[axis]
         if k and outer:
-            copy_region(ctx, out, 0, x, pos * inner, [(outer, k * inner, x.shape[axis] * inner), (k * inner, 1, 1)])
+            copy_region(ctx, out, 0, x, pos * inner,
+                        [(outer, k * inner, x.shape[axis] * inner), (k * inner, 1, 1)])
         pos += k
     if pos != x.shape[axis]:
-        raise CompileError(f"{node.name}: outputs cover {pos} of the {x.shape[axis]} elements along axis {axis}")
+        raise CompileError(f"{node.name}: outputs cover {pos} of the {x.shape[axis]} elements "
+                           f"along axis {axis}")
 
 
 # ---- Slice ---------------------------------------------------------------------------------------
@@ -130,9 +148,6 @@ def expand(ctx, node) -> None:
 
 
 # ---- Gather ----------------------------------------------------------------------------------------
-MAX_CONST_GATHER_COPIES = 16  # more index runs than this gather at run time from a constant table
-
-
 def _progressions(idx: list[int]) -> list[tuple[int, int, int, int]]:
     """Split indices into runs (position, count, first value, step >= 0) of arithmetic progressions."""
     out, i = [], 0
@@ -167,13 +182,29 @@ def gather(ctx, node) -> None:
         if bad:
             raise CompileError(f"{node.name}: Gather index {bad[0]} is out of range for axis {axis} "
                                f"of size {rows}")
-        runs_ = _progressions(fixed)
-        if len(runs_) <= MAX_CONST_GATHER_COPIES:
-            for pos, count, first, step in runs_:
-                copy_region(ctx, out, pos * inner, data, first * inner,
-                            [(outer, n * inner, rows * inner), (count, inner, step * inner), (inner, 1, 1)])
+        copies = [(pos * inner, first * inner,
+                   [(outer, n * inner, rows * inner), (count, inner, step * inner), (inner, 1, 1)])
+                  for pos, count, first, step in _progressions(fixed)]
+        isz = itemsize(data.dtype)
+        # copies into one output are ordered one after the other: few runs of indices are cheaper as
+        # DMAs, many as a run-time gather from the index table
+        as_copies = sum(direct_cycles(ctx, simplify(d), isz) for _, _, d in copies)
+        if as_copies <= _gather_cycles(ctx, outer, inner, n, isz):
+            for dst_off, src_off, dims in copies:
+                copy_region(ctx, out, dst_off, data, src_off, dims)
             return
     gather_rows(ctx, out, data, ctx.value(node.inputs[1]), outer, rows, inner, n)
+
+
+def _gather_cycles(ctx, outer: int, inner: int, n: int, isz: int) -> float:
+    """Estimated cycles of gather_rows: index load and fix-up, then per 128 indices a POOL gather and
+    a store (stores into the output are serialized)."""
+    cost, pool, P = DmaCost(ctx.arch), ctx.arch.raw["pool"], ctx.arch.partitions
+    row = outer * inner
+    gather = pool["fixed_cycles"] + math.ceil(2 * row / pool["elements_per_cycle"])
+    store = cost.cycles(1, cost.fabric(min(n, P) * row, isz, min(n, P) * outer))
+    fixup = 2 * (ctx.arch.raw["dve"]["fixed_cycles"] + 1)
+    return cost.latency + fixup + gather + math.ceil(n / P) * max(store, gather)
 
 
 def gather_rows(ctx, out, data, indices, outer: int, rows: int, inner: int, n: int) -> None:
@@ -184,17 +215,19 @@ def gather_rows(ctx, out, data, indices, outer: int, rows: int, inner: int, n: i
         for offs2, sub2 in (loop_excess(sub, 3) if sub else [((0, 0), [])]):
             parts.append(((offs[0] + offs2[0], offs[1] + offs2[1]), sub2))
     P = ctx.arch.partitions
+    slots = row_slots(ctx, max(volume(sub) for _, sub in parts) * itemsize(data.dtype))
+    index_slots = Slots(ctx, 6, 4)  # raw, shift, index tiles of two chunks in flight
     for p0 in range(0, n, P):
         pc = min(P, n - p0)
-        raw = sbuf(ctx, pc, 1, "i32")
+        raw = index_slots.tile(pc, 1, "i32")
         ctx.em.emit("dma", "dma_copy", {"dst": raw, "src": hbm(indices, p0, ((1, pc),))})
-        shift = sbuf(ctx, pc, 1, "i32")  # rows where the index is negative (ONNX counts from the end)
+        shift = index_slots.tile(pc, 1, "i32")  # rows where the index is negative (ONNX counts from the end)
         ctx.em.emit("dve", "tensor_scalar", {"dst": shift, "src": raw}, op0="lt", s0=0, op1="mul", s1=rows)
-        idx = sbuf(ctx, pc, 1, "i32")
+        idx = index_slots.tile(pc, 1, "i32")
         ctx.em.emit("dve", "tensor_tensor", {"dst": idx, "a": raw, "b": shift}, op="add")
         for (so, do), sub in parts:
             table = hbm(data, so, ((inner, rows),) + tuple((s, c) for c, s, _ in sub))
-            tile = sbuf(ctx, pc, volume(sub), data.dtype)
+            tile = slots.tile(pc, volume(sub), data.dtype)
             ctx.em.emit("pool", "gather", {"dst": tile, "table": table, "idx": idx})
             ctx.em.emit("dma", "dma_copy", {
                 "dst": hbm(out, p0 * inner + do, ((inner, pc),) + tuple((d, c) for c, _, d in sub)),
@@ -219,19 +252,10 @@ def transpose(ctx, node) -> None:
         copy_region(ctx, out, 0, x, 0, dims)
         return
     plan = _TransposePlan(ctx, dims, x.dtype)
-    if plan.cycles < _element_dma_cycles(ctx, dims, itemsize(x.dtype)):
+    if plan.cycles < direct_cycles(ctx, dims, itemsize(x.dtype)):
         plan.emit(ctx, out, x)
     else:
         copy_direct(ctx, out, 0, x, 0, dims)
-
-
-def _element_dma_cycles(ctx, dims, isz: int) -> float:
-    cost = DmaCost(ctx.arch)
-    n, fabric = 0, 0.0
-    for _, sub in loop_excess(dims):
-        fabric += cost.fabric(volume(sub), isz, max(runs(pattern(column(sub, 1))), runs(pattern(column(sub, 2)))))
-        n += 1
-    return cost.cycles(n, fabric)
 
 
 # dtype -> (dtype the PE transposes it as, PSUM dtype, 32-bit words per element)
@@ -239,6 +263,23 @@ _PE_WORDS = {"f32": ("f32", "f32", 1), "bf16": ("bf16", "f32", 1), "f16": ("f16"
              "fp8e4": ("fp8e4", "f32", 1), "fp8e5": ("fp8e5", "f32", 1),
              "i8": ("i8", "i32", 1), "u8": ("u8", "i32", 1), "i16": ("i16", "i32", 1),
              "i32": ("i32", "i32", 1), "u32": ("i32", "i32", 1), "i64": ("i32", "i32", 2)}
+
+
+class _Tile(NamedTuple):
+    dst: int    # element offset of the tile's first output element (b excluded: see bs)
+    src: int
+    cn: int     # counts of the c, d and a axes in the tile
+    dn: int
+    an: int
+    bs: list    # (b start, b count) per PE transpose sharing the PSUM tile
+
+    @property
+    def first(self) -> int:
+        return self.dst + self.bs[0][0]
+
+    @property
+    def width(self) -> int:
+        return sum(n for _, n in self.bs)
 
 
 class _TransposePlan:
@@ -285,7 +326,7 @@ class _TransposePlan:
         return self.dims[i][0] if i is not None else 1
 
     def tiles(self):
-        """(dst offset, src offset, c count, d count, a count, [(b0, b count)...]) per PSUM tile."""
+        """One _Tile per PSUM tile."""
         d = self.dims
         C, D, A, B = (self._count(i) for i in (self.ic, self.id, self.ia, self.ib))
         for idx in itertools.product(*(range(d[i][0]) for i in self.loops)):
@@ -297,10 +338,11 @@ class _TransposePlan:
                         for g0 in range(0, B, self.bc * self.group):
                             bs = [(b0, min(self.bc, B - b0)) for b0 in
                                   range(g0, min(B, g0 + self.bc * self.group), self.bc)]
-                            off_d = do + self._off(self.ic, c0, 1) + self._off(self.id, d0, 1) + a0 * d[self.ia][1]
+                            off_d = (do + self._off(self.ic, c0, 1) + self._off(self.id, d0, 1)
+                                     + a0 * d[self.ia][1])
                             off_s = so + self._off(self.ic, c0, 2) + self._off(self.id, d0, 2) + a0
-                            yield (off_d, off_s, min(self.cc, C - c0), min(self.dc, D - d0),
-                                   min(self.ac, A - a0), bs)
+                            yield _Tile(off_d, off_s, min(self.cc, C - c0), min(self.dc, D - d0),
+                                        min(self.ac, A - a0), bs)
 
     def _off(self, i, j, col):
         return j * self.dims[i][col] if i is not None else 0
@@ -320,27 +362,27 @@ class _TransposePlan:
                 groups.append([t])
         return groups
 
-    def _joins(self, group, t) -> bool:
+    def _joins(self, group, t: _Tile) -> bool:
         first = group[0]
-        if (t[2], t[3], t[4], [b for _, b in t[5]]) != (first[2], first[3], first[4], [b for _, b in first[5]]):
+        shape = lambda x: (x.cn, x.dn, x.an, [n for _, n in x.bs])  # noqa: E731
+        if shape(t) != shape(first):
             return False
-        delta = (t[0] + t[5][0][0]) - (first[0] + first[5][0][0])
+        delta = t.first - first.first
         if delta <= 0 or delta % len(group) or (len(group) > 1 and delta // len(group) != self._delta(group)):
             return False
-        width = sum(b for _, b in first[5]) * first[2] * self.w
-        if (len(group) + 1) * width * 4 > STAGE_BYTES or \
-                (len(group) + 1) * width * 4 * first[3] * first[4] > self.group_bytes:
+        row_bytes = (len(group) + 1) * first.width * first.cn * self.w * 4
+        if row_bytes > STAGE_BYTES or row_bytes * first.dn * first.an > self.group_bytes:
             return False
         return len(self._store_dims(first, len(group) + 1, delta // len(group))) <= 4
 
-    def _delta(self, group) -> int:
-        return (group[1][0] + group[1][5][0][0]) - (group[0][0] + group[0][5][0][0])
+    @staticmethod
+    def _delta(group) -> int:
+        return group[1].first - group[0].first
 
-    def _store_dims(self, tile, n: int, delta: int):
-        _, _, cn, dn, an, bs = tile
+    def _store_dims(self, tile: _Tile, n: int, delta: int):
         w = self.w
-        return pattern([(dn, self._stride(self.id, 1) * w), (an, self._stride(self.ia, 1) * w), (n, delta * w),
-                        (cn, self._stride(self.ic, 1) * w), (sum(bn for _, bn in bs) * w, 1)])
+        return pattern([(tile.dn, self._stride(self.id, 1) * w), (tile.an, self._stride(self.ia, 1) * w),
+                        (n, delta * w), (tile.cn, self._stride(self.ic, 1) * w), (tile.width * w, 1)])
 
     def _estimate(self, ctx) -> float:
         cost = DmaCost(ctx.arch)
@@ -358,7 +400,8 @@ class _TransposePlan:
                 fabric += cost.fabric(dn * an * cn * width, isz, dn * an * cn)
                 if len(group) > 1:
                     copy_cycles += ctx.arch.raw["dve"]["fixed_cycles"] + cn * width * self.w
-        return cost.cycles(len(groups) + 1, 0.0, max(fabric / cost.bytes_per_cycle, pe_cycles, copy_cycles / 2))
+        busiest = max(fabric / cost.bytes_per_cycle, pe_cycles, copy_cycles / 2)  # copies alternate DVE/ACT
+        return cost.cycles(len(groups) + 1, 0.0, busiest)
 
     def emit(self, ctx, out, x) -> None:
         w, wd, pd = self.w, self.wdtype, self.pdtype
@@ -366,18 +409,17 @@ class _TransposePlan:
         s = lambda i: self._stride(i, 2) * w  # noqa: E731 - strides in 32-bit words for 64-bit data
         copies = 0
         for group in self._store_groups(self.tiles()):
-            _, _, cn, dn, an, bs0 = group[0]
-            m = dn * an
-            width = sum(bn for _, bn in bs0) * cn * w
+            m = group[0].dn * group[0].an
+            width = group[0].width * group[0].cn * w
             buf = sbuf(ctx, m, width * len(group), store_dtype) if len(group) > 1 else None
-            for j, (off_d, off_s, cn, dn, an, bs) in enumerate(group):
+            for j, (_, off_s, cn, dn, an, bs) in enumerate(group):
                 ps = ctx.em.psum.alloc(width * 4)
                 col = 0
                 for b0, bn in bs:
                     k = cn * bn
                     tile = sbuf(ctx, k, m * w, wd)
-                    src = self._word_ap(x, off_s + b0 * self.dims[self.ib][2],
-                                        pattern([(cn, s(self.ic)), (bn, s(self.ib)), (dn, s(self.id)), (an * w, 1)]), wd)
+                    src_dims = pattern([(cn, s(self.ic)), (bn, s(self.ib)), (dn, s(self.id)), (an * w, 1)])
+                    src = self._word_ap(x, off_s + b0 * self.dims[self.ib][2], src_dims, wd)
                     ctx.em.emit("dma", "dma_copy", {"dst": tile, "src": src})
                     for word in range(w):
                         ctx.em.emit("pe", "transpose", {
@@ -386,16 +428,16 @@ class _TransposePlan:
                     col += k
                 psum_tile = AP("psum", ps, ((1, width),), pd, 0, m)
                 if buf is None:
-                    dst = self._word_ap(out, off_d + bs[0][0], self._store_dims(group[0], 1, 0), store_dtype)
+                    dst = self._word_ap(out, group[0].first, self._store_dims(group[0], 1, 0), store_dtype)
                     ctx.em.emit("dma", "dma_copy", {"dst": dst, "src": psum_tile})
                     continue
-                part = AP("sbuf", buf.offset + j * width * itemsize(store_dtype), ((1, width),), store_dtype, 0, m)
+                part = AP("sbuf", buf.offset + j * width * itemsize(store_dtype), ((1, width),),
+                          store_dtype, 0, m)
                 ctx.em.emit(("dve", "act")[copies % 2], "copy", {"dst": part, "src": psum_tile})
                 copies += 1
             if buf is not None:
-                first = group[0]
-                dst = self._word_ap(out, first[0] + first[5][0][0],
-                                    self._store_dims(first, len(group), self._delta(group)), store_dtype)
+                dst = self._word_ap(out, group[0].first,
+                                    self._store_dims(group[0], len(group), self._delta(group)), store_dtype)
                 ctx.em.emit("dma", "dma_copy", {"dst": dst, "src": buf})
 
     def _word_ap(self, value, elem_offset: int, dims, dtype: str) -> AP:
@@ -436,9 +478,7 @@ def index_pieces(src: list[int]) -> list[tuple[int, int, int, int]]:
 
 
 def _pad_amounts(ctx, node, rank: int) -> tuple[list[int], list[int]]:
-    pads = _const_ints(ctx, node, 1, "pads")
-    if pads is None:
-        pads = [int(p) for p in node.attrs.get("pads", [0] * 2 * rank)]
+    pads = _const_ints(ctx, node, 1, "pads") or []
     axes = _const_ints(ctx, node, 3, "axes")
     axes = [a + rank if a < 0 else a for a in axes] if axes is not None else list(range(rank))
     if len(pads) != 2 * len(axes):
@@ -463,8 +503,6 @@ def pad(ctx, node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     mode = node.attrs.get("mode", "constant")
-    if isinstance(mode, bytes):
-        mode = mode.decode()
     if mode not in ("constant", "edge", "reflect"):
         raise CompileError(f"{node.name}: Pad mode {mode!r} is not supported on the device")
     rank = len(x.shape)
@@ -505,7 +543,7 @@ def _pad_staged(ctx, x, out, mode, before, after, maps, value) -> bool:
     rank = len(x.shape)
     padded = [a for a in range(rank) if before[a] or after[a]]
     k = padded[0] if padded else rank
-    if rank - k > 3 or k == 0 or any(b < 0 or e < 0 for b, e in zip(before, after)):
+    if rank - k > 3 or x.size == 0 or any(b < 0 or e < 0 for b, e in zip(before, after)):
         return False
     isz = itemsize(out.dtype)
     block = math.prod(out.shape[k:])
@@ -531,7 +569,8 @@ def _pad_staged(ctx, x, out, mode, before, after, maps, value) -> bool:
             ctx.em.emit("dve", "memset", {"dst": tile}, value=value)
         dst = AP("sbuf", tile.offset + interior * isz,
                  ((block, nch),) + tuple((bs[a - k], x.shape[a]) for a in axes_k), out.dtype, 0, p)
-        ctx.em.emit("dma", "dma_copy", {"dst": dst, "src": hbm(x, r0 * in_block, ((in_block * nch, p), (1, nch * in_block)))})
+        src = hbm(x, r0 * in_block, ((in_block * nch, p), (1, nch * in_block)))
+        ctx.em.emit("dma", "dma_copy", {"dst": dst, "src": src})
         if mode != "constant":
             _pad_borders(ctx, tile, out, x, k, before, maps, bs, block, nch, p)
         ctx.em.emit("dma", "dma_copy", {"dst": hbm(out, r0 * block, ((block * nch, p), (1, nch * block))),

@@ -7,17 +7,17 @@ same pixels (ties included) and linear uses the same weights."""
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 
 from device_model.dtypes import itemsize
 from device_model.isa import AP
 
+from ..emitter import SBUF_BLOCK
 from ..errors import CompileError
 from ..tiling import row_major_strides
 from . import kernel
-from .datamove import copy_region, hbm, pattern
+from .datamove import Slots, copy_region, hbm, pattern, sbuf
 
 F32 = np.float32
 LINEAR_DTYPES = ("f32", "bf16", "f16")
@@ -163,23 +163,28 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
 
 
 class _LinearResize:
-    """Per group of g images (g·W <= 128 partitions, g·Wo <= 512 columns), for each image n:
+    """Per group of g images (g·W <= 128 partitions, g·Wo <= 512 columns), per chunk of <= 128
+    output rows ho:
     step 1 (contract H):  Y1ᵀ[(g,w), ho] = Σ_h X[h, (g,w)] · Whᵀ[h, ho]    (stat = X, mov = Whᵀ)
     step 2 (contract W):  out[ho, (g,wo)] = Σ_(g,w) Y1ᵀ[(g,w), ho] · BD[(g,w), (g,wo)]
     with BD the block-diagonal of g copies of Wwᵀ. Wide images (W > 128 or Wo > 512) take g = 1 and
-    accumulate over W chunks instead. The matrices stay in SBUF and are reloaded before the ring
-    allocator can reach them again."""
+    accumulate over W chunks; tall ones accumulate step 1 over H chunks. Every tile lives for one
+    chunk only, except the matrices when they are small: those stay in SBUF, reloaded before the
+    ring allocator can come back to them."""
+
+    RESIDENT_BYTES = 16 * 1024  # per partition: matrices up to this size stay in SBUF
 
     def __init__(self, ctx, node, x, out, wh, ww):
         self.ctx, self.x, self.out = ctx, x, out
         cd = ctx.compute_dtype(node)
         self.cd = cd if cd in LINEAR_DTYPES else "bf16"
+        self.isz = itemsize(self.cd)
         n, c, self.H, self.W = x.shape
         self.Ho, self.Wo = out.shape[2], out.shape[3]
         self.images = n * c
-        P = ctx.arch.partitions
         pe = ctx.arch.raw["pe"]
-        self.kmax, self.mmax, self.nmax = min(pe["rows"], P), pe["cols"], pe["max_n"]
+        self.kmax = min(pe["rows"], ctx.arch.partitions)
+        self.mmax, self.nmax = pe["cols"], pe["max_n"]
         if self.W <= self.kmax and self.Wo <= self.nmax:
             self.g = max(1, min(self.images, self.kmax // self.W, self.nmax // self.Wo))
             self.wk, self.wok = [(0, self.W)], [(0, self.Wo)]
@@ -187,76 +192,72 @@ class _LinearResize:
             self.g = 1
             self.wk, self.wok = _chunks(self.W, self.kmax), _chunks(self.Wo, self.nmax)
         self.hk = _chunks(self.H, self.kmax)
-        self.hon = _chunks(self.Ho, self.nmax)
         self.hom = _chunks(self.Ho, self.mmax)
         g = self.g
         bd = np.zeros((g * self.W, g * self.Wo), F32)
         for i in range(g):
             bd[i * self.W:(i + 1) * self.W, i * self.Wo:(i + 1) * self.Wo] = ww.T
+        self.cols = g * self.Wo  # row length of the column matrix
         self.whT = ctx.new_const("resize_rows", np.ascontiguousarray(wh.T))
         self.bd = ctx.new_const("resize_cols", bd)
-        self.resident: dict[str, AP] | None = None
-        self.used = 0
+        # every tile comes from memory taken once: the ring allocator never wraps onto live data
+        self.resident = None
+        if (len(self.hk) * self.Ho + len(self.wk) * self.cols) * self.isz <= self.RESIDENT_BYTES:
+            self.resident = {}
+            for r0, rc in self.hk:
+                t = sbuf(ctx, rc, self.Ho, self.cd)
+                self.resident[("h", r0)] = self._load(t, self.whT, r0, rc, self.Ho, 0, self.Ho)
+            for r0, rc in _chunks(g * self.W, self.kmax):
+                t = sbuf(ctx, rc, self.cols, self.cd)
+                self.resident[("w", r0)] = self._load(t, self.bd, r0, rc, self.cols, 0, self.cols)
+        y1_bytes = 2 * len(self.wk) * -(-self.mmax * self.isz // SBUF_BLOCK) * SBUF_BLOCK
+        if y1_bytes > ctx.arch.sbuf_bytes // 4:
+            raise CompileError(f"{node.name}: linear Resize of width {self.W} needs {y1_bytes} bytes of SBUF "
+                               "per partition for partial results; too wide for the device")
+        # X and matrix tiles (<= 512 columns), one matmul each; one row chunk's Y1ᵀ, double-buffered
+        self.loads = Slots(ctx, 16, max(self.mmax, self.nmax, self.kmax) * self.isz)
+        self.y1 = Slots(ctx, 2 * len(self.wk), self.mmax * self.isz)
 
-    def _alloc(self, partitions: int, free: int, dtype: str) -> AP:
-        nbytes = free * itemsize(dtype)
-        off = self.ctx.em.sbuf.alloc(nbytes)
-        self.used += -(-nbytes // 64) * 64
-        return AP("sbuf", off, ((1, free),), dtype, 0, partitions)
+    def _load(self, tile: AP, matrix, row0: int, rows: int, row_len: int, col0: int, cols: int) -> AP:
+        self.ctx.em.emit("dma", "dma_copy", {"dst": tile, "src": hbm(matrix, row0 * row_len + col0,
+                                                                     pattern([(rows, row_len), (cols, 1)]))})
+        return tile
 
-    def _constants(self) -> dict:
-        """The interpolation matrices in SBUF, (re)loaded when the ring might have wrapped onto them."""
-        budget = self.ctx.arch.sbuf_bytes // 2
-        if self.resident is None or self.used > budget:
-            self.used = 0
-            res = {}
-            for h0, hc in self.hk:
-                t = self._alloc(hc, self.Ho, self.cd)
-                self.ctx.em.emit("dma", "dma_copy", {"dst": t, "src": hbm(self.whT, h0 * self.Ho, ((1, hc * self.Ho),))})
-                res[("h", h0)] = t
-            cols = self.g * self.Wo
-            for w0, wc in _chunks(self.g * self.W, self.kmax):
-                t = self._alloc(wc, cols, self.cd)
-                self.ctx.em.emit("dma", "dma_copy", {"dst": t, "src": hbm(self.bd, w0 * cols, ((1, wc * cols),))})
-                res[("w", w0)] = t
-            self.resident = res
-        return self.resident
+    def _matrix(self, which: str, row0: int, rows: int, col0: int, cols: int) -> AP:
+        """Rows [row0, row0+rows) x columns [col0, col0+cols) of Whᵀ ("h") or BD ("w")."""
+        matrix, row_len, chunks = (self.whT, self.Ho, self.hk) if which == "h" else \
+            (self.bd, self.cols, _chunks(self.g * self.W, self.kmax))
+        if self.resident is None:
+            return self._load(self.loads.tile(rows, cols, self.cd), matrix, row0, rows, row_len, col0, cols)
+        base = next(r0 for r0, rc in chunks if r0 <= row0 < r0 + rc)
+        t = self.resident[(which, base)]
+        return AP("sbuf", t.offset + col0 * self.isz, ((1, cols),), self.cd, row0 - base, rows)
 
     def emit(self) -> None:
         em, H, W, Ho, Wo = self.ctx.em, self.H, self.W, self.Ho, self.Wo
         for img0 in range(0, self.images, self.g):
             gn = min(self.g, self.images - img0)
-            consts = self._constants()
-            xt = {}
-            for h0, hc in self.hk:  # X[h, (g, w)] with rows on partitions
-                t = self._alloc(hc, gn * W, self.cd)
-                em.emit("dma", "dma_copy", {"dst": t, "src": hbm(self.x, img0 * H * W + h0 * W,
-                                                                 pattern([(hc, W), (gn, H * W), (W, 1)]))})
-                xt[h0] = t
-            y1 = {}
-            for w0, wc in self.wk:
-                m = gn * wc
-                yt = self._alloc(m, Ho, self.cd)
-                for ho0, hon in self.hon:
-                    ps = em.psum.alloc(hon * 4)
-                    dst = AP("psum", ps, ((1, hon),), "f32", 0, m)
-                    for i, (h0, hc) in enumerate(self.hk):
-                        stat = AP("sbuf", xt[h0].offset + w0 * itemsize(self.cd), ((W, gn), (1, wc)), self.cd, 0, hc)
-                        mov = AP("sbuf", consts[("h", h0)].offset + ho0 * itemsize(self.cd), ((1, hon),), self.cd, 0, hc)
-                        em.emit("pe", "matmul", {"dst": dst, "stat": stat, "mov": mov}, start=int(i == 0))
-                    em.emit("act", "copy", {"dst": AP("sbuf", yt.offset + ho0 * itemsize(self.cd), ((1, hon),),
-                                                      self.cd, 0, m), "src": dst})
-                y1[w0] = yt
             for ho0, hoc in self.hom:
+                y1 = {}
+                for w0, wc in self.wk:
+                    m = gn * wc
+                    ps = em.psum.alloc(hoc * 4)
+                    dst = AP("psum", ps, ((1, hoc),), "f32", 0, m)
+                    for i, (h0, hc) in enumerate(self.hk):
+                        xt = self.loads.tile(hc, m, self.cd)  # X[h, (g, w)]: rows on partitions
+                        em.emit("dma", "dma_copy", {"dst": xt, "src": hbm(
+                            self.x, img0 * H * W + h0 * W + w0, pattern([(hc, W), (gn, H * W), (wc, 1)]))})
+                        mov = self._matrix("h", h0, hc, ho0, hoc)
+                        em.emit("pe", "matmul", {"dst": dst, "stat": xt, "mov": mov}, start=int(i == 0))
+                    y1[w0] = self.y1.tile(m, hoc, self.cd)
+                    em.emit("act", "copy", {"dst": y1[w0], "src": dst})
                 for wo0, woc in self.wok:
                     n_cols = gn * woc
                     ps = em.psum.alloc(n_cols * 4)
                     dst = AP("psum", ps, ((1, n_cols),), "f32", 0, hoc)
                     for i, (w0, wc) in enumerate(self.wk):
-                        stat = AP("sbuf", y1[w0].offset + ho0 * itemsize(self.cd), ((1, hoc),), self.cd, 0, gn * wc)
-                        c = consts[("w", w0)]
-                        mov = AP("sbuf", c.offset + wo0 * itemsize(self.cd), ((1, n_cols),), self.cd, 0, gn * wc)
-                        em.emit("pe", "matmul", {"dst": dst, "stat": stat, "mov": mov}, start=int(i == 0))
+                        mov = self._matrix("w", w0, gn * wc, wo0, n_cols)
+                        em.emit("pe", "matmul", {"dst": dst, "stat": y1[w0], "mov": mov}, start=int(i == 0))
                     em.emit("dma", "dma_copy", {
                         "dst": hbm(self.out, img0 * Ho * Wo + ho0 * Wo + wo0,
                                    pattern([(hoc, Wo), (gn, Ho * Wo), (woc, 1)])),
