@@ -22,6 +22,8 @@ from device_model.program import Origin, Program, Tap, TapPiece, Tensor
 
 SBUF_BLOCK = 256
 PSUM_BLOCK = 512
+HBM_CHUNKS = 64  # an HBM region is tracked as up to this many equal chunks (>= 4 KiB each)
+HBM_MIN_CHUNK = 4096
 _WRITTEN = ("dst", "accum")
 
 
@@ -49,7 +51,7 @@ class HazardTracker:
     def blocks(self, ap: AP) -> list[_BlockState]:
         first, end = ap.byte_extent()
         if ap.space == "hbm":
-            table, keys = self._hbm, self._hbm_regions.regions_overlapping(first, end)
+            table, keys = self._hbm, self._hbm_regions.chunks_overlapping(first, end)
         else:
             size = SBUF_BLOCK if ap.space == "sbuf" else PSUM_BLOCK
             table, keys = (self._sbuf if ap.space == "sbuf" else self._psum), range(first // size, (end - 1) // size + 1)
@@ -71,7 +73,7 @@ class Emitter:
         self._origin_index: dict[tuple[str, str], int] = {}
         self.dbg = -1
         self.hbm = HbmAllocator()
-        self.sbuf = RingAllocator(arch.sbuf_bytes, "SBUF")
+        self.sbuf = RingAllocator(arch.sbuf_bytes, "SBUF", align=SBUF_BLOCK)  # no false sharing of blocks
         self.psum = RingAllocator(arch.psum_bytes, "PSUM", align=arch.psum_bytes // arch.raw["psum"]["banks"])
         self.hazards = HazardTracker(self.hbm)
         self.taps: list[Tap] = []
@@ -198,15 +200,20 @@ class HbmAllocator:
     def declare(self, tensor: Tensor) -> None:
         self.tensors.append(tensor)
 
-    def regions_overlapping(self, first: int, end: int) -> list[int]:
+    def chunks_overlapping(self, first: int, end: int) -> list[tuple[int, int]]:
+        """Hazard keys (region start, chunk) for bytes [first, end): writes to different parts of
+        one tensor (Concat inputs, output tiles) can then proceed in parallel."""
         i = max(bisect.bisect_right(self._starts, first) - 1, 0)
         out = []
         while i < len(self._starts) and self._starts[i] < end:
-            if self._ends[i] > first:
-                out.append(self._starts[i])
+            start, stop = self._starts[i], self._ends[i]
+            if stop > first:
+                size = max(HBM_MIN_CHUNK, -(-(stop - start) // HBM_CHUNKS))
+                lo, hi = max(first, start) - start, min(end, stop) - start
+                out.extend((start, c) for c in range(lo // size, (hi - 1) // size + 1))
             i += 1
         if not out:  # outside any allocation: track the byte range itself
-            out.append(-1 - first)
+            out.append((-1 - first, 0))
         return out
 
 

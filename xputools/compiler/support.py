@@ -95,13 +95,12 @@ def _no_extra_outputs(node: Node, g: Graph) -> str | None:
 
 # ---- per-op rules --------------------------------------------------------------------------------
 def _conv(node: Node, g: Graph) -> str | None:
-    return _all(_spatial((1, 2), "Conv"), _const_or_dequantized(1, "weight"),
-                _const_or_dequantized(2, "bias"), _float_only)(node, g)
+    # weights and bias may be computed at run time (loaded element by element, once per node)
+    return _all(_spatial((1, 2), "Conv"), _float_only)(node, g)
 
 
 def _conv_transpose(node: Node, g: Graph) -> str | None:
-    return _all(_spatial((1, 2), "ConvTranspose"), _const_or_dequantized(1, "weight"),
-                _const_or_dequantized(2, "bias"), _float_only)(node, g)
+    return _all(_spatial((1, 2), "ConvTranspose"), _float_only)(node, g)
 
 
 def _pow(node: Node, g: Graph) -> str | None:
@@ -118,7 +117,7 @@ def _cast(node: Node, g: Graph) -> None:
 def _batchnorm(node: Node, g: Graph) -> str | None:
     if node.attrs.get("training_mode", 0):
         return "BatchNormalization in training mode is not supported"
-    return _all(_no_extra_outputs, _needs_const(1, 2, 3, 4, what="scale/bias/mean/var"), _float_only)(node, g)
+    return _all(_no_extra_outputs, _float_only)(node, g)
 
 
 def _layernorm(node: Node, g: Graph) -> str | None:
@@ -156,6 +155,8 @@ def _pool(node: Node, g: Graph) -> str | None:
         return "MaxPool with the Indices output is not supported"
     from .kernels.pool import pool_problem
 
+    if node.op_type == "MaxPool" and _dtype(g, node.input(0)) in ("int8", "uint8"):  # exact in f32
+        return pool_problem(node, g)
     return _all(pool_problem, _float_only)(node, g)
 
 
@@ -176,6 +177,7 @@ def _pad(node: Node, g: Graph) -> str | None:
 
 
 RESIZE_MODES = ("nearest", "linear")
+LINEAR_RESIZE_MAX_WIDTH = 6144  # partial results of 128-column chunks must fit a quarter of SBUF
 RESIZE_COORDS = ("half_pixel", "pytorch_half_pixel", "asymmetric", "align_corners")
 RESIZE_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
@@ -201,32 +203,15 @@ def _resize(node: Node, g: Graph) -> str | None:
         return f"linear Resize of a rank-{len(x)} tensor is not supported (NCHW only)"
     if x[:2] != y[:2]:
         return "linear Resize that scales the batch or channel dims is not supported (H and W only)"
+    if x[3] > LINEAR_RESIZE_MAX_WIDTH:
+        return f"linear Resize of width {x[3]} is not supported (at most {LINEAR_RESIZE_MAX_WIDTH})"
     return _all(_needs_const(2, 3, what="scales/sizes"), _float_only)(node, g)
 
 
-LSTM_SUPPORTED = ("supported: forward, reverse and bidirectional LSTMs with the default activations and "
-                  "full-length sequences, without peepholes, clip, input_forget or batch-first layout")
-
-
 def _lstm(node: Node, g: Graph) -> str | None:
-    why = None
-    acts = node.attrs.get("activations")
-    default = ["sigmoid", "tanh", "tanh"]
-    if node.input(4):
-        why = "LSTM with sequence_lens is not supported"
-    elif node.input(7):
-        why = "LSTM with peepholes (input P) is not supported"
-    elif acts and [a.lower() for a in acts] not in (default, default * 2):
-        why = f"LSTM activations {acts} are not supported"
-    elif "clip" in node.attrs:
-        why = "LSTM with clip is not supported"
-    elif node.attrs.get("input_forget", 0):
-        why = "LSTM with input_forget=1 is not supported"
-    elif node.attrs.get("layout", 0):
-        why = "LSTM with layout=1 (batch first) is not supported"
-    if why:
-        return f"{why} ({LSTM_SUPPORTED})"
-    return _all(_needs_const(1, 2, 3, what="weights/bias"), _float_only)(node, g)
+    from .kernels.lstm import lstm_problem
+
+    return _all(lstm_problem, _float_only)(node, g)
 
 
 QUANT_DTYPES = ("int8", "uint8")
