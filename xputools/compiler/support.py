@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .graph import Graph, Node
+from .graph import XPU_DOMAIN, Graph, Node
 
 DEVICE_DTYPES = ("float32", "float16", "bfloat16", "int8", "uint8", "int32", "int64", "bool")
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
@@ -230,6 +230,12 @@ def _quant(node: Node, g: Graph) -> str | None:
     return _needs_const(1, 2, what="scale/zero point")(node, g)
 
 
+def _qlinear(node: Node, g: Graph) -> str | None:
+    from .quantize import qlinear_problem
+
+    return qlinear_problem(node, g)
+
+
 def _clip(node: Node, g: Graph) -> str | None:
     return _needs_const(1, 2, what="min/max")(node, g)
 
@@ -256,13 +262,14 @@ SUPPORT_RULES: dict[str, Rule] = {
     "Slice": _needs_const(1, 2, 3, 4, what="starts/ends/axes/steps"),
     "Gather": _ok, "Expand": _ok, "Pad": _pad, "Resize": _resize,
     "LSTM": _lstm, "QuantizeLinear": _quant, "DequantizeLinear": _quant,
+    "XpuQLinearMatMul": _qlinear, "XpuQLinearConv": _qlinear,  # int8 forms made by quantize.py
 }
 DEVICE_OPS: tuple[str, ...] = tuple(SUPPORT_RULES)
 
 
 def placement(node: Node, graph: Graph) -> tuple[str, str]:
     """("device", "supported") or ("host", why the device cannot run this node)."""
-    if node.domain not in ("", "ai.onnx"):
+    if node.domain not in ("", "ai.onnx", XPU_DOMAIN):
         return "host", f"custom op {node.domain}.{node.op_type} (only standard ONNX ops run on the device)"
     rule = SUPPORT_RULES.get(node.op_type)
     if rule is None:
@@ -311,6 +318,9 @@ def estimate_flops(node: Node, g: Graph) -> int:
     if op == "ConvTranspose":
         w = g.values[node.input(1)].shape
         return 2 * _size(g, node.input(0)) * int(np.prod(w[1:])) + extra
+    if op in ("XpuQLinearMatMul", "XpuQLinearConv"):  # int8 forms (quantize.py): weight is input 3
+        w = g.values[node.input(3)].shape
+        return 2 * out * (int(np.prod(w[1:])) if op == "XpuQLinearConv" else w[0]) + extra
     if op == "LSTM":
         x = g.values[node.input(0)].shape
         w = g.values[node.input(1)].shape  # [dirs, 4H, I]

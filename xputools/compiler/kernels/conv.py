@@ -1,5 +1,5 @@
-"""Conv (1-D/2-D, groups, strides, pads, auto_pad, dilations) and ConvTranspose (2-D) as implicit
-GEMMs on the PE.
+"""Conv and ConvTranspose (1-D/2-D; groups, strides, pads, auto_pad, dilations, output_padding,
+output_shape) as implicit GEMMs on the PE.
 
 For every output tile the PE accumulates, over kernel taps and input-channel tiles,
     psum[cout, pixels] += W_tap[cin, cout]^T @ window_tap[cin, pixels]
@@ -14,6 +14,13 @@ weights (a depthwise conv becomes one matmul per tap over up to 128 channels); l
 separate GEMMs. ConvTranspose is decomposed by output phase (oh mod stride, ow mod stride): each
 phase is a stride-1 correlation of the input with the taps that land on it, so no multiply is
 spent on inserted zeros; the phases are evacuated interleaved into one output tile.
+
+Few input channels (a first layer) would leave most PE rows idle and pay one matmul per tap:
+then a SBUF-to-SBUF DMA stacks the windows of several taps on partitions so that one matmul
+contracts over (channel, tap) pairs ("tap packing"; with a column stride the band is first
+de-interleaved by column phase on ACT/DVE so the stacking DMA moves whole rows). A cost estimate
+decides. Bands of the next block are emitted before the current block's compute so loads overlap
+the PE.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ from device_model.isa import AP
 
 from ..errors import CompileError
 from . import kernel
-from .matmul import Pool, device_cast, epilogue_for, hbm, operand_dtype, pe_limits, sbuf_ap, sub
+from .matmul import Pool, device_cast, epilogue_for, hbm, operand_dtype, padded, pe_limits, sbuf_ap, sub
 
 
 @dataclass
@@ -65,6 +72,17 @@ class ConvSpec:
 
 
 @dataclass
+class Pack:
+    """Taps contracted by one matmul: partitions hold (channel, tap) pairs, channel-major. The
+    taps are `rows` kernel rows of `per_row` taps, `col_step` band columns apart."""
+
+    taps: list
+    rows: int
+    per_row: int
+    col_step: int
+
+
+@dataclass
 class Unit:
     """Channels computed together: input-channel tiles accumulate into each output-channel tile."""
 
@@ -78,10 +96,6 @@ class Unit:
 def _ints(node, name, n, default):
     v = node.attrs.get(name)
     return list(default) if v is None else [int(x) for x in v]
-
-
-def _pads_1d_to_2d(v):
-    return [0, v[0], 0, v[1]]
 
 
 def _conv_geometry(node, x_shape, w_shape):
@@ -134,7 +148,8 @@ def conv(ctx, node) -> None:
     ow = (w + p[1] + p[3] - (k[1] - 1) * d[1] - 1) // s[1] + 1
     _check_out(node, (oh, ow) if len(x.shape) == 4 else (ow,), out.shape[2:])
     if cin % g or cout % g or w_shape[1] * g != cin:
-        raise CompileError(f"{node.name}: channels {cin} -> {cout} do not split into {g} groups (weight {w_shape})")
+        raise CompileError(f"{node.name}: channels {cin} -> {cout} do not split into {g} groups "
+                           f"(weight {w_shape})")
     taps = [(i * k[1] + j, i * d[0] - p[0], j * d[1] - p[1]) for i in range(k[0]) for j in range(k[1])]
     wc = ctx.const(node.inputs[1])
     weight = None
@@ -153,7 +168,8 @@ def conv_transpose(ctx, node) -> None:
     w_shape = tuple(ctx.graph.values[node.inputs[1]].shape)
     out = ctx.output(node.outputs[0])
     if len(x.shape) not in (3, 4):
-        raise CompileError(f"{node.name}: ConvTranspose on rank {len(x.shape)} is not lowered (1-D and 2-D only)")
+        raise CompileError(f"{node.name}: ConvTranspose on rank {len(x.shape)} is not lowered "
+                           "(1-D and 2-D only)")
     sp = len(x.shape) - 2
     n, cin = x.shape[:2]
     g = int(node.attrs.get("group", 1))
@@ -184,7 +200,8 @@ def conv_transpose(ctx, node) -> None:
     ow = strides[1] * (w - 1) + opad[1] + (k[1] - 1) * dil[1] + 1 - pads[1] - pads[3]
     _check_out(node, (oh, ow) if sp == 2 else (ow,), out_sp)
     if cin % g or w_shape[0] != cin:
-        raise CompileError(f"{node.name}: weight {w_shape} does not match {cin} input channels in {g} groups")
+        raise CompileError(f"{node.name}: weight {w_shape} does not match {cin} input channels "
+                           f"in {g} groups")
     passes = []
     for rh in range(min(strides[0], oh)):
         for rw in range(min(strides[1], ow)):
@@ -204,8 +221,9 @@ def conv_transpose(ctx, node) -> None:
     if wc is not None:
         arr = np.asarray(wc, dtype=np.float32).reshape(g, cin // g, cout // g, k[0] * k[1])
         weight = np.ascontiguousarray(arr.transpose(0, 3, 1, 2))  # [g, tap, cin/g, cout/g]
-    spec = ConvSpec(n, cin, h, w, cout, oh, ow, g, k[0] * k[1], 1, 1, strides[0], strides[1], passes, weight,
-                    None if wc is not None else ctx.value(node.inputs[1]), transposed=True, kernel_hw=(k[0], k[1]))
+    spec = ConvSpec(n, cin, h, w, cout, oh, ow, g, k[0] * k[1], 1, 1, strides[0], strides[1], passes,
+                    weight, None if wc is not None else ctx.value(node.inputs[1]), transposed=True,
+                    kernel_hw=(k[0], k[1]), kernel_dil=(dil[0], dil[1]))
     run_conv(ctx, node, spec, x, out)
 
 
@@ -213,7 +231,10 @@ def conv_transpose(ctx, node) -> None:
 
 def _units(spec: ConvSpec, pmax: int, mmax: int) -> list[Unit]:
     g, cpi, cpo = spec.groups, spec.cin // spec.groups, spec.cout // spec.groups
-    tiles = lambda start, count, size: [(c, min(size, start + count - c)) for c in range(start, start + count, size)]
+
+    def tiles(start, count, size):
+        return [(c, min(size, start + count - c)) for c in range(start, start + count, size)]
+
     if g == 1:
         return [Unit(tiles(0, spec.cin, pmax), tiles(0, spec.cout, mmax))]
     if cpi <= pmax and cpo <= mmax:
@@ -265,6 +286,7 @@ class Plan:
     bc: int = 0
     band_bytes: int = 0
     out_bytes: int = 0
+    phase_elems: int = 0  # de-interleaved band: elements per column phase region
 
 
 def _extent(spec: ConvSpec, axis: int):
@@ -290,6 +312,7 @@ class ConvLowering:
         self.qw = max(ps.qw for ps in spec.passes)
         (self.ch_lo, self.ch_hi), (self.cw_lo, self.cw_hi) = _extent(spec, 0), _extent(spec, 1)
         self.n_bands = max(len(u.cin_tiles) for u in self.units)
+        self.packs, self.deint = None, 1
 
     # -- planning ---------------------------------------------------------------------------------
     def _plan(self, rows_per_tile: int, tiles_per_block: int, max_images: int) -> Plan:
@@ -304,7 +327,11 @@ class ConvLowering:
             p = Plan(1, 1, min(qw, nmax), 1, min(qw, nmax))
         p.br = (p.qb - 1) * spec.ish + self.ch_hi - self.ch_lo + 1
         p.bc = (p.pb - 1) * spec.isw + self.cw_hi - self.cw_lo + 1
+        p.bc = -(-p.bc // self.deint) * self.deint  # whole column phases
         p.band_bytes = p.nb * p.br * p.bc * self.isz
+        if self.deint > 1:  # de-interleaved copy: one 256-byte aligned region per column phase
+            p.phase_elems = padded(p.nb * p.br * (p.bc // self.deint) * self.isz) // self.isz
+            p.band_bytes = max(p.band_bytes, self.deint * p.phase_elems * self.isz)
         p.out_bytes = p.nb * min(p.qb * spec.osh, spec.oh) * min(p.pb * spec.osw, spec.ow) * 4
         return p
 
@@ -315,8 +342,8 @@ class ConvLowering:
         bias_tiles = sum(len(u.cout_tiles) for u in self.units) if self.node.input(2) else 0
         while True:
             p = self._plan(rows_per_tile, tiles_per_block, max_images)
-            need = (w_bytes + 2 * self.n_bands * p.band_bytes + 3 * p.out_bytes + 256 * (bias_tiles + 1)
-                    + stack_bytes)
+            bands = 2 * self.n_bands * p.band_bytes * (2 if self.deint > 1 else 1)
+            need = w_bytes + bands + 3 * p.out_bytes + 256 * (bias_tiles + 1) + stack_bytes
             if need <= budget:
                 return p
             if tiles_per_block > 1:
@@ -328,31 +355,53 @@ class ConvLowering:
                                    f"bytes of SBUF per partition ({budget} available)")
 
     def _tap_packs(self):
-        """Taps grouped so that one matmul contracts over (channel, tap) pairs: whole kernel rows
-        whose windows a SBUF-to-SBUF DMA stacks on partitions. Only for a conv whose input
-        channels fit one tile; None when stacking does not pay (PE time saved vs DMA time)."""
+        """Taps grouped so that one matmul contracts over (channel, tap) pairs, their windows stacked
+        on partitions by one SBUF-to-SBUF DMA per pack. Only for a conv with constant weights whose
+        input channels fit one tile, and only when it pays (PE time saved against DMA time). With
+        a column stride the band is first de-interleaved by column phase (an ACT copy) so that the
+        stacking DMA moves whole rows; a pack then holds the taps of one phase.
+        Returns (packs, de-interleave factor)."""
         spec = self.spec
         kh, kw = spec.kernel_hw
-        if len(spec.passes) > 1 or spec.taps == 1 or self.n_bands != 1:
-            return None
+        dh, dw = spec.kernel_dil
+        if spec.transposed or spec.taps == 1 or self.n_bands != 1 or spec.weight is None:
+            return None, 1
         ct = max(u.cin_tiles[0][1] for u in self.units)
-        if ct * kw > self.lim.k:
-            return None
-        rows = min(kh, self.lim.k // (ct * kw))
+        isw = spec.isw
+        phases: dict[int, list[int]] = {}
+        for j in range(kw):
+            phases.setdefault((j * dw) % isw, []).append(j)
         taps = spec.passes[0].taps
-        packs = [taps[i0 * kw:(i0 + rows) * kw] for i0 in range(0, kh, rows)]
-        # compare PE + DMA time for one image's output, with and without stacking
-        npix = self.qh * self.qw
-        tiles = -(-npix // self.lim.n)
+        packs = []
+        for _, js in sorted(phases.items()):
+            step = (js[1] - js[0]) * dw // isw if isw > 1 and len(js) > 1 else dw
+            if ct * len(js) <= self.lim.k:  # whole kernel rows of this phase
+                rows = min(kh, self.lim.k // (ct * len(js)))
+                for i0 in range(0, kh, rows):
+                    r = min(rows, kh - i0)
+                    pack_taps = [taps[i * kw + j] for i in range(i0, i0 + r) for j in js]
+                    packs.append(Pack(pack_taps, r, len(js), step))
+                continue
+            per = max(1, self.lim.k // ct)  # pieces of kernel rows
+            for i in range(kh):
+                for j0 in range(0, len(js), per):
+                    piece = js[j0:j0 + per]
+                    packs.append(Pack([taps[i * kw + j] for j in piece], 1, len(piece), step))
+        # time per PSUM tile with and without stacking
+        npix = min(self.lim.n, self.qh * self.qw)
+        rows_per_tile = max(1, npix // self.qw)
         dma = self.ctx.arch.raw["dma"]
         per_cycle = self.ctx.arch.raw["hbm"]["bandwidth_gbps"] / self.ctx.arch.clock_ghz
-        runs = ct * spec.taps * (self.qh if spec.isw == 1 else npix)
-        stack_cost = len(packs) * tiles * dma["latency_cycles"] / 2 + (
-            ct * spec.taps * npix * self.isz + runs * dma["run_overhead_bytes"]) / per_cycle
-        unpacked_images = max(1, min(spec.n, self.lim.n // npix)) if npix <= self.lim.n else 1
-        unpacked = spec.taps * (tiles * 64 / unpacked_images + npix * self.cpc)
-        packed = len(packs) * (tiles * 64 + npix * self.cpc) + stack_cost
-        return packs if packed < unpacked else None
+        stacked = sum(ct * len(pk.taps) for pk in packs if len(pk.taps) > 1)
+        runs = stacked * rows_per_tile  # whole rows (de-interleaved when strided)
+        dma_time = (stacked * npix * self.isz + runs * dma["run_overhead_bytes"]) / per_cycle
+        band = ((rows_per_tile - 1) * spec.ish + (kh - 1) * dh + 1) * (self.qw * isw + (kw - 1) * dw)
+        deint_time = band + 224 if isw > 1 else 0
+        packed = max(len(packs) * (64 + npix * self.cpc), dma_time, deint_time) + dma["latency_cycles"] / 2
+        unpacked = spec.taps * (64 + npix * self.cpc)
+        if packed >= 0.75 * unpacked:  # the estimate ignores DMA contention: demand a clear gain
+            return None, 1
+        return packs, isw
 
     # -- weights ----------------------------------------------------------------------------------
     def _weight_layout(self, ct: int):
@@ -360,7 +409,7 @@ class ConvLowering:
         one per pack with its (channel, tap) pairs on partitions."""
         if self.packs is None:
             return ct, self.spec.taps
-        return ct * max(len(pk) for pk in self.packs), len(self.packs)
+        return ct * max(len(pk.taps) for pk in self.packs), len(self.packs)
 
     def _weight_const(self, ci, co):
         block = _weight_block(self.spec, ci, co)  # [ct, taps, ot]
@@ -370,8 +419,8 @@ class ConvLowering:
         ct, ot = ci[1], co[1]
         arr = np.zeros((rows, cols * ot), np.float32)
         for k, pk in enumerate(self.packs):
-            idx = [t for t, _, _ in pk]
-            arr[:ct * len(pk), k * ot:(k + 1) * ot] = block[:, idx, :].reshape(ct * len(pk), ot)
+            idx = [t for t, _, _ in pk.taps]
+            arr[:ct * len(idx), k * ot:(k + 1) * ot] = block[:, idx, :].reshape(ct * len(idx), ot)
         return arr
 
     def _load_weight(self, u: Unit, j: int, i: int):
@@ -390,12 +439,8 @@ class ConvLowering:
             base, s_ci, s_co = c0 * cpo * t + (o0 - gi * cpo) * t, cpo * t, t
         else:  # [cout, cin/g, taps]
             base, s_ci, s_co = o0 * cpi * t + (c0 - gi * cpi) * t, t, cpi * t
-        if self.packs is None:
-            self.em.emit("dma", "dma_copy", {"dst": tile, "src": hbm(wv, base, ((s_ci, ct), (1, t), (s_co, ot)))})
-            return tile
-        for k, pk in enumerate(self.packs):
-            src = hbm(wv, base + pk[0][0], ((s_ci, ct), (1, len(pk)), (s_co, ot)))
-            self.em.emit("dma", "dma_copy", {"dst": sub(tile, ct * len(pk), k * ot, ((1, ot),)), "src": src})
+        src = hbm(wv, base, ((s_ci, ct), (1, t), (s_co, ot)))  # packs need constant weights
+        self.em.emit("dma", "dma_copy", {"dst": tile, "src": src})
         return tile
 
     # -- main -------------------------------------------------------------------------------------
@@ -403,16 +448,15 @@ class ConvLowering:
         spec, em, lim = self.spec, self.em, self.lim
         if self.out.size == 0:
             return
-        self.packs = self._tap_packs()
-        w_tiles = []
-        for ui, u in enumerate(self.units):
-            for j, (_, ot) in enumerate(u.cout_tiles):
-                for i, (_, ct) in enumerate(u.cin_tiles):
-                    w_tiles.append(-(-self._weight_layout(ct)[1] * ot * self.isz // 256) * 256)
+        self.packs, self.deint = self._tap_packs()
+        w_tiles = [padded(self._weight_layout(ct)[1] * ot * self.isz)
+                   for u in self.units for _, ot in u.cout_tiles for _, ct in u.cin_tiles]
         w_total = sum(w_tiles)
         w_resident = w_total <= lim.sbuf_budget // 4
         w_bytes = w_total if w_resident else 2 * self.n_bands * max(w_tiles)
-        stack_bytes = 3 * lim.n * self.isz if self.packs else 0
+        # stacked windows of two PSUM tiles in flight, so stacking overlaps the previous tile's matmuls
+        stacks = 2 * sum(len(pk.taps) > 1 for pk in self.packs) if self.packs else 0
+        stack_bytes = stacks * padded(lim.n * self.isz)
         plan = self._fit_plan(w_bytes, 1 if self.packs else spec.n, stack_bytes)
         self.plan = plan
 
@@ -420,12 +464,12 @@ class ConvLowering:
             for u in self.units:
                 for j, co in enumerate(u.cout_tiles):
                     for i, ci in enumerate(u.cin_tiles):
-                        u.weights[(j, i)] = self.ctx.new_const(f"w{len(u.weights)}",
-                                                               device_cast(self._weight_const(ci, co), self.dtype))
+                        arr = device_cast(self._weight_const(ci, co), self.dtype)
+                        u.weights[(j, i)] = self.ctx.new_const(f"w{len(u.weights)}", arr)
         self.w_pool = Pool(em.sbuf, max(w_tiles), len(w_tiles) if w_resident else 2 * self.n_bands)
-        self.band_pool = Pool(em.sbuf, plan.band_bytes, 2 * self.n_bands)
+        self.band_pool = Pool(em.sbuf, plan.band_bytes, 2 * self.n_bands * (2 if self.deint > 1 else 1))
         self.out_pool = Pool(em.sbuf, plan.out_bytes, 3)
-        self.stack_pool = Pool(em.sbuf, lim.n * self.isz, 3) if self.packs else None
+        self.stack_pool = Pool(em.sbuf, lim.n * self.isz, stacks) if stacks else None
         self.psum_pool = Pool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
         bias = {}
         if self.node.input(2):
@@ -444,17 +488,25 @@ class ConvLowering:
                         resident[(ui, j, i)] = self._load_weight(u, j, i)
         self.epi = epilogue_for(self.ctx, self.node)
 
-        for n0 in range(0, spec.n, plan.nb):
-            for q0 in range(0, self.qh, plan.qb):
-                for p0 in range(0, self.qw, plan.pb):
-                    blk = Block(n0, min(plan.nb, spec.n - n0), q0, min(plan.qb, self.qh - q0),
-                                p0, min(plan.pb, self.qw - p0))
-                    for ui, u in enumerate(self.units):
-                        bands = [self._load_band(blk, c0, ct) for c0, ct in u.cin_tiles]
-                        for j, (o0, ot) in enumerate(u.cout_tiles):
-                            wts = [resident[(ui, j, i)] if w_resident else self._load_weight(u, j, i)
-                                   for i in range(len(u.cin_tiles))]
-                            self._block_outputs(blk, u, bands, wts, o0, ot, bias.get((ui, j)))
+        blocks = [Block(n0, min(plan.nb, spec.n - n0), q0, min(plan.qb, self.qh - q0),
+                        p0, min(plan.pb, self.qw - p0))
+                  for n0 in range(0, spec.n, plan.nb) for q0 in range(0, self.qh, plan.qb)
+                  for p0 in range(0, self.qw, plan.pb)]
+        work = [(blk, ui, u) for blk in blocks for ui, u in enumerate(self.units)]
+        # the bands of the next (block, unit) are emitted before this one's compute: engines run
+        # their streams in order, so this is what lets the loads overlap the matmuls
+        loaded = self._load_bands(*work[0][::2])
+        for step, (blk, ui, u) in enumerate(work):
+            bands = loaded
+            if step + 1 < len(work):
+                loaded = self._load_bands(*work[step + 1][::2])
+            for j, (o0, ot) in enumerate(u.cout_tiles):
+                wts = [resident[(ui, j, i)] if w_resident else self._load_weight(u, j, i)
+                       for i in range(len(u.cin_tiles))]
+                self._block_outputs(blk, u, bands, wts, o0, ot, bias.get((ui, j)))
+
+    def _load_bands(self, blk: Block, u: Unit):
+        return [self._load_band(blk, c0, ct) for c0, ct in u.cin_tiles]
 
     def _band_origin(self, blk: Block):
         return blk.q0 * self.spec.ish + self.ch_lo, blk.p0 * self.spec.isw + self.cw_lo
@@ -468,26 +520,51 @@ class ConvLowering:
         tile = sbuf_ap(self.band_pool.take(), ct, blk.nb * br * bc, self.dtype)
         r0, r1 = max(r_lo, 0), min(r_lo + br, spec.h)
         w0, w1 = max(c_lo, 0), min(c_lo + bc, spec.w)
-        if r0 >= r1 or w0 >= w1 or (r0, w0, r1, w1) != (r_lo, c_lo, r_lo + br, c_lo + bc):
-            self.em.emit("dve", "memset", {"dst": tile}, value=0.0)
         if r0 >= r1 or w0 >= w1:
+            self.em.emit("dve", "memset", {"dst": tile}, value=0.0)
             return tile
+        # zero the padding: rows above and below the image, then columns left and right of it
+        img = (br * bc, blk.nb)
+        top, bottom, left, right = r0 - r_lo, r_lo + br - r1, w0 - c_lo, c_lo + bc - w1
+        inner = (bc, r1 - r0)
+        strips = [(0, (img, (1, top * bc))), ((br - bottom) * bc, (img, (1, bottom * bc))),
+                  (top * bc, (img, inner, (1, left))), (top * bc + bc - right, (img, inner, (1, right)))]
+        for off, dims in strips:
+            if dims[-1][1] > 0:
+                self.em.emit("dve", "memset", {"dst": sub(tile, ct, off, dims)}, value=0.0)
         hw = spec.h * spec.w
         src = hbm(self.x, blk.n0 * spec.cin * hw + c0 * hw + r0 * spec.w + w0,
                   ((hw, ct), (spec.cin * hw, blk.nb), (spec.w, r1 - r0), (1, w1 - w0)))
         dst = sub(tile, ct, (r0 - r_lo) * bc + (w0 - c_lo), ((br * bc, blk.nb), (bc, r1 - r0), (1, w1 - w0)))
         self.em.emit("dma", "dma_copy", {"dst": dst, "src": src})
-        return tile
+        if self.deint == 1:
+            return tile
+        # one region per column phase a holding columns a, a+s, a+2s, ... (copies alternate ACT/DVE)
+        s_, wa = self.deint, bc // self.deint
+        phased = sbuf_ap(self.band_pool.take(), ct, s_ * p.phase_elems, self.dtype)
+        for a in range(s_):
+            self.em.emit(("act", "dve")[a % 2], "copy", {
+                "dst": sub(phased, ct, a * p.phase_elems, ((1, blk.nb * br * wa),)),
+                "src": sub(tile, ct, a, ((br * bc, blk.nb), (bc, br), (s_, wa)))})
+        return phased
+
+    def _row(self) -> int:
+        """Elements between two rows of a band as the matmuls read it."""
+        return self.plan.bc // self.deint
+
+    def _col(self, c: int) -> int:
+        """Element offset inside a band row of band column `c` (after de-interleaving)."""
+        s_ = self.deint
+        return c if s_ == 1 else (c % s_) * self.plan.phase_elems + c // s_
 
     def _block_outputs(self, blk: Block, u: Unit, bands, wts, o0: int, ot: int, bias) -> None:
+        """All output pixels of a block for output channels [o0, o0+ot): PSUM tiles, epilogues
+        into one SBUF tile (phases interleaved), one store."""
         spec, em, plan = self.spec, self.em, self.plan
-        br, bc = plan.br, plan.bc
-        r_lo, c_lo = self._band_origin(blk)
         oh_lo, ow_lo = blk.q0 * spec.osh, blk.p0 * spec.osw
         rows_out = min((blk.q0 + blk.qb) * spec.osh, spec.oh) - oh_lo
         cols_out = min((blk.p0 + blk.pb) * spec.osw, spec.ow) - ow_lo
         res = sbuf_ap(self.out_pool.take(), ot, blk.nb * rows_out * cols_out, "f32")
-        kh, kw = spec.kernel_hw
         for ps in spec.passes:
             q_end, p_end = min(blk.q0 + blk.qb, ps.qh), min(blk.p0 + blk.pb, ps.qw)
             for qs in range(blk.q0, q_end, plan.qt):
@@ -495,39 +572,48 @@ class ConvLowering:
                 for pss in range(blk.p0, p_end, plan.pt):
                     pn = min(plan.pt, p_end - pss)
                     acc = AP("psum", self.psum_pool.take(), ((1, blk.nb * qn * pn),), "f32", 0, ot)
-                    window = ((br * bc, blk.nb), (spec.ish * bc, qn), (spec.isw, pn))
-                    steps = []  # (stationary, moving)
-                    for (c0, ct), band, wt in zip(u.cin_tiles, bands, wts):
-                        def at(ch, cw):
-                            return (qs * spec.ish + ch - r_lo) * bc + (pss * spec.isw + cw - c_lo)
-                        if self.packs is None:
-                            for t, ch, cw in ps.taps:
-                                steps.append((sub(wt, ct, t * ot, ((1, ot),)), sub(band, ct, at(ch, cw), window)))
-                            continue
-                        for k, pk in enumerate(self.packs):
-                            stat = sub(wt, ct * len(pk), k * ot, ((1, ot),))
-                            _, ch, cw = pk[0]
-                            if len(pk) == 1:
-                                steps.append((stat, sub(band, ct, at(ch, cw), window)))
-                                continue
-                            rows = len(pk) // kw
-                            stacked = sbuf_ap(self.stack_pool.take(), ct * len(pk), blk.nb * qn * pn, self.dtype)
-                            src = sub(band, ct, at(ch, cw), ((spec.kernel_dil[0] * bc, rows), (spec.kernel_dil[1], kw))
-                                      + window)
-                            em.emit("dma", "dma_copy", {"dst": stacked, "src": src})
-                            steps.append((stat, stacked))
+                    steps = self._steps(blk, u, bands, wts, ot, ps, qs, qn, pss, pn)
                     for idx, (stat, mov) in enumerate(steps):
-                        em.emit("pe", "matmul", {"dst": acc, "stat": stat, "mov": mov}, start=1 if idx == 0 else 0)
+                        em.emit("pe", "matmul", {"dst": acc, "stat": stat, "mov": mov},
+                                start=1 if idx == 0 else 0)
                     if not steps:  # no tap lands on this phase: the output is the bias alone
                         em.emit("dve", "memset", {"dst": acc}, value=0.0)
                     dst_off = (ps.oh0 + qs * spec.osh - oh_lo) * cols_out + (ps.ow0 + pss * spec.osw - ow_lo)
-                    dst = sub(res, ot, dst_off, ((rows_out * cols_out, blk.nb), (spec.osh * cols_out, qn),
-                                                  (spec.osw, pn)))
-                    self.epi.emit(self.ctx, acc, dst, row_bias=bias)
+                    dims = ((rows_out * cols_out, blk.nb), (spec.osh * cols_out, qn), (spec.osw, pn))
+                    self.epi.emit(self.ctx, acc, sub(res, ot, dst_off, dims), row_bias=bias)
         ohw = spec.oh * spec.ow
         dst = hbm(self.out, blk.n0 * spec.cout * ohw + o0 * ohw + oh_lo * spec.ow + ow_lo,
                   ((ohw, ot), (spec.cout * ohw, blk.nb), (spec.ow, rows_out), (1, cols_out)))
         em.emit("dma", "dma_copy", {"dst": dst, "src": res})
+
+    def _steps(self, blk: Block, u: Unit, bands, wts, ot: int, ps: Pass, qs: int, qn: int, pss: int, pn: int):
+        """(stationary, moving) operand pairs accumulated into one PSUM tile: sub-grid rows
+        [qs, qs+qn) x columns [pss, pss+pn) of pass `ps`."""
+        spec, em = self.spec, self.em
+        br, row = self.plan.br, self._row()
+        r_lo, c_lo = self._band_origin(blk)
+        window = ((br * row, blk.nb), (spec.ish * row, qn), (1 if self.deint > 1 else spec.isw, pn))
+
+        def at(ch, cw):  # element offset in the band of the window of the tap reading (ch, cw)
+            return (qs * spec.ish + ch - r_lo) * row + self._col(pss * spec.isw + cw - c_lo)
+
+        steps = []
+        for (_, ct), band, wt in zip(u.cin_tiles, bands, wts):
+            if self.packs is None:
+                for t, ch, cw in ps.taps:
+                    steps.append((sub(wt, ct, t * ot, ((1, ot),)), sub(band, ct, at(ch, cw), window)))
+                continue
+            for k, pk in enumerate(self.packs):
+                stat = sub(wt, ct * len(pk.taps), k * ot, ((1, ot),))
+                _, ch, cw = pk.taps[0]
+                if len(pk.taps) == 1:
+                    steps.append((stat, sub(band, ct, at(ch, cw), window)))
+                    continue
+                stacked = sbuf_ap(self.stack_pool.take(), ct * len(pk.taps), blk.nb * qn * pn, self.dtype)
+                taps = ((spec.kernel_dil[0] * row, pk.rows), (pk.col_step, pk.per_row))
+                em.emit("dma", "dma_copy", {"dst": stacked, "src": sub(band, ct, at(ch, cw), taps + window)})
+                steps.append((stat, stacked))
+        return steps
 
 
 def run_conv(ctx, node, spec: ConvSpec, x, out) -> None:

@@ -36,6 +36,7 @@ from ..tiling import broadcast_strides, coalesce, row_major_strides
 from . import kernel
 
 BLOCK = 32  # transpose32 block size
+STORE_COLS = 2048  # f32 columns of results gathered before one store
 
 # ---- sizes ---------------------------------------------------------------------------------------
 
@@ -187,9 +188,11 @@ def _block_transpose_plan(mat: Mat, rows: int, cols: int, groups: int, tile: AP)
     inner = ((mat.sc, BLOCK), (mat.sg, groups), (BLOCK * mat.sc, xf // BLOCK), (1, BLOCK))
     dmas = []
     if rows > kf:  # rows without a full block
-        dmas.append((sub(tile, rows - kf, 0, ((cols, groups), (1, cols)), kf), mat.at(r=kf).ap(rows - kf, groups, cols)))
+        dmas.append((sub(tile, rows - kf, 0, ((cols, groups), (1, cols)), kf),
+                     mat.at(r=kf).ap(rows - kf, groups, cols)))
     if cols > xf:  # columns without a full block
-        dmas.append((sub(tile, kf, xf, ((cols, groups), (1, cols - xf))), mat.at(c=xf).ap(kf, groups, cols - xf)))
+        dmas.append((sub(tile, kf, xf, ((cols, groups), (1, cols - xf))),
+                     mat.at(c=xf).ap(kf, groups, cols - xf)))
     whole = ((BLOCK, kf // BLOCK),) + inner
     if dims_fit(whole):
         dmas.append((sub(tile, kf, 0, region), hbm(mat.value, mat.off, whole)))
@@ -206,7 +209,8 @@ def _dma_cost(ctx, dmas) -> float:
     total = 0.0
     for dst, src in dmas:
         runs = max(contiguous_runs(dst), contiguous_runs(src))
-        total += dma["latency_cycles"] + (max(dst.nbytes, src.nbytes) + runs * dma["run_overhead_bytes"]) / per_cycle
+        nbytes = max(dst.nbytes, src.nbytes) + runs * dma["run_overhead_bytes"]
+        total += dma["latency_cycles"] + nbytes / per_cycle
     return total
 
 
@@ -268,11 +272,8 @@ class Epilogue:
             em.emit("act", "activate", operands, **attrs)
             return
         # DVE-only tails: Clip and HardSigmoid with non-default parameters
-        if len(affine) <= 2:
+        if affine or src != dst:
             _tensor_scalar(em, src, dst, affine)
-        else:
-            em.emit("act", "activate", {"dst": dst, "src": src, "bias_ap": row_bias}, func="identity",
-                    scale=float(scale), mode=self.mode)
         if name == "Clip":
             clip = [(op, float(v), None) for op, v in (("max", act.get("min")), ("min", act.get("max")))
                     if v is not None]
@@ -295,10 +296,14 @@ def _act_func(act) -> str | None:
         return ACT_FUNCS[name]
     if name == "Gelu":
         return "gelu_tanh" if act.get("approximate", "none") == "tanh" else "gelu"
-    if name == "HardSigmoid" and float(act.get("alpha", HARDSIGMOID_ALPHA)) == HARDSIGMOID_ALPHA \
-            and float(act.get("beta", HARDSIGMOID_BETA)) == HARDSIGMOID_BETA:
-        return "hardsigmoid"
+    if name == "HardSigmoid" and _same_f32(act.get("alpha", HARDSIGMOID_ALPHA), HARDSIGMOID_ALPHA) \
+            and _same_f32(act.get("beta", HARDSIGMOID_BETA), HARDSIGMOID_BETA):
+        return "hardsigmoid"  # the device's fixed parameters (ONNX attributes are float32)
     return None
+
+
+def _same_f32(a, b) -> bool:
+    return np.float32(a) == np.float32(b)
 
 
 def _tensor_scalar(em, src, dst, stages) -> None:
@@ -355,7 +360,10 @@ def run_gemm(ctx, node, p: GemmProblem, dtype: str) -> None:
     n_tiles = [(n0, min(nt_max, p.n - n0)) for n0 in range(0, p.n, nt_max)]
     nk = len(k_tiles)
     budget = lim.sbuf_budget
-    out_bytes = padded(gmax * nt_max * 4)
+    # results of consecutive N tiles leave in one store: the emitter orders all writes to one
+    # HBM tensor, so fewer, larger stores overlap better with compute
+    chunk_cols = nt_max if gmax > 1 else max(nt_max, min(p.n, STORE_COLS) // nt_max * nt_max)
+    out_bytes = padded(gmax * chunk_cols * 4)
     bias_kind = _bias_kind(p.bias)
     bias_bytes = padded(gmax * nt_max * 4) if bias_kind == "tile" else (64 if bias_kind == "row" else 0)
     fixed = 3 * out_bytes + 2 * bias_bytes
@@ -367,11 +375,16 @@ def run_gemm(ctx, node, p: GemmProblem, dtype: str) -> None:
     a_resident = 2 * nk * a_tile <= budget - fixed - b_bytes
     a_bytes = 2 * nk * a_tile if a_resident else 3 * a_tile
     if fixed + a_bytes + b_bytes > budget:
-        raise CompileError(f"{node.name}: matmul tiles do not fit in SBUF ({fixed + a_bytes + b_bytes} bytes)")
+        raise CompileError(f"{node.name}: matmul tiles need {fixed + a_bytes + b_bytes} bytes of SBUF per "
+                           f"partition ({budget} available)")
     a_pool = Pool(em.sbuf, a_tile, 2 * nk if a_resident else 3)
     b_pool = Pool(em.sbuf, b_full if b_resident else padded(gmax * nt_max * isz), 2 * nk if b_resident else 3)
     out_pool = Pool(em.sbuf, out_bytes, 3)
-    bias_pool = Pool(em.sbuf, bias_bytes, 2) if bias_kind else None
+    # a bias that varies only along N is loaded once per N tile (broadcast over partitions)
+    cached_bias = bias_kind == "tile" and p.bias.sr == 0 and p.bias.sg == 0 and \
+        len(n_tiles) * bias_bytes <= budget - fixed - a_bytes - b_bytes + 2 * bias_bytes
+    bias_pool = Pool(em.sbuf, bias_bytes, len(n_tiles) if cached_bias else 2) if bias_kind else None
+    bias_cache = {}
     psum_pool = Pool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
 
     def load(mat, extra, k0, kt, x0, xt, g, pool):
@@ -379,38 +392,65 @@ def run_gemm(ctx, node, p: GemmProblem, dtype: str) -> None:
         load_kmajor(ctx, mat.shift(extra).at(r=k0, c=x0), kt, xt, g, tile)
         return tile
 
-    for a_off, b_off, o_off, c_off, g in p.batches:
-        b_tiles = [load(p.kb, b_off, k0, kt, 0, p.n, g, b_pool) for k0, kt in k_tiles] if b_resident else None
-        for m0, mt in m_tiles:
-            a_tiles = [load(p.ka, a_off, k0, kt, m0, mt, g, a_pool) for k0, kt in k_tiles] if a_resident else None
-            for n0, nt in n_tiles:
-                ps = AP("psum", psum_pool.take(), ((1, g * nt),), "f32", 0, mt)
-                for ki, (k0, kt) in enumerate(k_tiles):
-                    at = a_tiles[ki] if a_resident else load(p.ka, a_off, k0, kt, m0, mt, g, a_pool)
-                    if b_resident:
-                        bt, bw = b_tiles[ki], p.n
-                        bcol = n0
-                    else:
-                        bt, bw, bcol = load(p.kb, b_off, k0, kt, n0, nt, g, b_pool), nt, 0
-                    for gi in range(g):
-                        em.emit("pe", "matmul", {
-                            "dst": sub(ps, mt, gi * nt, ((1, nt),)),
-                            "stat": sub(at, kt, gi * mt, ((1, mt),)),
-                            "mov": sub(bt, kt, gi * bw + bcol, ((1, nt),)),
-                        }, start=1 if ki == 0 else 0)
-                res = sbuf_ap(out_pool.take(), mt, g * nt, "f32")
-                row_bias = tile_bias = None
-                if bias_kind:
-                    bmat = p.bias.shift(c_off).at(r=m0, c=n0)
-                    if bias_kind == "row":
-                        row_bias = sbuf_ap(bias_pool.take(), mt, 1, "f32")
-                        em.emit("dma", "dma_copy", {"dst": row_bias, "src": bmat.ap(mt, 1, 1)})
-                    else:
-                        tile_bias = sbuf_ap(bias_pool.take(), mt, g * nt, "f32")
-                        em.emit("dma", "dma_copy", {"dst": tile_bias, "src": bmat.ap(mt, g, nt)})
-                p.epilogue.emit(ctx, ps, res, row_bias=row_bias, tile_bias=tile_bias)
-                omat = p.out.shift(o_off).at(r=m0, c=n0)
-                em.emit("dma", "dma_copy", {"dst": omat.ap(mt, g, nt), "src": res})
+    work = [(bi, m0, mt) for bi in range(len(p.batches)) for m0, mt in m_tiles]
+
+    def resident_tiles(step):
+        """Loads of the resident operands of work item `step`: B when its batch group starts, A."""
+        bi, m0, mt = work[step]
+        a_off, b_off, _, _, g = p.batches[bi]
+        b_tiles = None
+        if b_resident and (step == 0 or work[step - 1][0] != bi):
+            b_tiles = [load(p.kb, b_off, k0, kt, 0, p.n, g, b_pool) for k0, kt in k_tiles]
+        a_tiles = [load(p.ka, a_off, k0, kt, m0, mt, g, a_pool) for k0, kt in k_tiles] if a_resident else None
+        return b_tiles, a_tiles
+
+    # the next item's loads are emitted before this item's compute (engines run in order)
+    upcoming = resident_tiles(0)
+    for step, (bi, m0, mt) in enumerate(work):
+        a_off, b_off, o_off, c_off, g = p.batches[bi]
+        new_b, a_tiles = upcoming
+        if new_b is not None:
+            b_tiles = new_b
+        if step + 1 < len(work):
+            upcoming = resident_tiles(step + 1)
+        for n0, nt in n_tiles:
+            if (n0 % chunk_cols) == 0:
+                res_n0, res_cols = n0, min(chunk_cols, p.n - n0)
+                res_tile = sbuf_ap(out_pool.take(), mt, g * res_cols, "f32")
+            ps = AP("psum", psum_pool.take(), ((1, g * nt),), "f32", 0, mt)
+            for ki, (k0, kt) in enumerate(k_tiles):
+                at = a_tiles[ki] if a_resident else load(p.ka, a_off, k0, kt, m0, mt, g, a_pool)
+                if b_resident:
+                    bt, bw = b_tiles[ki], p.n
+                    bcol = n0
+                else:
+                    bt, bw, bcol = load(p.kb, b_off, k0, kt, n0, nt, g, b_pool), nt, 0
+                for gi in range(g):
+                    em.emit("pe", "matmul", {
+                        "dst": sub(ps, mt, gi * nt, ((1, nt),)),
+                        "stat": sub(at, kt, gi * mt, ((1, mt),)),
+                        "mov": sub(bt, kt, gi * bw + bcol, ((1, nt),)),
+                    }, start=1 if ki == 0 else 0)
+            res = sub(res_tile, mt, n0 - res_n0, ((1, g * nt),))
+            row_bias = tile_bias = None
+            if bias_kind:
+                bmat = p.bias.shift(c_off).at(r=m0, c=n0)
+                if bias_kind == "row":
+                    row_bias = sbuf_ap(bias_pool.take(), mt, 1, "f32")
+                    em.emit("dma", "dma_copy", {"dst": row_bias, "src": bmat.ap(mt, 1, 1)})
+                elif cached_bias:
+                    if n0 not in bias_cache:
+                        bias_cache[n0] = sbuf_ap(bias_pool.take(), mt_max, gmax * nt, "f32")
+                        em.emit("dma", "dma_copy", {"dst": bias_cache[n0],
+                                                    "src": p.bias.at(c=n0).ap(mt_max, gmax, nt)})
+                    tile_bias = sub(bias_cache[n0], mt, 0, ((1, g * nt),))
+                else:
+                    tile_bias = sbuf_ap(bias_pool.take(), mt, g * nt, "f32")
+                    em.emit("dma", "dma_copy", {"dst": tile_bias, "src": bmat.ap(mt, g, nt)})
+            p.epilogue.emit(ctx, ps, res, row_bias=row_bias, tile_bias=tile_bias)
+            if n0 + nt == res_n0 + res_cols:
+                omat = p.out.shift(o_off).at(r=m0, c=res_n0)
+                em.emit("dma", "dma_copy", {"dst": omat.ap(mt, g, res_cols), "src": res_tile})
 
 
 def _bias_kind(bias: Mat | None) -> str | None:
@@ -441,13 +481,15 @@ def _group_size(lim: PeLimits, m: int, n: int, k: int, inner: int, isz: int) -> 
     return max(g, 1)
 
 
-def _batch_groups(out_batch, strides, g: int):
-    """(a, b, out, bias offsets, group size) for every group of `g` consecutive matrices along the
-    innermost batch dim; `strides` = per operand (a, b, out, bias) element strides per batch dim."""
+def _batch_groups(out_batch, strides, group_size):
+    """(a, b, out, bias offsets, group size) for every group of consecutive matrices along the
+    innermost (coalesced) batch dim, and the per-operand strides inside a group; `strides` = per
+    operand (a, b, out, bias) element strides per batch dim; `group_size(count)` picks the size."""
     shape, strides = coalesce(tuple(out_batch), [tuple(s) for s in strides])
     if not shape:
         return [(0, 0, 0, 0, 1)], (0, 0, 0, 0)
     outer, inner = shape[:-1], shape[-1]
+    g = group_size(inner)
     inner_strides = tuple(s[-1] for s in strides)
     groups = []
     for idx in np.ndindex(*outer):
@@ -507,17 +549,18 @@ def matmul(ctx, node) -> None:
     sa = tuple(s * m * k for s in broadcast_strides(batch_a, out_batch)) if rank else ()
     sb = tuple(s * k * n for s in broadcast_strides(batch_b, out_batch)) if rank else ()
     so = tuple(s * m * n for s in row_major_strides(out_batch))
-    fold = all(s == 0 for s, d in zip(sb, out_batch) if d > 1)
-    m_eff = m * int(np.prod(out_batch)) if fold else m
 
-    bias = None
-    bias_strides = (0,) * rank
-    if len(node.inputs) > 2 and node.inputs[2]:
-        got = _matrix_bias(ctx, node.inputs[2], m, n, rank)
-        bias, bias_strides = (None, bias_strides) if isinstance(got, float) else got
-        const_bias = got if isinstance(got, float) else 0.0
-    else:
-        const_bias = 0.0
+    bias, bias_strides, const_bias = None, (0,) * rank, 0.0
+    if node.input(2):  # a fused bias along N
+        got = _matrix_bias(ctx, node.input(2), m, n, rank)
+        if isinstance(got, float):
+            const_bias = got
+        else:
+            bias, bias_strides = got
+    # with one B for the whole batch, the batch of A is just more rows (unless the bias differs)
+    fold = all(s == 0 for s, d in zip(sb, out_batch) if d > 1) and (
+        bias is None or (bias.sr == 0 and not any(bias_strides)))
+    m_eff = m * int(np.prod(out_batch)) if fold else m
 
     a_const, b_const = ctx.const(a_name), ctx.const(b_name)
     if a_const is not None:
@@ -533,20 +576,20 @@ def matmul(ctx, node) -> None:
     else:
         kb = Mat(ctx.value(b_name), 0, n, 1)
     outm = Mat(out, 0, n, 1)
-    if bias is not None and (bias.sr != 0 or any(bias_strides)):
-        fold = False  # the bias differs between the matrices of the batch
     if fold:
         batches = [(0, 0, 0, 0, 1)]
         m_run = m_eff
     else:
-        g = _group_size(lim, m, n, k, out_batch[-1] if rank else 1, itemsize(dtype))
-        batches, inner = _batch_groups(out_batch, [sa, sb, so, bias_strides], g)
+        def group_size(count):
+            return _group_size(lim, m, n, k, count, itemsize(dtype))
+
+        batches, inner = _batch_groups(out_batch, [sa, sb, so, bias_strides], group_size)
         ka, kb, outm = replace(ka, sg=inner[0]), replace(kb, sg=inner[1]), replace(outm, sg=inner[2])
         if bias is not None:
             bias = replace(bias, sg=inner[3])
         m_run = m
-    problem = GemmProblem(ka, kb, outm, m_run, n, k, batches, bias, epilogue_for(ctx, node, const_bias=const_bias))
-    run_gemm(ctx, node, problem, dtype)
+    epilogue = epilogue_for(ctx, node, const_bias=const_bias)
+    run_gemm(ctx, node, GemmProblem(ka, kb, outm, m_run, n, k, batches, bias, epilogue), dtype)
 
 
 @kernel("Gemm")
@@ -613,7 +656,7 @@ def _scaled_runtime_bias(ctx, node, bias: Mat, m: int, n: int, beta: float) -> M
         for n0 in range(0, n, 2048):
             nt = min(2048, n - n0)
             tile = sbuf_ap(em.sbuf.alloc(nt * 4), mt, nt, "f32")
-            em.emit("dma", "dma_copy", {"dst": tile, "src": bias.at(r=m0, c=n0).ap(mt, 1, nt, "f32")})
+            em.emit("dma", "dma_copy", {"dst": tile, "src": bias.at(r=m0, c=n0).ap(mt, 1, nt)})
             em.emit("dve", "tensor_scalar", {"dst": tile, "src": tile}, op0="mul", s0=float(beta))
             em.emit("dma", "dma_copy", {"dst": hbm(scaled, m0 * n + n0, ((n, mt), (1, nt))), "src": tile})
     return Mat(scaled, 0, n, 1)
