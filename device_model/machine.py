@@ -103,7 +103,7 @@ class RunResult:
 
 class _EngineState:
     __slots__ = ("name", "id", "kind", "n", "execs", "costs", "waits", "signals", "instrs", "pc",
-                 "busy", "end", "issue", "free_since", "remaining", "rate_cap", "tail", "waited")
+                 "busy", "end", "issue", "free_since", "remaining", "rate_cap", "tail", "waited", "blocked")
 
     def __init__(self, name: str, id_: int):
         self.name, self.id, self.kind = name, id_, engine_kind(name)
@@ -121,6 +121,7 @@ class _EngineState:
         self.remaining = 0.0  # DMA bytes still to move (transfer phase)
         self.tail = False  # DMA: transfer done, in latency tail
         self.waited = 0  # cycles the current instruction sat ready-but-blocked on semaphores
+        self.blocked: tuple[int, int] | None = None  # the (semaphore, value) it last found unmet
 
 
 class Machine:
@@ -202,7 +203,7 @@ class Machine:
         self.dma_bytes_moved = 0
         for e in self._engines:
             e.pc, e.busy, e.end, e.issue, e.free_since = 0, False, -1, 0, 0
-            e.remaining, e.tail, e.waited = 0.0, False, 0
+            e.remaining, e.tail, e.waited, e.blocked = 0.0, False, 0, None
 
     # ---- tensors --------------------------------------------------------------------------
     def write_tensor(self, name: str, value: np.ndarray) -> None:
@@ -290,8 +291,10 @@ class Machine:
         for e in self._active:
             if e.busy or e.pc >= e.n:
                 continue
-            waits = e.waits[e.pc]
-            if waits and not all(sem[s] >= v for s, v in waits):
+            if e.blocked is not None and sem[e.blocked[0]] < e.blocked[1]:
+                continue  # still waiting on the semaphore that stopped it last time
+            e.blocked = next(((s, v) for s, v in e.waits[e.pc] if sem[s] < v), None)
+            if e.blocked is not None:
                 continue
             e.busy, e.issue, e.waited = True, t, t - e.free_since
             cost = e.costs[e.pc]
@@ -410,6 +413,7 @@ class Machine:
         self.dma_bytes_moved = snap["dma_bytes"]
         for e, st in zip(self._engines, snap["engines"]):
             e.pc, e.busy, e.end, e.issue, e.free_since, e.remaining, e.tail, e.waited = st
+            e.blocked = None
         self.memory.restore(snap["memory"])
 
 
