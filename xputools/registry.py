@@ -18,7 +18,7 @@ def register_tools(root: click.Group) -> None:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name == module:
+            if exc.name and module.startswith(exc.name):  # that tool is not built yet
                 continue
             raise
         getattr(mod, fn)(root)
