@@ -61,3 +61,23 @@ def test_sample_outputs_do_not_depend_on_instruction_timing(name):
         jittered, _, _ = _run(name, cost_jitter=(seed, 500))
         for k in base:
             assert base[k].tobytes() == jittered[k].tobytes(), (name, k, seed)
+
+
+def test_keep_overrides_precision_per_node_and_by_glob(tmp_path):
+    feeds = read_npz(ROOT / "samples/mlp.inputs.npz")
+
+    def matmul_dtypes(keep):
+        prog = compile_model(ROOT / "samples/mlp.onnx", CompileOptions(precision="bf16", keep=keep)).program
+        by_origin = {}
+        for ins in prog.instrs:
+            if ins.op == "matmul":
+                by_origin.setdefault(prog.origins[ins.dbg].name, set()).add(ins.operands["mov"].dtype)
+        return by_origin, prog
+
+    plain, _ = matmul_dtypes([])
+    assert plain == {"fc1": {"bf16"}, "fc2/matmul": {"bf16"}, "fc3": {"bf16"}}
+    kept, prog = matmul_dtypes([("fc2/*", "fp32"), ("fc3", "fp32")])
+    assert kept == {"fc1": {"bf16"}, "fc2/matmul": {"f32"}, "fc3": {"f32"}}
+    out = onnx_outputs(prog, run_program(prog, feeds).outputs)
+    ref = _reference("mlp", feeds)
+    assert cosine(out["probs"], ref["probs"]) >= 0.9999
