@@ -1,0 +1,49 @@
+"""Shared helpers for the profiler tests: compiled samples (cached) and recorded profiles."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from xputools.compiler.context import CompileOptions
+from xputools.compiler.driver import compile_model
+from xputools.runtime import random_inputs
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "samples"
+# name -> shapes to bind (the transformer has a symbolic batch)
+SAMPLE_SHAPES = {"mlp": {}, "cnn": {}, "transformer": {"input_ids": (2, 16)}, "lstm": {},
+                 "detector_head": {}, "int8_qdq": {}}
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(name: str, precision: str = "fp32", batch: int | None = None):
+    shapes = dict(SAMPLE_SHAPES.get(name, {}))
+    if batch is not None:
+        shapes = {"input_ids": (batch, 16)}
+    return compile_model(SAMPLES / f"{name}.onnx", CompileOptions(precision=precision, shapes=shapes)).program
+
+
+def feeds(program):
+    return random_inputs(program, 0)
+
+
+def host_fallback_model(path: Path) -> Path:
+    """x[batch, 64] -> MatMul -> CumSum (no device kernel: runs on the host) -> Relu."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "w")
+    axis = numpy_helper.from_array(np.array(1, dtype=np.int64), "axis")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+             helper.make_node("CumSum", ["h", "axis"], ["c"], name="cumsum"),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "hostdemo",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])],
+                              [w, axis])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
