@@ -77,8 +77,9 @@ def test_slice_args_name_the_onnx_node(recorded, name):
             continue
         assert origins[s.args["node"]] == s.args["op_type"]
         ins = program.streams()[trace.tracks[s.track].name][s.args["pc"]]
-        for operand, ap in ins.operands.items():
-            assert s.args[operand] == str(ap)       # the assembly spelling
+        for operand, ap in ins.operands.items():  # the assembly spelling, offset as its own number
+            assert s.args[operand + "_offset"] == ap.offset
+            assert str(ap) == s.args[operand].replace("{", f"@{hex(ap.offset)}{{", 1)
         assert s.args["wait_cycles"] >= 0 and s.args["cycles"] > 0
         if ins.op == "dma_copy":
             assert s.args["bytes"] == ins.operands["dst"].nbytes and "flops" not in s.args

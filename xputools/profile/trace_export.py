@@ -15,7 +15,7 @@ ns duration is within 1 ns of its cycles / clock_ghz; args.cycles carries the ex
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from device_model.assembly import format_ap
@@ -158,10 +158,14 @@ def build_plan(profile: Profile, flows: bool = False, max_slices: int | None = N
             if r.bytes:
                 args["bytes"] = r.bytes
             for name, ap in ins.operands.items():
-                text = ap_text.get(ap)
+                # the pattern repeats across tiles (interned once per track), the offset does not:
+                # `dst` + `dst_offset` together are the assembly spelling of the operand
+                key = (ap.space, ap.pstart, ap.pcount, ap.dims, ap.dtype)
+                text = ap_text.get(key)
                 if text is None:
-                    text = ap_text[ap] = format_ap(ap)
+                    text = ap_text[key] = format_ap(replace(ap, offset=0)).replace("@0x0", "", 1)
                 args[name] = text
+                args[name + "_offset"] = ap.offset
             if ins.attrs:
                 args["attrs"] = _attr_text(ins.attrs)
             # one int arg per semaphore: the names repeat (interned once per track), the values are
