@@ -23,6 +23,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 FUSED_ATTR_PREFIX = "fused_"
+XPU_DOMAIN = "xputools"  # the compiler's own ops (int8 MatMul/Conv, see quantize.py)
 
 
 @dataclass
@@ -193,11 +194,16 @@ def expand_node(node: Node, opset: dict[str, int], dtype: np.dtype, inputs: list
                 outputs: list[str] | None = None, name: str | None = None
                 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """Plain ONNX nodes (and the constants they need) computing what `node` computes, fusions
-    included: a MatMul's `fused_bias` becomes an Add, `fused_activation` its ONNX op, and a Gelu in
-    a model older than opset 20 its erf/tanh formula. `dtype` is the dtype of output 0."""
+    included: a MatMul's `fused_bias` becomes an Add, `fused_activation` its ONNX op, a Gelu in
+    a model older than opset 20 its erf/tanh formula, and the compiler's int8 nodes (XPU_DOMAIN)
+    their QDQ form. `dtype` is the dtype of output 0."""
     ins = list(node.inputs if inputs is None else inputs)
     outs = list(node.outputs if outputs is None else outputs)
     name = node.name if name is None else name
+    if node.domain == XPU_DOMAIN:
+        from .quantize import expand_qlinear
+
+        return expand_qlinear(node, opset, dtype, ins, outs, name)
     spec = node.attrs.get(FUSED_ATTR_PREFIX + "activation")
     matmul_bias = node.op_type == "MatMul" and FUSED_ATTR_PREFIX + "bias" in node.attrs
     if node.op_type == "Gelu" and not node.domain and opset.get("", 1) < GELU_OPSET and not spec:

@@ -66,8 +66,9 @@ def host_node_model(node: Node, graph: Graph, input_names: list[str] | None = No
 
 # Ops whose onnx.reference kernel gives wrong results, so onnxruntime runs them first (measured
 # against the ONNX formulas): BatchNormalization before opset 14 uses batch statistics (it takes
-# the default momentum for training), grouped ConvTranspose fails to reshape, LRN is off by ~10 %.
-PREFER_ONNXRUNTIME = {"BatchNormalization", "ConvTranspose", "LRN"}
+# the default momentum for training), grouped ConvTranspose fails to reshape, LRN is off by ~10 %,
+# LSTM/GRU/RNN ignore direction, sequence_lens, activations and clip.
+PREFER_ONNXRUNTIME = {"BatchNormalization", "ConvTranspose", "LRN", "LSTM", "GRU", "RNN"}
 
 
 class ModelRunner:

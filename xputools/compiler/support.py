@@ -222,11 +222,10 @@ def _quant(node: Node, g: Graph) -> str | None:
         return f"{node.op_type} with block quantization is not supported (per-tensor or per-axis only)"
     q = node.outputs[0] if node.op_type == "QuantizeLinear" else node.input(0)
     dt = _dtype(g, q)
-    # int32 is the usual QDQ bias (scale = input scale x weight scale): a constant, added in the int32
-    # accumulator
-    const_int32_bias = node.op_type == "DequantizeLinear" and dt == "int32" and g.is_const(q)
-    if dt not in QUANT_DTYPES and not const_int32_bias:
-        return f"{node.op_type} to/from {dt} is not supported (int8/uint8, or a constant int32 bias)"
+    # DequantizeLinear also takes int32 (the usual QDQ bias: scale = input scale x weight scale)
+    int32_dq = node.op_type == "DequantizeLinear" and dt == "int32"
+    if dt not in QUANT_DTYPES and not int32_dq:
+        return f"{node.op_type} to/from {dt} is not supported (int8/uint8, and int32 for DequantizeLinear)"
     return _needs_const(1, 2, what="scale/zero point")(node, g)
 
 
