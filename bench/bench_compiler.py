@@ -51,7 +51,8 @@ def bench_model(label: str, path: Path, feeds: dict, precision: str, repeat: int
         best = min(best, time.perf_counter() - t0)
         result = out.result
     t_ort = ort_time(path, feeds, repeat)
-    busy = ", ".join(f"{e} {100.0 * b / result.cycles:.0f}%" for e, b in sorted(result.busy.items(), key=lambda kv: -kv[1])[:6])
+    top = sorted(result.busy.items(), key=lambda kv: -kv[1])[:6]
+    busy = ", ".join(f"{e} {100.0 * b / result.cycles:.0f}%" for e, b in top)
     print(f"{label:>11} {precision:>5}: compile {t_compile:6.2f} s, {len(prog.instrs):>7} instr, "
           f"{len(prog.host_ops)} host ops | emulator {best:7.3f} s vs ORT {t_ort * 1e3:7.2f} ms = "
           f"{best / t_ort:8.1f}x (target <= 3x) | device latency {result.seconds * 1e6:9.1f} us | busy: {busy}")

@@ -20,11 +20,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from device_model.arch import load_arch  # noqa: E402
 from device_model.assembly import assemble  # noqa: E402
 from device_model.isa import AP, Instr  # noqa: E402
 from device_model.machine import Machine, single_threaded_blas  # noqa: E402
 from device_model.program import Program, Tensor  # noqa: E402
-from device_model.arch import load_arch  # noqa: E402
 
 
 def best_of(fn, repeat):

@@ -40,7 +40,8 @@ def test_arch_show_rejects_a_bad_preset_naming_the_key(tmp_path):
     code, _, err = xpu("arch", "show", bad)
     assert code == 2 and "clock_ghz" in err and len(err.strip().splitlines()) == 1
     typo = tmp_path / "typo.toml"
-    typo.write_text((ROOT / "device_model/presets/xpu1.toml").read_text().replace("[sbuf]\npartitions", "[sbuf]\npartitons"))
+    preset = (ROOT / "device_model/presets/xpu1.toml").read_text()
+    typo.write_text(preset.replace("[sbuf]\npartitions", "[sbuf]\npartitons"))
     code, _, err = xpu("arch", "show", typo)
     assert code == 2 and "sbuf.partitons" in err
     code, _, err = xpu("arch", "show", "nonesuch")

@@ -20,7 +20,8 @@ def one_node_model(op_type, inputs: dict[str, np.ndarray], outputs: list[str], i
     node = helper.make_node(op_type, list(inputs) + list(initializers), outputs, name=f"{op_type.lower()}0", **attrs)
     g = helper.make_graph(
         [node], "t",
-        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in inputs.items()],
+        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+         for k, v in inputs.items()],
         [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in outputs],
         [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])

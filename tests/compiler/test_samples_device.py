@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from device_util import ort_run
 
 from xputools.compiler.context import CompileOptions
 from xputools.compiler.driver import compile_model
 from xputools.compiler.lower import onnx_outputs
 from xputools.runtime import read_npz, run_program
-
-from device_util import ort_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ["mlp", "cnn", "transformer", "lstm", "detector_head", "int8_qdq"]

@@ -120,8 +120,9 @@ def test_observers_see_every_instruction_semaphore_and_access():
 
 
 def test_hang_report_names_the_blocked_engines_and_the_cycle():
-    from device_model.assembly import assemble
     from pathlib import Path
+
+    from device_model.assembly import assemble
 
     prog = assemble(Path("samples/programs/deadlock.xasm").read_text(), "deadlock.xasm")
     m = Machine(ARCH).load(prog)
@@ -148,8 +149,9 @@ def test_wait_that_nothing_can_signal_is_reported_as_never_met():
 
 
 def test_out_of_bounds_read_names_engine_index_and_pattern():
-    from device_model.assembly import assemble
     from pathlib import Path
+
+    from device_model.assembly import assemble
 
     prog = assemble(Path("samples/programs/out_of_bounds.xasm").read_text(), "oob.xasm")
     m = Machine(ARCH).load(prog)

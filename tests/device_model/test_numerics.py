@@ -219,7 +219,8 @@ REFERENCE = {  # written with the math module, element by element
     "neg": lambda x: -x, "sign": lambda x: float((x > 0) - (x < 0)),
     "hardsigmoid": lambda x: min(1.0, max(0.0, 0.2 * x + 0.5)),
     "hardswish": lambda x: x * min(1.0, max(0.0, x / 6 + 0.5)),
-    "softplus": lambda x: math.log1p(math.exp(x)), "leaky_relu": lambda x: x if x >= 0 else float(np.float32(0.01)) * x,  # alpha is held as f32
+    "softplus": lambda x: math.log1p(math.exp(x)),
+    "leaky_relu": lambda x: x if x >= 0 else float(np.float32(0.01)) * x,  # alpha is held as f32
     "floor": math.floor, "ceil": math.ceil, "round": lambda x: float(round(x)),  # Python rounds half even
     "isnan": lambda x: float(math.isnan(x)), "not": lambda x: float(x == 0),
 }

@@ -54,7 +54,8 @@ class HazardTracker:
             table, keys = self._hbm, self._hbm_regions.chunks_overlapping(first, end)
         else:
             size = SBUF_BLOCK if ap.space == "sbuf" else PSUM_BLOCK
-            table, keys = (self._sbuf if ap.space == "sbuf" else self._psum), range(first // size, (end - 1) // size + 1)
+            table = self._sbuf if ap.space == "sbuf" else self._psum
+            keys = range(first // size, (end - 1) // size + 1)
         out = []
         for k in keys:
             st = table.get(k)

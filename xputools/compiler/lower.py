@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+
 from device_model.dtypes import np_dtype
 from device_model.program import HostOp, Program, TapPiece, Tensor
 
@@ -14,6 +15,7 @@ from .errors import CompileError
 from .host import host_node_model
 from .kernels import kernels
 from .support import placement
+
 
 def lower_graph(graph, options: CompileOptions, arch, progress=None) -> Program:
     em = Emitter(arch)
