@@ -45,6 +45,8 @@ def render_run(program, out, as_json: bool = False) -> str:
     lines.append(f"cycles: {s['cycles']}  ({s['seconds'] * 1e6:.2f} us at the preset clock)")
     lines.append("engine busy:")
     for eng, busy in s["busy_cycles"].items():
+        if eng == "host" and not program.host_ops:
+            continue  # only the zero-cost barriers that mark when tap values are complete
         lines.append(f"  {eng:6s} {busy:>12d} cycles  {100.0 * busy / total:5.1f}%  "
                      f"{s['instructions'][eng]} instructions")
     return "\n".join(lines)
