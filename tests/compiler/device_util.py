@@ -2,6 +2,8 @@
 Runtime, compare."""
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -56,3 +58,15 @@ def assert_matches_ort(model, feeds, rtol=1e-4, atol=1e-5, precision="fp32", on_
     if on_device:
         assert not prog.host_ops, f"ran on the host: {[h.op_type for h in prog.host_ops]}"
     return got, prog
+
+
+def cosine(a, b) -> float:
+    """Cosine similarity of two arrays, in float64."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def seeded_rand(*shape, scale=1.0) -> np.ndarray:
+    """Standard-normal float32 data seeded by its shape, so each test case is reproducible."""
+    rng = np.random.default_rng(zlib.crc32(repr(shape).encode()))
+    return (rng.standard_normal(shape) * scale).astype(np.float32)

@@ -1,27 +1,17 @@
 """MatMul and Gemm on the emulated XPU against ONNX Runtime, and how they use the device."""
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import onnx
 import pytest
 from device_util import assert_matches_ort, device_run, one_node_model, ort_run
+from device_util import cosine as _cosine
+from device_util import seeded_rand as _rand
 from onnx import helper, numpy_helper
 
 from device_model.arch import load_arch
 from xputools.compiler.context import CompileOptions
 from xputools.compiler.driver import compile_model
-
-
-def _rand(*shape, scale=1.0):
-    rng = np.random.default_rng(zlib.crc32(repr(shape).encode()))
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-
-def _cosine(a, b) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def _model(nodes, inputs: dict, inits: dict, opset: int = 17) -> onnx.ModelProto:

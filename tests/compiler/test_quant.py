@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from device_util import assert_matches_ort, device_run, one_node_model, ort_run
+from device_util import cosine as _cosine
 from onnx import TensorProto, helper, numpy_helper
 
 from xputools.compiler.context import CompileOptions
@@ -24,11 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _rng(*key):
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
-
-
-def _cosine(a, b) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def _int8_matmuls(prog):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from device_util import ort_run
+from device_util import cosine, ort_run
 
 from xputools.compiler.context import CompileOptions
 from xputools.compiler.driver import compile_model
@@ -30,10 +30,6 @@ def _run(name, precision="fp32", cost_jitter=None):
 def _reference(name, feeds):
     return ort_run(onnx.load(ROOT / f"samples/{name}.onnx"), feeds)
 
-
-def cosine(a, b) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))
 
 
 @pytest.mark.parametrize("name", SAMPLES)
