@@ -269,9 +269,17 @@ def _build_copy(c: _Ctx) -> Executor:
     if src_ap.dtype == dst_ap.dtype:
         read, write = _reader(_raw(src), dst.shape), _raw(dst)
         return lambda: np.copyto(write, read())
+    if (src_ap.dtype, dst_ap.dtype) in _IEEE_CASTS:
+        # numpy's own cast is the device's here (nearest-even, overflow to inf, NaN kept): one pass
+        dst_shaped = _view_reshape(dst, src.shape)
+        if dst_shaped is not None:
+            return lambda: np.copyto(dst_shaped, src, casting="unsafe")
     read, store = _reader(src, src.shape), _writer(dst, src.shape)
     convert = _converter(src_ap.dtype, dst_ap.dtype)
     return lambda: store(convert(read()))
+
+
+_IEEE_CASTS = {("f32", "bf16"), ("f32", "f16"), ("bf16", "f32"), ("f16", "f32")}
 
 
 def _build_memset(c: _Ctx) -> Executor:

@@ -148,7 +148,7 @@ class Machine:
         if program.arch_name != self.arch.name:
             raise MachineError(f"program was built for arch {program.arch_name}, machine is {self.arch.name}")
         self.program = program
-        self.memory = Memory(self.arch, program.hbm_extent())
+        self.memory = Memory(self.arch, program.hbm_extent(), *program.onchip_extents())
         for t in program.tensors:
             if t.kind == "const":
                 self.memory.hbm[t.offset:t.offset + t.nbytes] = np.frombuffer(t.data, np.uint8)

@@ -16,13 +16,18 @@ class Memory:
     """HBM is sized to what the program reaches (the preset's size is the logical limit);
     SBUF and PSUM are [partitions, bytes_per_partition]."""
 
-    def __init__(self, arch: Arch, hbm_bytes: int):
+    def __init__(self, arch: Arch, hbm_bytes: int, sbuf_row_bytes: int | None = None,
+                 psum_row_bytes: int | None = None):
+        """Only the bytes a program reaches are backed (`*_row_bytes` per partition, default the
+        whole memory): allocating and freeing 24 MiB of SBUF per run cost more than a GEMM."""
         if hbm_bytes > arch.hbm_bytes:
             raise AccessError(f"program needs {hbm_bytes} bytes of HBM, device has {arch.hbm_bytes}")
         self.arch = arch
+        sbuf_row = arch.sbuf_bytes if sbuf_row_bytes is None else min(max(sbuf_row_bytes, 1), arch.sbuf_bytes)
+        psum_row = arch.psum_bytes if psum_row_bytes is None else min(max(psum_row_bytes, 1), arch.psum_bytes)
         self.hbm = np.zeros(max(hbm_bytes, 1), dtype=np.uint8)
-        self.sbuf = np.zeros((arch.partitions, arch.sbuf_bytes), dtype=np.uint8)
-        self.psum = np.zeros((arch.raw["psum"]["partitions"], arch.psum_bytes), dtype=np.uint8)
+        self.sbuf = np.zeros((arch.partitions, sbuf_row), dtype=np.uint8)
+        self.psum = np.zeros((arch.raw["psum"]["partitions"], psum_row), dtype=np.uint8)
         self._views: dict[AP, np.ndarray] = {}  # buffers never move, so a view is built once
 
     def space(self, name: str) -> np.ndarray:
@@ -38,12 +43,15 @@ class Memory:
                 return f"reaches HBM byte {end - 1} beyond the {self.hbm.size} bytes this program maps"
             return None
         buf = self.space(ap.space)
-        parts, row = buf.shape
+        parts, mapped = buf.shape
+        row = self.arch.sbuf_bytes if ap.space == "sbuf" else self.arch.psum_bytes
         if ap.pstart + ap.pcount > parts:
             return (f"partitions {ap.pstart}..{ap.pstart + ap.pcount - 1} exceed the {parts} "
                     f"partitions of {ap.space}")
         if end > row:
             return f"reaches byte {end - 1} of a {ap.space} partition of {row} bytes"
+        if end > mapped:
+            return f"reaches {ap.space} byte {end - 1} beyond the {mapped} bytes per partition this program maps"
         return None
 
     def view(self, ap: AP) -> np.ndarray:

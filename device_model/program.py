@@ -128,6 +128,19 @@ class Program:
                     end = max(end, ap.byte_extent()[1])
         return end
 
+    def onchip_extents(self) -> tuple[int, int]:
+        """Bytes per partition of SBUF and of PSUM that the program's access patterns reach."""
+        ends = {"sbuf": 0, "psum": 0}
+        for ins in self.instrs:
+            for ap in ins.operands.values():
+                if ap.space != "hbm":
+                    ends[ap.space] = max(ends[ap.space], ap.byte_extent()[1])
+        for tap in self.taps:
+            for piece in tap.pieces:
+                if piece.ap.space != "hbm":
+                    ends[piece.ap.space] = max(ends[piece.ap.space], piece.ap.byte_extent()[1])
+        return ends["sbuf"], ends["psum"]
+
     def validate(self) -> None:
         """Structural checks (raises IsaError): schema of every instruction, tensor sanity,
         debug-info references in range."""
