@@ -77,6 +77,11 @@ class Memory:
         return np.ndarray((ap.pcount,) + free_shape, dtype=dt, buffer=buf,
                           offset=ap.pstart * row + ap.offset, strides=(row,) + free_strides)
 
+    def clear_onchip(self) -> None:
+        """Zero SBUF and PSUM in place (views stay valid)."""
+        self.sbuf.fill(0)
+        self.psum.fill(0)
+
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.hbm.copy(), self.sbuf.copy(), self.psum.copy()
 

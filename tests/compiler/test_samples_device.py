@@ -76,3 +76,18 @@ def test_keep_overrides_precision_per_node_and_by_glob(tmp_path):
     out = onnx_outputs(prog, run_program(prog, feeds).outputs)
     ref = _reference("mlp", feeds)
     assert cosine(out["probs"], ref["probs"]) >= 0.9999
+
+
+def test_a_loaded_session_runs_again_with_identical_results():
+    from xputools.runtime import DeviceSession
+
+    compiled = compile_model(ROOT / "samples/cnn.onnx")
+    feeds = read_npz(ROOT / "samples/cnn.inputs.npz")
+    other = {"x": np.ascontiguousarray(feeds["x"][:, :, ::-1, :])}
+    session = DeviceSession(compiled.program)
+    first = session.run(feeds)
+    session.run(other)
+    again = session.run(feeds)
+    fresh = run_program(compiled.program, feeds)
+    assert first.outputs["logits"].tobytes() == again.outputs["logits"].tobytes() == fresh.outputs["logits"].tobytes()
+    assert first.result.cycles == again.result.cycles == fresh.result.cycles
