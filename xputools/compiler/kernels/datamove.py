@@ -217,13 +217,7 @@ def _stage_plan(ctx, dims, isz: int) -> _StagePlan | None:
     nch_max = max(1, max_elems // max(f, span))
     if len(simplify(column(free, 1))) > 2:
         nch_max = 1  # the store pattern would need more than 4 dims
-    groups, r, full = [], 0, rows // p
-    while r < full * p:
-        nch = min(nch_max, full - r // p)
-        groups.append((r, p, nch))
-        r += p * nch
-    if rows % p:
-        groups.append((r, rows % p, 1))
+    groups = row_groups(rows, p, nch_max)
     cost = DmaCost(ctx.arch)
     n_outer = volume(outer)
     fabric = 0.0
@@ -333,3 +327,16 @@ class Filler:
                 self.ctx.em.emit("dma", "dma_copy", {
                     "dst": hbm(self.dst, dst_off + c0 * stride + do, tuple((s, c) for c, s in sub)),
                     "src": AP("sbuf", self.tile.offset, src_dims, self.dst.dtype, 0, 1)})
+
+
+def row_groups(rows: int, p: int, nch_max: int) -> list[tuple[int, int, int]]:
+    """(first row, partitions, chunks) groups covering `rows`: full groups of `p` partitions take
+    up to `nch_max` row-chunks each, a ragged remainder goes last on its own."""
+    groups, r, full = [], 0, rows // p
+    while r < full * p:
+        nch = min(nch_max, full - r // p)
+        groups.append((r, p, nch))
+        r += p * nch
+    if rows % p:
+        groups.append((r, rows % p, 1))
+    return groups

@@ -29,6 +29,7 @@ from .datamove import (
     hbm,
     loop_excess,
     pattern,
+    row_groups,
     row_slots,
     sbuf,
     simplify,
@@ -554,13 +555,7 @@ def _pad_staged(ctx, x, out, mode, before, after, maps, value) -> bool:
     bs = row_major_strides(out.shape[k:])  # strides inside a block
     P = min(ctx.arch.partitions, rows)
     nch_max = max(1, STAGE_BYTES // (block * isz))
-    groups, r, full = [], 0, rows // P
-    while r < full * P:
-        nch = min(nch_max, full - r // P)
-        groups.append((r, P, nch))
-        r += P * nch
-    if rows % P:
-        groups.append((r, rows % P, 1))
+    groups = row_groups(rows, P, nch_max)
     interior = sum(before[a] * bs[a - k] for a in range(k, rank))
     axes_k = range(k, rank)
     for r0, p, nch in groups:
