@@ -79,6 +79,11 @@ def debug_option(f):
                         help="Show the Python traceback on errors.")(f)
 
 
+def stderr_is_terminal() -> bool:
+    """Progress bars only on a terminal; quiet when piped or captured."""
+    return sys.stderr.isatty()
+
+
 def fresh_output_path(path: Path) -> Path:
     """`path` if free, else the first `stem-N.suffix` that is (default names never overwrite)."""
     if not path.exists():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..clikit import CheckFailed, debug_option
+from ..clikit import CheckFailed, debug_option, stderr_is_terminal
 from ..errors import UserError
 
 
@@ -71,7 +71,7 @@ def compile_with_progress(model: Path, options):
 
     from .driver import compile_model
 
-    console_ok = click.get_text_stream("stderr").isatty()
+    console_ok = stderr_is_terminal()
     if not console_ok:
         return compile_model(model, options)
     with Progress(transient=True) as bar:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..clikit import CheckFailed, XpuGroup, debug_option, fresh_output_path
+from ..clikit import CheckFailed, XpuGroup, debug_option, fresh_output_path, stderr_is_terminal
 from ..errors import UserError
 
 
@@ -151,7 +151,7 @@ def record_cmd(source: Path, output: Path | None, force: bool, inputs_path: Path
         import onnx
 
         batch = guess_batch(program, onnx.load(str(source), load_external_data=False))
-    result = _record_run(program, feeds, trace, db, click.get_text_stream("stderr").isatty(),
+    result = _record_run(program, feeds, trace, db, stderr_is_terminal(),
                          source=str(source), batch=batch, flows=flows, layers=layers,
                          max_slices=max_slices, gzip=gzip)
     stats = result.trace
@@ -262,7 +262,7 @@ def sweep_cmd(model: Path, batches: str, latency_slo: float | None, output: Path
             plot_path = output
     options = build_options(**compile_kw)
     given = dict(options.shapes)
-    tty = click.get_text_stream("stderr").isatty()
+    tty = stderr_is_terminal()
     if tty:
         from rich.progress import Progress
 
