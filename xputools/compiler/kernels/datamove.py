@@ -340,3 +340,18 @@ def row_groups(rows: int, p: int, nch_max: int) -> list[tuple[int, int, int]]:
     if rows % p:
         groups.append((r, rows % p, 1))
     return groups
+
+
+def progressions(idx: list[int]) -> list[tuple[int, int, int, int]]:
+    """Split indices into runs (position, count, first value, step >= 0) of arithmetic progressions."""
+    out, i = [], 0
+    while i < len(idx):
+        j = i + 1
+        step = idx[j] - idx[i] if j < len(idx) else 0
+        if step < 0:
+            step = 0
+        while j < len(idx) and idx[j] - idx[j - 1] == step:
+            j += 1
+        out.append((i, j - i, idx[i], step))
+        i = j
+    return out

@@ -29,6 +29,7 @@ from .datamove import (
     hbm,
     loop_excess,
     pattern,
+    progressions,
     row_groups,
     row_slots,
     sbuf,
@@ -149,21 +150,6 @@ def expand(ctx, node) -> None:
 
 
 # ---- Gather ----------------------------------------------------------------------------------------
-def _progressions(idx: list[int]) -> list[tuple[int, int, int, int]]:
-    """Split indices into runs (position, count, first value, step >= 0) of arithmetic progressions."""
-    out, i = [], 0
-    while i < len(idx):
-        j = i + 1
-        step = idx[j] - idx[i] if j < len(idx) else 0
-        if step < 0:
-            step = 0
-        while j < len(idx) and idx[j] - idx[j - 1] == step:
-            j += 1
-        out.append((i, j - i, idx[i], step))
-        i = j
-    return out
-
-
 @kernel("Gather")
 def gather(ctx, node) -> None:
     data = ctx.value(node.inputs[0])
@@ -185,7 +171,7 @@ def gather(ctx, node) -> None:
                                f"of size {rows}")
         copies = [(pos * inner, first * inner,
                    [(outer, n * inner, rows * inner), (count, inner, step * inner), (inner, 1, 1)])
-                  for pos, count, first, step in _progressions(fixed)]
+                  for pos, count, first, step in progressions(fixed)]
         isz = itemsize(data.dtype)
         # copies into one output are ordered one after the other: few runs of indices are cheaper as
         # DMAs, many as a run-time gather from the index table

@@ -17,7 +17,7 @@ from ..emitter import SBUF_BLOCK
 from ..errors import CompileError
 from ..tiling import row_major_strides
 from . import kernel
-from .datamove import Slots, copy_region, hbm, pattern, sbuf
+from .datamove import Slots, copy_region, hbm, pattern, progressions, sbuf
 
 F32 = np.float32
 LINEAR_DTYPES = ("f32", "bf16", "f16")
@@ -114,15 +114,7 @@ def axis_pieces(m: list[int]) -> list[tuple[int, int, list[tuple[int, int, int]]
         step = m[period] - m[0]
         if step >= 0 and all(m[o + period] == m[o] + step for o in range(n - period)):
             return [(r, m[r], [(len(range(r, n, period)), period, step)]) for r in range(period)]
-    pieces, i = [], 0
-    while i < n:
-        j = i + 1
-        step = m[j] - m[i] if j < n and m[j] >= m[i] else 0
-        while j < n and m[j] - m[j - 1] == step:
-            j += 1
-        pieces.append((i, m[i], [(j - i, 1, step)]))
-        i = j
-    return pieces
+    return [(pos, first, [(count, 1, step)]) for pos, count, first, step in progressions(m)]
 
 
 @kernel("Resize")
