@@ -121,7 +121,7 @@ class LoweringContext:
         dt = storage_dtype(arr.dtype)
         arr = arr.astype(np_dtype(dt)) if arr.dtype != np_dtype(dt) else arr
         dv = self._alloc(name, tuple(arr.shape), dt)
-        self.em.hbm.declare(Tensor(_free_tensor_name(name, self.em), "const", dv.offset, dv.shape, dt,
+        self.em.hbm.declare(Tensor(free_tensor_name(name, self.em), "const", dv.offset, dv.shape, dt,
                                    arr.tobytes()))
         return dv
 
@@ -162,7 +162,7 @@ class LoweringContext:
         return dv
 
 
-def _free_tensor_name(name: str, em: Emitter) -> str:
+def free_tensor_name(name: str, em: Emitter) -> str:
     """`name`, primed until no declared tensor has it."""
     taken = {t.name for t in em.hbm.tensors}
     out = name

@@ -9,7 +9,7 @@ import numpy as np
 from device_model.dtypes import np_dtype
 from device_model.program import HostOp, Program, TapPiece, Tensor
 
-from .context import CompileOptions, DeviceValue, LoweringContext, storage_dtype
+from .context import CompileOptions, DeviceValue, LoweringContext, free_tensor_name, storage_dtype
 from .emitter import Emitter
 from .errors import CompileError
 from .host import host_node_model
@@ -117,10 +117,7 @@ def _declare_scratch(em: Emitter, dv: DeviceValue) -> str:
     for t in em.hbm.tensors:
         if t.offset == dv.offset and tuple(t.shape) == tuple(dv.shape) and t.dtype == dv.dtype:
             return t.name
-    name = dv.name
-    taken = {t.name for t in em.hbm.tensors}
-    while name in taken:
-        name += "'"
+    name = free_tensor_name(dv.name, em)
     em.hbm.declare(Tensor(name, "scratch", dv.offset, dv.shape, dv.dtype))
     return name
 
