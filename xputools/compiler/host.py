@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..runtime.host_runner import ModelRunner
 from .errors import CompileError, UnsupportedError
 from .graph import Graph, Node, expand_node
 
@@ -62,59 +63,6 @@ def host_node_model(node: Node, graph: Graph, input_names: list[str] | None = No
     g = helper.make_graph(nodes, "host_node", g_inputs, g_outputs, initializer=consts)
     opsets = [helper.make_opsetid(d, v) for d, v in sorted(graph.opset.items())]
     return helper.make_model(g, opset_imports=opsets, ir_version=min(onnx.IR_VERSION, 10))
-
-
-# Ops whose onnx.reference kernel gives wrong results, so onnxruntime runs them first (measured
-# against the ONNX formulas): BatchNormalization before opset 14 uses batch statistics (it takes
-# the default momentum for training), grouped ConvTranspose fails to reshape, LRN is off by ~10 %,
-# LSTM/GRU/RNN ignore direction, sequence_lens, activations and clip.
-PREFER_ONNXRUNTIME = {"BatchNormalization", "ConvTranspose", "LRN", "LSTM", "GRU", "RNN"}
-
-
-class ModelRunner:
-    """Runs one small model: the ONNX reference first; onnxruntime if the reference has no kernel
-    for it or fails on it, from then on (and from the start for PREFER_ONNXRUNTIME ops)."""
-
-    def __init__(self, model_bytes: bytes, model: onnx.ModelProto):
-        self.model_bytes = model_bytes
-        self.ort = None
-        if any(n.op_type in PREFER_ONNXRUNTIME and n.domain in ("", "ai.onnx") for n in model.graph.node):
-            self.ort = self._ort_session()
-            if self.ort is not None:
-                self.ref, self.ref_error = None, None
-                return
-        try:
-            from onnx.reference import ReferenceEvaluator
-
-            self.ref = ReferenceEvaluator(model)
-            self.ref_error = None
-        except Exception as exc:
-            self.ref, self.ref_error = None, exc
-            self.ort = self._ort_session()
-            if self.ort is None:
-                raise
-
-    def _ort_session(self):
-        try:
-            import onnxruntime as ort
-
-            opts = ort.SessionOptions()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            opts.log_severity_level = 3
-            return ort.InferenceSession(self.model_bytes, opts, providers=["CPUExecutionProvider"])
-        except Exception:  # noqa: BLE001 - onnxruntime cannot run it either
-            return None
-
-    def __call__(self, feeds: dict) -> list:
-        if self.ort is not None:
-            return self.ort.run(None, feeds)
-        try:
-            return self.ref.run(None, feeds)
-        except Exception:
-            self.ort = self._ort_session()
-            if self.ort is None:
-                raise
-            return self.ort.run(None, feeds)
 
 
 def _evaluator(model: onnx.ModelProto, node: Node) -> ModelRunner:

@@ -1,0 +1,62 @@
+"""A program loaded on the emulated device and run on feeds: outputs, run statistics and taps."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from device_model.machine import Machine, RunResult
+from device_model.program import Program
+
+from .feeds import check_inputs
+from .host_runner import OnnxHostRunner
+from .taps import TapRecorder
+
+
+@dataclass
+class RunOutput:
+    outputs: dict[str, np.ndarray]
+    result: RunResult
+    taps: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class DeviceSession:
+    """A program loaded once on an emulated device and run many times, like an ONNX Runtime
+    InferenceSession. Every run starts at cycle 0 with SBUF and PSUM cleared; HBM keeps the
+    constants, and inputs are written anew."""
+
+    def __init__(self, program: Program, arch=None, cost_jitter=None):
+        self.program = program
+        self.machine = Machine(arch or program.arch_name, host_runner=OnnxHostRunner())
+        self.machine.load(program, cost_jitter=cost_jitter)
+        self._fresh = True
+
+    def run(self, feeds: dict[str, np.ndarray], taps: bool | set[str] = False, observers=()) -> RunOutput:
+        machine, program = self.machine, self.program
+        bound = check_inputs(program, feeds)
+        if not self._fresh:
+            machine.reset()
+            machine.memory.clear_onchip()
+        self._fresh = False
+        for name, arr in bound.items():
+            machine.write_tensor(name, arr)
+        attached = list(observers)
+        recorder = None
+        if taps:
+            recorder = TapRecorder(machine, program.taps, None if taps is True else set(taps))
+            attached.insert(0, recorder)
+        for obs in attached:
+            machine.attach(obs)
+        try:
+            result = machine.run()
+        finally:
+            for obs in attached:
+                machine.detach(obs)
+        outputs = {t.name: machine.read_tensor(t.name) for t in program.outputs()}
+        return RunOutput(outputs, result, recorder.values if recorder else {})
+
+
+def run_program(program: Program, feeds: dict[str, np.ndarray], arch=None, taps: bool | set[str] = False,
+                observers=(), cost_jitter=None) -> RunOutput:
+    """Load `program` on a fresh emulated device, run it on `feeds`, return outputs (and taps)."""
+    return DeviceSession(program, arch, cost_jitter).run(feeds, taps, observers)
