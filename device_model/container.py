@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import struct
 from pathlib import Path
 
 from .assembly import AsmError, format_ap, format_instr, parse_ap, parse_instructions
+from .fileio import write_bytes_atomic
 from .isa import IsaError
 from .program import HostOp, Origin, Program, Tap, TapPiece, Tensor
 
@@ -75,25 +75,9 @@ def program_to_bytes(program: Program) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def save_program(program: Program, path) -> None:
-    """Write atomically: a temp file in the same directory, then rename over `path`."""
-    path = Path(path)
-    data = program_to_bytes(program)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 lets the umask decide the permissions, as for any other output file
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def save_program(program: Program, path, *, force: bool = False, inputs=()) -> None:
+    """Write atomically (temp file + rename); an existing `path` only with `force`, never an input."""
+    write_bytes_atomic(path, program_to_bytes(program), force=force, inputs=inputs)
 
 
 # ---- reading ------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_layout_is_the_documented_one():
 def test_save_is_atomic_and_load_reads_it_back(tmp_path):
     path = tmp_path / "m.xpu"
     path.write_bytes(b"old contents")
-    save_program(sample_program(), path)
+    save_program(sample_program(), path, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.xpu"]  # no temp file left behind
     assert path.read_bytes() == GOOD
     assert load_program(path, expect_arch=XPU1) == sample_program()
@@ -129,7 +129,7 @@ def test_a_failed_save_leaves_the_old_file_alone(tmp_path):
     bad = sample_program()
     bad.instrs[0].op = "frobnicate"
     with pytest.raises(IsaError):
-        save_program(bad, path)
+        save_program(bad, path, force=True)
     assert path.read_bytes() == b"old contents"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.xpu"]
 
