@@ -1,4 +1,7 @@
-"""Shared CLI plumbing: error reporting (one line, exit 2), --debug tracebacks, output safety."""
+"""Shared CLI plumbing for the root `xpu` commands and every tool's `cli.py`: error reporting (one
+line, exit 2), --debug tracebacks, output names, and the compile options that `xpu compile`, `xpu run`
+and `xpu-prof record/sweep` share. It lives outside the `xputools.cli` package so that a tool's CLI
+never imports the root that registers it."""
 from __future__ import annotations
 
 import sys
@@ -96,3 +99,84 @@ def fresh_output_path(path: Path) -> Path:
         if not candidate.exists():
             return candidate
         n += 1
+
+
+# ---- compile options shared by every command that accepts an ONNX model --------------------------
+def compile_options(f):
+    """--precision, --keep, --keep-file, --shape, --calibration, --const-inputs, --arch."""
+    opts = [
+        click.option("--arch", default="xpu1", show_default=True, help="Arch preset name or TOML file."),
+        click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path),
+                     help="int8: .npz of calibration samples (each input name -> [samples, ...shape]).",),
+        click.option("--calibration-method", type=click.Choice(["minmax", "percentile"]), default="minmax",
+                     show_default=True, help="How --calibration picks int8 ranges."),
+        click.option("--shape", "shapes", multiple=True, metavar="NAME=DIMS",
+                     help="Bind an input's symbolic dims, e.g. --shape x=1x3x320x320 (repeatable)."),
+        click.option("--const-inputs", type=click.Path(dir_okay=False, path_type=Path),
+                     help=".npz of inputs to freeze into constants (e.g. a Reshape's shape input)."),
+        click.option("--keep-file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="File of NODE_OR_GLOB=DTYPE lines (# comments), same as --keep."),
+        click.option("--keep", multiple=True, metavar="NODE_OR_GLOB=DTYPE",
+                     help="Keep matching nodes in another precision, e.g. --keep 'head/*=fp32' (repeatable)."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "fp8", "int8"]), default="fp32",
+                     show_default=True, help="Precision of matmul/conv operands and activation tables."),
+    ]
+    for opt in opts:
+        f = opt(f)
+    return f
+
+
+def build_options(precision, keep, keep_file, shapes, calibration, calibration_method, arch, const_inputs=None):
+    """The CompileOptions that the `compile_options` flags describe (files read, specs parsed)."""
+    from device_model.arch import load_arch
+
+    from .compiler.context import CompileOptions
+    from .compiler.frontend import parse_shape_spec
+    from .errors import UserError
+    from .runtime import read_npz
+
+    pairs = [_keep_pair(k, "--keep") for k in keep]
+    if keep_file:
+        try:
+            lines = keep_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{keep_file}: cannot read ({exc})") from None
+        for i, line in enumerate(lines, 1):
+            line = line.split("#", 1)[0].strip()
+            if line:
+                pairs.append(_keep_pair(line, f"{keep_file}:{i}"))
+    bound = dict(parse_shape_spec(s) for s in shapes)
+    calib = read_npz(calibration) if calibration else None
+    frozen = read_npz(const_inputs) if const_inputs else {}
+    return CompileOptions(precision=precision, keep=pairs, shapes=bound, calibration=calib,
+                          calibration_method=calibration_method, arch=load_arch(arch), const_inputs=frozen)
+
+
+def _keep_pair(text: str, where: str) -> tuple[str, str]:
+    from .errors import UserError
+
+    pattern, sep, dtype = text.rpartition("=")
+    if not sep or not pattern:
+        raise UserError(f"{where}: expected NODE_OR_GLOB=DTYPE, e.g. 'head/*=fp32', got {text!r}")
+    return pattern.strip(), dtype.strip()
+
+
+def with_compile_progress(work):
+    """Call `work(progress)`; on a terminal `progress(done, total)` drives a transient progress bar,
+    elsewhere it is None (quiet when piped)."""
+    if not stderr_is_terminal():
+        return work(None)
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("lowering", total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def program_from_path(path: Path, compile_kw: dict):
+    """The Program a command-line source names: `.xpu`/`.xasm` loaded, `.onnx` compiled in memory
+    with the `compile_options` flags in `compile_kw` (progress bar on a terminal)."""
+    from .compiler.loading import load_program_or_model
+
+    options = build_options(**compile_kw) if Path(path).suffix == ".onnx" else None
+    return with_compile_progress(lambda progress: load_program_or_model(path, options, progress))

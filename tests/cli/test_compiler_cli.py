@@ -9,10 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from xputools.cli import cli
-from xputools.registry import register_tools
 
 ROOT = Path(__file__).resolve().parents[2]
-register_tools(cli)
 
 
 def xpu(*args):

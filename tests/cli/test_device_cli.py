@@ -11,11 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from xputools.cli import cli
-from xputools.registry import register_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 GEMM = ROOT / "samples/programs/gemm512.xasm"
-register_tools(cli)
 
 
 def xpu(*args):

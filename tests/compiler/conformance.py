@@ -79,7 +79,7 @@ def _array(value) -> np.ndarray:
 def run_case(case) -> CaseResult:
     from xputools.compiler.context import CompileOptions
     from xputools.compiler.driver import compile_model
-    from xputools.compiler.lower import onnx_outputs
+    from xputools.compiler.outputs import onnx_outputs
     from xputools.runtime import run_program
 
     ops = ",".join(sorted({n.op_type for n in case.model.graph.node}))

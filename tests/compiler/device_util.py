@@ -11,7 +11,7 @@ from onnx import helper
 
 from xputools.compiler.context import CompileOptions
 from xputools.compiler.driver import compile_model
-from xputools.compiler.lower import device_dtype_of_output
+from xputools.compiler.outputs import onnx_output_dtype
 from xputools.runtime import run_program
 
 
@@ -42,7 +42,7 @@ def device_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], precision: 
     compiled = compile_model(model, CompileOptions(precision=precision, **options))
     prog = compiled.program
     out = run_program(prog, feeds)
-    outputs = {k: v.astype(device_dtype_of_output(prog, k)) for k, v in out.outputs.items()}
+    outputs = {k: v.astype(onnx_output_dtype(prog, k)) for k, v in out.outputs.items()}
     return outputs, prog, out.result
 
 

@@ -11,7 +11,7 @@ from device_util import cosine, ort_run
 
 from xputools.compiler.context import CompileOptions
 from xputools.compiler.driver import compile_model
-from xputools.compiler.lower import onnx_outputs
+from xputools.compiler.outputs import onnx_outputs
 from xputools.runtime import read_npz, run_program
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,9 +12,6 @@ from prof_helpers import ROOT, SAMPLES, host_fallback_model
 from xputools.cli import cli as xpu_root
 from xputools.profile.cli import prof
 from xputools.profile.summary import SUMMARY_SCHEMA, SUMMARY_VERSION
-from xputools.registry import register_tools
-
-register_tools(xpu_root)
 
 SUMMARY_KEYS = {"schema", "version", "profile", "trace", "model", "arch", "precision", "batch", "status",
                 "problem", "clock_ghz", "latency", "throughput", "window", "trace_info", "engines",

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from device_model.dtypes import np_dtype
 from device_model.program import HostOp, Program, TapPiece, Tensor
 
 from .context import CompileOptions, DeviceValue, LoweringContext, free_tensor_name, storage_dtype
@@ -120,19 +119,6 @@ def _declare_scratch(em: Emitter, dv: DeviceValue) -> str:
     name = free_tensor_name(dv.name, em)
     em.hbm.declare(Tensor(name, "scratch", dv.offset, dv.shape, dv.dtype))
     return name
-
-
-def onnx_outputs(program: Program, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Device outputs in their ONNX dtypes (bool comes back from u8)."""
-    return {k: v.astype(device_dtype_of_output(program, k), copy=False) for k, v in outputs.items()}
-
-
-def device_dtype_of_output(program: Program, name: str) -> np.dtype:
-    """The ONNX dtype of a graph output (bool is stored as u8 on the device)."""
-    for item in program.meta.get("onnx_dtypes", "").split(","):
-        if item.rpartition(":")[0] == name:
-            return np.dtype(item.rpartition(":")[2])
-    return np_dtype(program.tensor(name).dtype)
 
 
 __all__ = ["CompileError", "lower_graph"]

@@ -7,14 +7,8 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..clikit import CheckFailed, XpuGroup, debug_option, fresh_output_path, stderr_is_terminal
+from ..clikit import CheckFailed, XpuGroup, compile_options, debug_option, fresh_output_path, stderr_is_terminal
 from ..errors import UserError
-
-
-def _compile_options(f):
-    from ..compiler.cli import compile_options
-
-    return compile_options(f)
 
 
 @click.group(cls=XpuGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,7 +113,7 @@ def _record_run(program, feeds, trace, db, progress: bool, **kw):
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
               help="Layers listed in the summary.")
-@_compile_options
+@compile_options
 @debug_option
 def record_cmd(source: Path, output: Path | None, force: bool, inputs_path: Path | None, seed: int,
                flows: bool, gzip: bool, layers: str | None, max_slices: int | None, batch: int | None,
@@ -134,7 +128,7 @@ def record_cmd(source: Path, output: Path | None, force: bool, inputs_path: Path
       xpu-prof record model.onnx --layers 10:20 --flows --gzip
       xpu-prof record gemm.xpu --max-slices 100000
     """
-    from ..cli import load_program_or_model
+    from ..clikit import program_from_path
     from ..runtime import random_inputs, read_npz
     from .database import open_profile
     from .recorder import guess_batch
@@ -145,7 +139,7 @@ def record_cmd(source: Path, output: Path | None, force: bool, inputs_path: Path
     if output is not None and output.name.endswith(".gz"):
         gzip = True
     trace, db = output_paths(source, output, gzip, force)
-    program = load_program_or_model(source, compile_kw)
+    program = program_from_path(source, compile_kw)
     feeds = read_npz(inputs_path) if inputs_path else random_inputs(program, seed)
     if batch is None and source.suffix == ".onnx":
         import onnx
@@ -228,7 +222,7 @@ def diff_cmd(a: Path, b: Path, as_json: bool, top: int) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing -o plot.")
 @click.option("--no-plot", is_flag=True, help="Print the table only.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable (schema xpu-prof-sweep v1).")
-@_compile_options
+@compile_options
 @debug_option
 def sweep_cmd(model: Path, batches: str, latency_slo: float | None, output: Path | None, force: bool,
               no_plot: bool, as_json: bool, **compile_kw) -> None:
@@ -242,7 +236,7 @@ def sweep_cmd(model: Path, batches: str, latency_slo: float | None, output: Path
       xpu-prof sweep model.onnx --batch 1,4,16,64 --latency-slo 2 --precision bf16 -o sweep.png
       xpu-prof sweep bert.onnx --batch 1,2,4 --shape input_ids=1x128
     """
-    from ..compiler.cli import build_options
+    from ..clikit import build_options
     from .sweep import parse_batches, plot_sweep, render_sweep, run_sweep, sweep_report
 
     if not model.is_file():

@@ -1,14 +1,15 @@
-"""Open program files for the CLI: `.xpu` containers and `.xasm` text."""
+"""Open program files: `.xpu` containers and `.xasm` text."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from device_model.program import Program
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def load_program_file(path: Path) -> Program:
+    """The Program in a `.xpu` container or a `.xasm` text file (UserError if it cannot be read)."""
     from device_model.assembly import assemble
     from device_model.container import load_program
 
