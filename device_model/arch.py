@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import XpuError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -23,7 +25,7 @@ DEFAULT_ARCH = "xpu1"
 MATMUL_DTYPES = ("f32", "bf16", "f16", "fp8e4", "fp8e5", "i8")
 
 
-class ArchError(ValueError):
+class ArchError(XpuError, ValueError):
     """A preset that is missing, malformed or describes an impossible device."""
 
 

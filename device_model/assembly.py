@@ -12,6 +12,7 @@ import re
 
 from .arch import ArchError, load_arch, preset_names
 from .dtypes import np_dtype
+from .errors import XpuError
 from .isa import (
     AP,
     ENGINES,
@@ -30,7 +31,7 @@ DEFAULT_ARCH_NAME = "xpu1"
 DIRECTIVES = (".arch", ".meta", ".tensor", ".origin", ".hostop", ".tap", ".piece")
 
 
-class AsmError(ValueError):
+class AsmError(XpuError, ValueError):
     """Text that is not valid XPU assembly; the message names the place and what was expected."""
 
 

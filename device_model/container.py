@@ -17,6 +17,7 @@ import struct
 from pathlib import Path
 
 from .assembly import AsmError, format_ap, format_instr, parse_ap, parse_instructions
+from .errors import XpuError
 from .fileio import write_bytes_atomic
 from .isa import IsaError
 from .program import HostOp, Origin, Program, Tap, TapPiece, Tensor
@@ -31,7 +32,7 @@ MAX_BLOB = 64 << 30
 BLOB_ALIGN = 64  # constants start on 64-byte boundaries inside the blob
 
 
-class ProgramFormatError(ValueError):
+class ProgramFormatError(XpuError, ValueError):
     """A `.xpu` file that is corrupt, truncated, from a newer writer or for another arch."""
 
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from .arch import Arch
 from .dtypes import FLOAT_DTYPES, INT_DTYPES, np_dtype
+from .errors import XpuError
 from .isa import ALU_OPS, AP, MATMUL_TYPES, Instr, attr, engine_kind
 from .memory import Memory
 from .numerics import activation, cast, to_f32
@@ -45,7 +46,7 @@ from .numerics import activation, cast, to_f32
 Executor = Callable[[], None]
 
 
-class ExecError(RuntimeError):
+class ExecError(XpuError, RuntimeError):
     """An instruction that cannot execute: bad operands for its opcode, or bad data at run time."""
 
 

@@ -14,8 +14,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import XpuError
 
-class OutputError(ValueError):
+
+class OutputError(XpuError, ValueError):
     """An output path cannot be written (exists, is an input, no such directory, disk full...)."""
 
 

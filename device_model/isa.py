@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from .dtypes import DTYPES, itemsize
+from .errors import XpuError
 
 SPACES = ("hbm", "sbuf", "psum")
 MAX_FREE_DIMS = 4
@@ -20,7 +21,7 @@ ENGINES = COMPUTE_ENGINES + DMA_ENGINES + (HOST_ENGINE,)  # fixed order (also th
 ENGINE_INDEX = {name: i for i, name in enumerate(ENGINES)}
 
 
-class IsaError(ValueError):
+class IsaError(XpuError, ValueError):
     """An instruction or access pattern that the ISA does not allow."""
 
 

@@ -24,6 +24,7 @@ from threadpoolctl import ThreadpoolController
 from .arch import Arch, load_arch
 from .dtypes import np_dtype
 from .engines import ExecError, build_executor
+from .errors import EXIT_CHECK_FAILED, XpuError
 from .isa import ENGINES, Instr, engine_kind
 from .memory import Memory
 from .program import Program
@@ -33,11 +34,15 @@ OBSERVER_HOOKS = ("on_issue", "on_complete", "on_semaphore", "on_memory_access",
 _READ_ONLY = ("dst", "accum")  # operand names that are written, not read
 
 
-class MachineError(RuntimeError):
+class MachineError(XpuError, RuntimeError):
     """A program fault at run time: names the engine, instruction index and what went wrong."""
 
 
 class HangError(MachineError):
+    """No engine can make progress: the report says who waits on what (a hang found: exit 1)."""
+
+    exit_code = EXIT_CHECK_FAILED
+
     def __init__(self, report: "HangReport"):
         super().__init__(report.text())
         self.report = report

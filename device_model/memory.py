@@ -5,10 +5,11 @@ import numpy as np
 
 from .arch import Arch
 from .dtypes import np_dtype
+from .errors import XpuError
 from .isa import AP
 
 
-class AccessError(RuntimeError):
+class AccessError(XpuError, RuntimeError):
     """An access pattern that reaches outside its memory."""
 
 

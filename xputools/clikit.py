@@ -10,61 +10,42 @@ from pathlib import Path
 
 import click
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+from device_model.errors import EXIT_BAD_INPUT, XpuError
 
+from .errors import CheckFailed
 
-class CheckFailed(Exception):
-    """A check the user asked for failed (gate, mismatch, hang found): exit 1."""
+__all__ = ["CheckFailed", "XpuGroup", "debug_option", "compile_options", "build_options", "program_from_path",
+           "with_compile_progress", "fresh_output_path", "stderr_is_terminal"]
 
-
-def _user_error_types() -> tuple[type, ...]:
-    from device_model.arch import ArchError
-    from device_model.isa import IsaError
-    from device_model.memory import AccessError
-
-    from .errors import UserError
-
-    types: list[type] = [UserError, ArchError, IsaError, AccessError, click.FileError]
-    for mod, name in (("device_model.assembly", "AsmError"), ("device_model.container", "ProgramFormatError"),
-                      ("xputools.compiler.errors", "CompileError")):
-        try:
-            types.append(getattr(__import__(mod, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(types)
+EXIT_INTERNAL_ERROR = 3
 
 
 class XpuGroup(click.Group):
-    """A click group that turns known errors into one stderr line and the documented exit codes."""
+    """A click group that turns an XpuError into its message on stderr and its `exit_code`; any other
+    exception is an internal error (exit 3, traceback with --debug)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except CheckFailed as exc:
-            if str(exc):
-                click.echo(str(exc), err=True)
-            ctx.exit(EXIT_CHECK_FAILED)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:  # noqa: BLE001 - the CLI boundary
-            from device_model.machine import HangError, MachineError
-
             debug = ctx.meta.get("xpu_debug") or "--debug" in sys.argv[1:]
             if debug:
                 traceback.print_exc()
-            if isinstance(exc, HangError):
-                click.echo(str(exc), err=True)
-                ctx.exit(EXIT_CHECK_FAILED)
-            if isinstance(exc, (MachineError,) + _user_error_types()):
-                click.echo(f"error: {_one_line(exc)}", err=True)
-                ctx.exit(EXIT_BAD_INPUT)
+            if isinstance(exc, XpuError):
+                if exc.exit_code == EXIT_BAD_INPUT:
+                    click.echo(f"error: {_one_line(exc)}", err=True)
+                elif str(exc):  # a failed check: its report, as written
+                    click.echo(str(exc), err=True)
+                ctx.exit(exc.exit_code)
             if not debug:
                 click.echo(f"internal error: {type(exc).__name__}: {_one_line(exc)} "
                            "(rerun with --debug for the traceback)", err=True)
-            ctx.exit(3)
+            ctx.exit(EXIT_INTERNAL_ERROR)
 
 
 def _one_line(exc: BaseException) -> str:
