@@ -81,7 +81,7 @@ def elementwise_program(n_ops: int, free: int = 64) -> Program:
     ins.append(Instr("dma1", "dma_copy", {"dst": AP("hbm", 128 * free * 4, ((free, 128), (1, free)), "f32"),
                                           "src": tile(n_ops)}, waits=((2, n_ops // 5),)))
     tensors = [Tensor("x", "input", 0, (128, free), "f32"), Tensor("y", "output", 128 * free * 4, (128, free), "f32")]
-    return Program("xpu1", arch.hash, ins, tensors)
+    return Program(arch, ins, tensors)
 
 
 def elementwise_plain(x, n_ops, free=64):

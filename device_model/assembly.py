@@ -10,7 +10,7 @@ import binascii
 import json
 import re
 
-from .arch import ArchError, load_arch, preset_names
+from .arch import Arch, ArchError, arch_from_dict, load_arch, preset_names
 from .dtypes import np_dtype
 from .errors import XpuError
 from .isa import (
@@ -28,7 +28,7 @@ from .isa import (
 from .program import TENSOR_KINDS, HostOp, Origin, Program, Tap, TapPiece, Tensor
 
 DEFAULT_ARCH_NAME = "xpu1"
-DIRECTIVES = (".arch", ".meta", ".tensor", ".origin", ".hostop", ".tap", ".piece")
+DIRECTIVES = (".arch", ".archdesc", ".meta", ".tensor", ".origin", ".hostop", ".tap", ".piece")
 
 
 class AsmError(XpuError, ValueError):
@@ -378,7 +378,9 @@ def _parse_shape(text: str, what: str) -> tuple[int, ...]:
 class _Assembler:
     def __init__(self, source: str):
         self.source = source
-        self.arch: tuple[str, str] | None = None
+        self.arch: tuple[str, str | None] | None = None  # (name, hash) as written
+        self.arch_desc: dict | None = None
+        self.arch_line = 1  # where .arch / .archdesc was given, for errors
         self.meta: dict[str, str] = {}
         self.tensors: list[Tensor] = []
         self.tensor_lines: dict[str, int] = {}
@@ -432,17 +434,47 @@ class _Assembler:
             raise AsmError(".arch given twice")
         if not 1 <= len(args) <= 2:
             raise AsmError("expected .arch NAME [HASH]")
-        name = _name(args[0], ".arch name")
-        if len(args) == 2:
-            self.arch = (name, _name(args[1], ".arch hash"))
-            return
-        if name not in preset_names():
-            raise AsmError(f".arch {name}: not a preset ({', '.join(preset_names())}); "
-                           "give its hash: .arch NAME HASH")
+        self.arch = (_name(args[0], ".arch name"), _name(args[1], ".arch hash") if len(args) == 2 else None)
+        self.arch_line = lineno
+
+    def d_archdesc(self, args: list[str], lineno: int) -> None:
+        if self.arch_desc is not None:
+            raise AsmError(".archdesc given twice")
+        if len(args) != 1 or not args[0].startswith('"'):
+            raise AsmError('expected .archdesc "JSON" (the arch description as one JSON string)')
         try:
-            self.arch = (name, load_arch(name).hash)
+            desc = json.loads(_quoted(args[0], ".archdesc"))
+        except (ValueError, RecursionError) as exc:
+            raise AsmError(f".archdesc: not JSON ({exc})") from None
+        if not isinstance(desc, dict):
+            raise AsmError(".archdesc: expected a JSON object")
+        self.arch_desc = desc
+        self.arch_line = lineno
+
+    def resolve_arch(self) -> Arch:
+        """The arch the program names: its `.archdesc`, else the bundled preset `.arch` names."""
+        name, digest = self.arch or (None, None)
+        if self.arch_desc is not None:
+            try:
+                arch = arch_from_dict(self.arch_desc, ".archdesc")
+            except ArchError as exc:
+                raise AsmError(str(exc)) from None
+            if (name, digest) != (None, None) and (name != arch.name or digest not in (None, arch.hash)):
+                raise AsmError(f".arch {name} {digest or ''}".rstrip() + f" does not match its .archdesc "
+                               f"(arch {arch.name!r}, hash {arch.hash})")
+            return arch
+        name = name or DEFAULT_ARCH_NAME
+        if name not in preset_names():
+            raise AsmError(f".arch {name}: not a preset ({', '.join(preset_names())}); a program for another "
+                           'arch carries its description: .archdesc "JSON"')
+        try:
+            arch = load_arch(name)
         except ArchError as exc:
             raise AsmError(str(exc)) from None
+        if digest is not None and digest != arch.hash:
+            raise AsmError(f".arch {name} {digest}: built for another version of {name} (the bundled one "
+                           f"has hash {arch.hash}); give its description with .archdesc or rebuild it")
+        return arch
 
     def d_meta(self, args: list[str], lineno: int) -> None:
         if len(args) != 2 or not args[1].startswith('"'):
@@ -546,8 +578,10 @@ class _Assembler:
 
     # -- cross-references and the Program
     def finish(self) -> Program:
-        if self.arch is None:
-            self.arch = (DEFAULT_ARCH_NAME, load_arch(DEFAULT_ARCH_NAME).hash)
+        try:
+            arch = self.resolve_arch()
+        except AsmError as exc:
+            self.fail(self.arch_line, str(exc))
         counts = {e: 0 for e in ENGINES}
         for ins, lineno in self.instrs:
             counts[ins.engine] += 1
@@ -566,7 +600,7 @@ class _Assembler:
                 self.fail(lineno, f"tap {tap.name}: after={tap.after_engine}:{tap.after_index} names no "
                                   f"instruction (a tap with pieces needs after=ENGINE:INDEX, INDEX "
                                   f"counting that engine's instructions from 0)")
-        program = Program(self.arch[0], self.arch[1], [i for i, _ in self.instrs], self.tensors,
+        program = Program(arch, [i for i, _ in self.instrs], self.tensors,
                           self.origins, [t for t, _ in self.taps], self.meta, [h for h, _ in self.host_ops])
         try:
             program.validate()
@@ -594,10 +628,16 @@ def _comment_text(text: str) -> str:
     return text if text.isprintable() else json.dumps(text)
 
 
+def _is_bundled(arch: Arch) -> bool:
+    return arch.name in preset_names() and load_arch(arch.name).hash == arch.hash
+
+
 def disassemble(program: Program, data: bool = True, annotate: bool = False) -> str:
     """The program as assembly. With data=False constants lose their data (the text then no
     longer assembles); annotate=True adds `; node=NAME (OP_TYPE)` after each instruction."""
     out = [f".arch {format_name(program.arch_name)} {format_name(program.arch_hash)}"]
+    if not _is_bundled(program.arch):
+        out.append(f".archdesc {json.dumps(json.dumps(program.arch.raw, separators=(',', ':')))}")
     out += [f".meta {format_name(k)} {json.dumps(v)}" for k, v in program.meta.items()]
     for t in program.tensors:
         line = (f".tensor {t.kind} {format_name(t.name)} @{hex(t.offset)} shape={format_shape(t.shape)} "

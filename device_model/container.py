@@ -16,6 +16,7 @@ import os
 import struct
 from pathlib import Path
 
+from .arch import Arch, ArchError, arch_from_dict
 from .assembly import AsmError, format_ap, format_instr, parse_ap, parse_instructions
 from .errors import XpuError
 from .fileio import write_bytes_atomic
@@ -23,7 +24,7 @@ from .isa import IsaError
 from .program import HostOp, Origin, Program, Tap, TapPiece, Tensor
 
 MAGIC = b"XPUPROG\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the header carries the arch's full description
 PREFIX = struct.Struct("<8sIQQQ")  # magic, version, header_len, code_len, blob_len
 DIGEST_LEN = 32
 MAX_HEADER = 64 << 20
@@ -50,7 +51,7 @@ def program_to_bytes(program: Program) -> bytes:
         return [start, len(data)]
 
     header = {
-        "arch": {"name": program.arch_name, "hash": program.arch_hash},
+        "arch": {"name": program.arch_name, "hash": program.arch_hash, "description": program.arch.raw},
         "meta": dict(program.meta),
         "tensors": [{"name": t.name, "kind": t.kind, "offset": t.offset, "shape": list(t.shape),
                      "dtype": t.dtype, "data": None if t.data is None else put(bytes(t.data))}
@@ -97,6 +98,10 @@ def _check_prefix(prefix: bytes, total: int) -> tuple[int, int, int]:
     if version > FORMAT_VERSION:
         raise ProgramFormatError(f"written by a newer xputools (.xpu format version {version}; this one "
                                  f"reads version {FORMAT_VERSION}): upgrade xputools")
+    if 1 <= version < FORMAT_VERSION:
+        raise ProgramFormatError(f"written by an older xputools (.xpu format version {version}; this one reads "
+                                 f"version {FORMAT_VERSION}, which carries the arch description): recompile "
+                                 "it (xpu compile) or reassemble it (xpu asm)")
     if version != FORMAT_VERSION:
         raise ProgramFormatError(f"unsupported .xpu format version {version} (expected {FORMAT_VERSION})")
     for what, size, limit in (("header", head_len, MAX_HEADER), ("code", code_len, MAX_CODE),
@@ -174,17 +179,10 @@ def _from_bytes(data: memoryview, expect_arch) -> Program:
     return program
 
 
-def _check_arch(program: Program, arch) -> None:
-    if arch is None:
-        return
-    if program.arch_name != arch.name:
-        raise ProgramFormatError(f"built for arch {program.arch_name!r} (hash {program.arch_hash}), not "
-                                 f"{arch.name!r}: it needs arch {program.arch_name}; run it there or "
-                                 f"rebuild it for {arch.name}")
-    if program.arch_hash != arch.hash:
-        raise ProgramFormatError(f"built for a different version of arch {arch.name!r} (hash "
-                                 f"{program.arch_hash}, this one is {arch.hash}): rebuild it for "
-                                 f"{arch.name}")
+def _check_arch(program: Program, arch: Arch | None) -> None:
+    problem = None if arch is None else program.arch_mismatch(arch)
+    if problem:
+        raise ProgramFormatError(problem)
 
 
 class _HeaderReader:
@@ -241,7 +239,7 @@ class _HeaderReader:
     def program(self, header) -> Program:
         h = self.obj(header, ("arch", "meta", "tensors", "origins", "host_ops", "taps", "instructions"),
                      "header")
-        arch = self.obj(h["arch"], ("name", "hash"), "arch")
+        arch = self.arch(h["arch"])
         meta = h["meta"]
         if not isinstance(meta, dict):
             self.fail("meta", "expected an object")
@@ -272,8 +270,22 @@ class _HeaderReader:
                 self.bytes(op["payload"], f"{w}.payload")))
         taps = [self.tap(t, f"taps[{i}]") for i, t in enumerate(self.list(h["taps"], "taps"))]
         self.instruction_count = self.int(h["instructions"], "instructions", 0)
-        return Program(self.str(arch["name"], "arch.name"), self.str(arch["hash"], "arch.hash"), [],
-                       tensors, origins, taps, dict(meta), host_ops)
+        return Program(arch, [], tensors, origins, taps, dict(meta), host_ops)
+
+    def arch(self, value) -> Arch:
+        """The embedded arch description, validated like a preset file; its name and hash must agree."""
+        a = self.obj(value, ("name", "hash", "description"), "arch")
+        name, digest = self.str(a["name"], "arch.name"), self.str(a["hash"], "arch.hash")
+        if not isinstance(a["description"], dict):
+            self.fail("arch.description", "expected an object")
+        try:
+            arch = arch_from_dict(a["description"], "arch.description")
+        except ArchError as exc:
+            self.fail("arch", str(exc))
+        if (arch.name, arch.hash) != (name, digest):
+            self.fail("arch", f"the description is arch {arch.name!r} (hash {arch.hash}), the header says "
+                              f"{name!r} (hash {digest})")
+        return arch
 
     def tap(self, t, w: str) -> Tap:
         t = self.obj(t, ("name", "shape", "dtype", "pieces", "after_engine", "after_index", "fused_into"), w)

@@ -150,8 +150,9 @@ class Machine:
         every instruction's cost: a correctly synchronised program gives identical outputs under
         any jitter (a missing semaphore shows up as a difference)."""
         program.validate()
-        if program.arch_name != self.arch.name:
-            raise MachineError(f"program was built for arch {program.arch_name}, machine is {self.arch.name}")
+        problem = program.arch_mismatch(self.arch)
+        if problem:
+            raise MachineError(f"cannot load on this machine: the program was {problem}")
         self.program = program
         self.memory = Memory(self.arch, program.hbm_extent(), *program.onchip_extents())
         for t in program.tensors:

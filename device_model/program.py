@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .arch import Arch
 from .dtypes import np_dtype
 from .isa import AP, ENGINES, Instr, IsaError, validate_ap, validate_instr
 
@@ -90,14 +91,34 @@ class HostOp:
 
 @dataclass
 class Program:
-    arch_name: str
-    arch_hash: str
+    """A compiled program and the full description of the arch it was built for, so it runs
+    anywhere without the preset or TOML file it was compiled against."""
+
+    arch: Arch
     instrs: list[Instr] = field(default_factory=list)  # program order; each engine's stream is its subsequence
     tensors: list[Tensor] = field(default_factory=list)
     origins: list[Origin] = field(default_factory=list)
     taps: list[Tap] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
     host_ops: list[HostOp] = field(default_factory=list)
+
+    @property
+    def arch_name(self) -> str:
+        return self.arch.name
+
+    @property
+    def arch_hash(self) -> str:
+        return self.arch.hash
+
+    def arch_mismatch(self, arch: Arch) -> str | None:
+        """Why this program cannot run on `arch`, or None when it was built for exactly that arch."""
+        if self.arch_name != arch.name:
+            return (f"built for arch {self.arch_name!r} (hash {self.arch_hash}), not {arch.name!r}: it needs "
+                    f"arch {self.arch_name}; run it there or rebuild it for {arch.name}")
+        if self.arch_hash != arch.hash:
+            return (f"built for a different version of arch {arch.name!r} (hash {self.arch_hash}, this one is "
+                    f"{arch.hash}): rebuild it for {arch.name}")
+        return None
 
     def streams(self) -> dict[str, list[Instr]]:
         out: dict[str, list[Instr]] = {e: [] for e in ENGINES}

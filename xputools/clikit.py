@@ -86,7 +86,8 @@ def fresh_output_path(path: Path) -> Path:
 def compile_options(f):
     """--precision, --keep, --keep-file, --shape, --calibration, --const-inputs, --arch."""
     opts = [
-        click.option("--arch", default="xpu1", show_default=True, help="Arch preset name or TOML file."),
+        click.option("--arch", help="Arch preset name or TOML file [default: xpu1]. For a .xpu/.xasm program: "
+                                    "the arch it must have been built for."),
         click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path),
                      help="int8: .npz of calibration samples (each input name -> [samples, ...shape]).",),
         click.option("--calibration-method", type=click.Choice(["minmax", "percentile"]), default="minmax",
@@ -109,8 +110,6 @@ def compile_options(f):
 
 def build_options(precision, keep, keep_file, shapes, calibration, calibration_method, arch, const_inputs=None):
     """The CompileOptions that the `compile_options` flags describe (files read, specs parsed)."""
-    from device_model.arch import load_arch
-
     from .compiler.context import CompileOptions
     from .compiler.frontend import parse_shape_spec
     from .errors import UserError
@@ -130,7 +129,7 @@ def build_options(precision, keep, keep_file, shapes, calibration, calibration_m
     calib = read_npz(calibration) if calibration else None
     frozen = read_npz(const_inputs) if const_inputs else {}
     return CompileOptions(precision=precision, keep=pairs, shapes=bound, calibration=calib,
-                          calibration_method=calibration_method, arch=load_arch(arch), const_inputs=frozen)
+                          calibration_method=calibration_method, arch=arch, const_inputs=frozen)
 
 
 def _keep_pair(text: str, where: str) -> tuple[str, str]:
@@ -157,7 +156,11 @@ def with_compile_progress(work):
 def program_from_path(path: Path, compile_kw: dict):
     """The Program a command-line source names: `.xpu`/`.xasm` loaded, `.onnx` compiled in memory
     with the `compile_options` flags in `compile_kw` (progress bar on a terminal)."""
+    from .compiler.context import CompileOptions
     from .compiler.loading import load_program_or_model
 
-    options = build_options(**compile_kw) if Path(path).suffix == ".onnx" else None
+    if Path(path).suffix == ".onnx":
+        options = build_options(**compile_kw)
+    else:  # a built program: only --arch means something (the arch it must be for)
+        options = CompileOptions(arch=compile_kw.get("arch"))
     return with_compile_progress(lambda progress: load_program_or_model(path, options, progress))

@@ -73,7 +73,7 @@ def build() -> Program:
                Tensor("c", "output", C_OFF, (S, S), "f32")]
     origins = [Origin("load", "DMA"), Origin("gemm", "MatMul"), Origin("evacuate", "Copy"),
                Origin("store", "DMA")]
-    return Program("xpu1", arch.hash, ins, tensors, origins, [], {"title": "tiled 512x512x512 bf16 GEMM"})
+    return Program(arch, ins, tensors, origins, [], {"title": "tiled 512x512x512 bf16 GEMM"})
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from hypothesis import strategies as st
 
+from device_model.arch import Arch, arch_from_dict, load_arch
 from device_model.dtypes import DTYPES, np_dtype
 from device_model.isa import AP, ENGINES, OPCODES, SPACES, Instr
 from device_model.program import TENSOR_KINDS, HostOp, Origin, Program, Tap, TapPiece, Tensor
@@ -116,6 +118,20 @@ def taps(draw, counts: dict[str, int]) -> Tap:
 
 
 @st.composite
+def arches(draw) -> Arch:
+    """A bundled preset, or a custom arch (a preset with another name and clock) that only the
+    program itself describes."""
+    base = load_arch(draw(st.sampled_from(["xpu1", "xpu1-edge"])))
+    if draw(st.booleans()):
+        return base
+    raw = json.loads(json.dumps(base.raw))
+    raw["name"] = draw(names)
+    raw["description"] = draw(st.text(max_size=20))
+    raw["clock_ghz"] = draw(st.floats(0.1, 4.0, allow_nan=False))
+    return arch_from_dict(raw)
+
+
+@st.composite
 def programs(draw, max_instrs: int = 8) -> Program:
     """A Program that passes Program.validate()."""
     tensor_names = draw(st.lists(names, max_size=4, unique=True))
@@ -129,10 +145,9 @@ def programs(draw, max_instrs: int = 8) -> Program:
     for ins in code:
         counts[ins.engine] += 1
     prog_taps = draw(st.lists(taps(counts), max_size=3))
-    arch_name = draw(st.one_of(st.just("xpu1"), names))
-    arch_hash = draw(st.one_of(st.from_regex(r"[0-9a-f]{16}", fullmatch=True), names))
+    arch = draw(arches())
     meta = draw(st.dictionaries(names, st.text(max_size=20), max_size=3))
-    program = Program(arch_name, arch_hash, code, prog_tensors, origins, prog_taps, meta, host_ops)
+    program = Program(arch, code, prog_tensors, origins, prog_taps, meta, host_ops)
     program.validate()
     return program
 

@@ -2,13 +2,14 @@
 that name the line and what was expected."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from device_model.arch import load_arch
+from device_model.arch import arch_from_dict, load_arch
 from device_model.assembly import (
     AsmError,
     assemble,
@@ -183,7 +184,7 @@ def _program() -> Program:
     origins = [Origin("load x", "DMA"), Origin('/blk.0/"act"\nnew line', "Gelu"), Origin("store", "")]
     taps = [Tap("/blk.0/act_out", (128, 64), "f32", [TapPiece(sb(256, 64), 0, (64, 1))], "act", 0),
             Tap("fused", (), "f32", fused_into="/blk.0/act_out")]
-    return Program("xpu1", XPU1_HASH, ins, tensors, origins, taps, {"source": "model.onnx", "note": 'a "q"'})
+    return Program(load_arch("xpu1"), ins, tensors, origins, taps, {"source": "model.onnx", "note": 'a "q"'})
 
 
 def test_disassembly_of_a_program_reads_well_and_round_trips():
@@ -240,8 +241,25 @@ def test_default_arch_comments_blank_lines_labels_and_crlf():
 
 def test_arch_without_hash_takes_the_preset_hash():
     p = assemble(".arch xpu1-edge\n")
-    assert p.arch_hash == load_arch("xpu1-edge").hash
-    assert assemble(".arch custom abc123\n").arch_hash == "abc123"
+    assert p.arch == load_arch("xpu1-edge")
+
+
+def test_a_custom_arch_travels_in_the_text():
+    raw = json.loads(json.dumps(load_arch("xpu1").raw))
+    raw.update(name="custom", clock_ghz=2.0)
+    custom = arch_from_dict(raw)
+    text = disassemble(Program(custom, [Instr("pool", "nop", {}, {})]))
+    assert ".archdesc" in text
+    assert assemble(text).arch == custom
+    # a name that is not a preset, without its description, cannot be run anywhere: refused
+    with pytest.raises(AsmError, match="not a preset.*archdesc"):
+        assemble(".arch custom abc123\n")
+    # a preset name with another version's hash: refused, saying what to do
+    with pytest.raises(AsmError, match="another version of xpu1.*archdesc or rebuild"):
+        assemble(".arch xpu1 0123456789abcdef\n")
+    # the description and the .arch line must agree
+    with pytest.raises(AsmError, match="does not match its .archdesc"):
+        assemble(text.replace(".arch custom", ".arch other"))
 
 
 def test_sample_programs_assemble_and_round_trip():
@@ -277,9 +295,9 @@ GOOD = "dve memset dst=sbuf[0:+1]@0x0{1:4}:f32"
     ("lonely:\n", 1, "label 'lonely' has no instruction after it"),
     ("a:\nb:\n" + GOOD + "\n", 2, "two labels ('a', 'b')"),
     ('.meta k "unterminated\n', 1, "unterminated string"),
-    (".bogus 1\n", 1, "unknown directive .bogus (expected .arch, .meta"),
+    (".bogus 1\n", 1, "unknown directive .bogus (expected .arch, .archdesc, .meta"),
     (".arch a 1\n.arch b 2\n", 2, ".arch given twice"),
-    (".arch nosuch\n", 1, ".arch nosuch: not a preset (xpu1, xpu1-edge); give its hash"),
+    (".arch nosuch\n", 1, ".arch nosuch: not a preset (xpu1, xpu1-edge); a program for another arch carries"),
     (".meta k v\n", 1, 'expected .meta KEY "value"'),
     (".meta k \"1\"\n.meta k \"2\"\n", 2, ".meta k given twice"),
     (".tensor weight w @0 shape=1 dtype=f32\n", 1, "unknown tensor kind 'weight' (expected input, output"),

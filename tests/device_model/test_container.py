@@ -55,7 +55,7 @@ def sample_program() -> Program:
     taps = [Tap("/in/Relu_out", (128, 64), "f32", [TapPiece(sb(1024, 64), 0, (64, 1))], "act", 0),
             Tap("/in/Add_out", (128, 64), "f32", fused_into="/in/Relu_out")]
     host_ops = [HostOp("h0", "Identity", ["y"], ["y"], b"\x00payload\xff")]
-    return Program("xpu1", XPU1.hash, ins, tensors, origins, taps, {"source": "m.onnx"}, host_ops)
+    return Program(XPU1, ins, tensors, origins, taps, {"source": "m.onnx"}, host_ops)
 
 
 GOOD = program_to_bytes(sample_program())
@@ -101,11 +101,11 @@ def test_round_trip_keeps_everything():
 
 def test_layout_is_the_documented_one():
     magic, version, h, c, b = PREFIX.unpack(GOOD[:PREFIX.size])
-    assert (magic, version, PREFIX.size) == (b"XPUPROG\0", 1, 36)
+    assert (magic, version, PREFIX.size) == (b"XPUPROG\0", 2, 36)
     assert len(GOOD) == PREFIX.size + h + c + b + 32
     assert hashlib.sha256(GOOD[:-32]).digest() == GOOD[-32:]
     header = header_of()
-    assert header["arch"] == {"name": "xpu1", "hash": XPU1.hash}
+    assert header["arch"] == {"name": "xpu1", "hash": XPU1.hash, "description": XPU1.raw}
     assert header["instructions"] == 5
     code = GOOD[PREFIX.size + h:PREFIX.size + h + c].decode()
     assert code.splitlines()[0].startswith("load: dma0 dma_copy dst=sbuf[0:+128]@0x0{1:64}:f32")
@@ -177,8 +177,27 @@ def test_bad_magic():
 
 
 def test_newer_version_asks_for_an_upgrade():
-    fails(forge(version=FORMAT_VERSION + 1), "written by a newer xputools", "version 2", "upgrade xputools")
+    fails(forge(version=FORMAT_VERSION + 1), "written by a newer xputools", f"version {FORMAT_VERSION + 1}",
+          "upgrade xputools")
     fails(forge(version=0), "unsupported .xpu format version 0")
+
+
+def test_a_version_1_file_is_refused_with_what_to_do():
+    fails(forge(version=1), "written by an older xputools", "version 1", "recompile it (xpu compile)")
+
+
+def test_the_arch_description_travels_and_is_checked():
+    custom = json.loads(json.dumps(XPU1.raw))
+    custom.update(name="custom", clock_ghz=2.0)
+    arch = arch_from_dict(custom)
+    program = sample_program()
+    program.arch = arch
+    assert program_from_bytes(program_to_bytes(program)).arch == arch
+    fails(forge(_edit(lambda h: h["arch"].update(hash="0" * 16))), "corrupt header: arch",
+          f"the description is arch 'xpu1' (hash {XPU1.hash})")
+    fails(forge(_edit(lambda h: h["arch"]["description"].update(clock_ghz=-1))), "corrupt header: arch",
+          "clock_ghz", "must be > 0")
+    fails(forge(_edit(lambda h: h["arch"].pop("description"))), "arch: missing 'description'")
 
 
 def test_oversized_declared_lengths_are_rejected_before_allocating(tmp_path):

@@ -25,7 +25,7 @@ def hbm(off, rows, n, dtype="f32"):
 
 
 def program(instrs, tensors):
-    return Program("xpu1", ARCH.hash, instrs, tensors)
+    return Program(ARCH, instrs, tensors)
 
 
 def load_store_program(with_act=True):

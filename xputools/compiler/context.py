@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from device_model.arch import Arch
+from device_model.arch import Arch, load_arch
 from device_model.dtypes import dtype_name, np_dtype
 from device_model.isa import AP
 from device_model.program import Tensor
@@ -23,15 +23,21 @@ DTYPE_ALIASES = {"fp32": "f32", "f32": "f32", "float32": "f32", "bf16": "bf16", 
 
 @dataclass
 class CompileOptions:
+    """Everything a compile depends on. `arch` (an Arch, a preset name or a TOML path; None: the
+    default preset) is the one place the target arch is given; the program embeds it. Loading a
+    compiled program with options whose `arch` is set checks that the program is for that arch."""
+
     precision: str = "fp32"
     keep: list[tuple[str, str]] = field(default_factory=list)  # (node name or glob, precision)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     const_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # inputs frozen into constants
     calibration: dict[str, np.ndarray] | None = None
     calibration_method: str = "minmax"  # or "percentile"
-    arch: Arch | None = None
+    arch: Arch | str | None = None
 
     def __post_init__(self):
+        if self.arch is not None:
+            self.arch = load_arch(self.arch)
         if self.precision not in PRECISIONS:
             raise CompileError(f"unknown precision {self.precision!r} (choose {', '.join(PRECISIONS)})")
         for pattern, dt in self.keep:

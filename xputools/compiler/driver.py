@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from device_model.arch import load_arch
 from device_model.program import Program
 
 from .context import CompileOptions
@@ -22,7 +21,6 @@ class Compiled:
 def compile_model(source, options: CompileOptions | None = None, progress=None) -> Compiled:
     """Compile an ONNX model (path, bytes or ModelProto). `progress(done, total)` is called per node."""
     options = options or CompileOptions()
-    arch = options.arch or load_arch()
     model = load_model(source)
     graph = import_model(model, options.shapes, options.const_inputs)
     graph = run_passes(graph)
@@ -30,7 +28,7 @@ def compile_model(source, options: CompileOptions | None = None, progress=None) 
         from .quantize import quantize_graph
 
         graph = quantize_graph(graph, options)
-    program = lower_graph(graph, options, arch, progress)
+    program = lower_graph(graph, options, progress)
     program.meta.setdefault("precision", options.precision)
     program.meta.setdefault("model", getattr(graph, "name", ""))
     return Compiled(program, graph)

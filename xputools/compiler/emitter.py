@@ -168,7 +168,7 @@ class Emitter:
 
     # ---- result ---------------------------------------------------------------------------
     def program(self, meta: dict[str, str] | None = None) -> Program:
-        prog = Program(self.arch.name, self.arch.hash, self.instrs, self.hbm.tensors, self.origins,
+        prog = Program(self.arch, self.instrs, self.hbm.tensors, self.origins,
                        self.taps, dict(meta or {}), self.host_ops)
         prog.validate()
         return prog

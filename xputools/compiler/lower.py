@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from device_model.arch import load_arch
 from device_model.program import HostOp, Program, TapPiece, Tensor
 
 from .context import CompileOptions, DeviceValue, LoweringContext, free_tensor_name, storage_dtype
@@ -16,8 +17,9 @@ from .kernels import kernels
 from .support import placement
 
 
-def lower_graph(graph, options: CompileOptions, arch, progress=None) -> Program:
-    em = Emitter(arch)
+def lower_graph(graph, options: CompileOptions, progress=None) -> Program:
+    """The Program for `graph` on `options.arch`; `progress(done, total)` is called per node."""
+    em = Emitter(options.arch or load_arch())
     ctx = LoweringContext(graph, options, em)
     for v in graph.inputs:
         dt = storage_dtype(v.dtype)

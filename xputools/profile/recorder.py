@@ -12,7 +12,6 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from device_model.arch import load_arch
 from device_model.machine import HangError, MachineError
 from device_model.program import Program
 
@@ -169,7 +168,7 @@ def record(program: Program, feeds: dict, trace_path: str | Path, db_path: str |
 
     trace_path = Path(trace_path)
     db_path = Path(db_path) if db_path is not None else db_path_for(trace_path)
-    arch = load_arch(program.arch_name)
+    arch = program.arch
     window = parse_layer_window(layers, program.origins) if layers else None
     capture, error = run_with_recorder(program, feeds, arch, observers)
     meta = {

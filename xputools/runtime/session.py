@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from device_model.arch import Arch
 from device_model.machine import Machine, RunResult
 from device_model.program import Program
 
@@ -25,9 +26,12 @@ class DeviceSession:
     InferenceSession. Every run starts at cycle 0 with SBUF and PSUM cleared; HBM keeps the
     constants, and inputs are written anew."""
 
-    def __init__(self, program: Program, arch=None, cost_jitter=None):
+    def __init__(self, program: Program, arch: Arch | None = None,
+                 cost_jitter: tuple[int, int] | None = None):
+        """Load `program` on an emulated device of the arch it carries (`arch`, if given, must be
+        that arch: a MachineError says otherwise)."""
         self.program = program
-        self.machine = Machine(arch or program.arch_name, host_runner=OnnxHostRunner())
+        self.machine = Machine(arch or program.arch, host_runner=OnnxHostRunner())
         self.machine.load(program, cost_jitter=cost_jitter)
         self._fresh = True
 
@@ -56,7 +60,7 @@ class DeviceSession:
         return RunOutput(outputs, result, recorder.values if recorder else {})
 
 
-def run_program(program: Program, feeds: dict[str, np.ndarray], arch=None, taps: bool | set[str] = False,
-                observers=(), cost_jitter=None) -> RunOutput:
+def run_program(program: Program, feeds: dict[str, np.ndarray], arch: Arch | None = None,
+                taps: bool | set[str] = False, observers=(), cost_jitter: tuple[int, int] | None = None) -> RunOutput:
     """Load `program` on a fresh emulated device, run it on `feeds`, return outputs (and taps)."""
     return DeviceSession(program, arch, cost_jitter).run(feeds, taps, observers)
