@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from .errors import CompileError, UnsupportedError
+from .expand import graph_to_onnx
 from .graph import Graph, Node, Value, attr_to_python, rename_outer_references
 from .host import run_graph_reference, run_host_node
 
@@ -638,7 +639,7 @@ def _graph_inputs_feeding(graph: Graph, name: str) -> list[str]:
 
 def _reinfer(graph: Graph) -> None:
     """Run ONNX shape inference on the current IR and take every static shape it finds."""
-    model = graph.to_onnx(keep_value_info=False)
+    model = graph_to_onnx(graph, keep_value_info=False)
     inferred, _ = _infer_shapes(model)
     g = inferred.graph
     for vi in list(g.value_info) + list(g.output):

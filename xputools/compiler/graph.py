@@ -14,7 +14,6 @@ Conventions the lowering relies on:
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +23,11 @@ from onnx import helper, numpy_helper
 
 FUSED_ATTR_PREFIX = "fused_"
 XPU_DOMAIN = "xputools"  # the compiler's own ops (int8 MatMul/Conv, see quantize.py)
+# the compiler's int8 nodes (quantize.py documents their inputs and attributes)
+QLINEAR_MATMUL = "XpuQLinearMatMul"
+QLINEAR_CONV = "XpuQLinearConv"
+QLINEAR_OPS = (QLINEAR_MATMUL, QLINEAR_CONV)
+CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
 
 @dataclass
@@ -175,7 +179,7 @@ def attr_to_onnx(name: str, value: Any, attr_type: int | None) -> onnx.Attribute
 def onnx_node(node: Node, opset: dict[str, int], inputs: list[str] | None = None,
               outputs: list[str] | None = None, name: str | None = None) -> onnx.NodeProto:
     """The ONNX NodeProto for `node` as ONNX knows it: without the compiler's `fused_*`
-    attributes (see `expand_node` for a node with its fusions)."""
+    attributes (see `expand.expand_node` for a node with its fusions)."""
     proto = helper.make_node(node.op_type, list(node.inputs if inputs is None else inputs),
                              list(node.outputs if outputs is None else outputs),
                              name=node.name if name is None else name, domain=node.domain or None)
@@ -185,91 +189,6 @@ def onnx_node(node: Node, opset: dict[str, int], inputs: list[str] | None = None
         proto.attribute.append(attr_to_onnx(key, node.attrs[key],
                                             _schema_attr_type(node.op_type, node.domain, opset, key)))
     return proto
-
-
-GELU_OPSET = 20  # ONNX's own Gelu op
-
-
-def expand_node(node: Node, opset: dict[str, int], dtype: np.dtype, inputs: list[str] | None = None,
-                outputs: list[str] | None = None, name: str | None = None
-                ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """Plain ONNX nodes (and the constants they need) computing what `node` computes, fusions
-    included: a MatMul's `fused_bias` becomes an Add, `fused_activation` its ONNX op, a Gelu in
-    a model older than opset 20 its erf/tanh formula, and the compiler's int8 nodes (XPU_DOMAIN)
-    their QDQ form. `dtype` is the dtype of output 0."""
-    ins = list(node.inputs if inputs is None else inputs)
-    outs = list(node.outputs if outputs is None else outputs)
-    name = node.name if name is None else name
-    if node.domain == XPU_DOMAIN:
-        from .quantize import expand_qlinear
-
-        return expand_qlinear(node, opset, dtype, ins, outs, name)
-    spec = node.attrs.get(FUSED_ATTR_PREFIX + "activation")
-    matmul_bias = node.op_type == "MatMul" and FUSED_ATTR_PREFIX + "bias" in node.attrs
-    if node.op_type == "Gelu" and not node.domain and opset.get("", 1) < GELU_OPSET and not spec:
-        b = _Builder(name, dtype)
-        b.activation({"name": "Gelu", "approximate": node.attrs.get("approximate", "none")}, ins[0], outs[0])
-        return b.nodes, b.consts
-    if not spec and not matmul_bias:
-        return [onnx_node(node, opset, ins, outs, name)], []
-    b = _Builder(name, dtype)
-    final = outs[0]
-    base_out = f"{name}/pre_bias" if matmul_bias else f"{name}/pre_act"
-    base_ins = ins[:2] if matmul_bias else ins
-    b.nodes.append(onnx_node(node, opset, base_ins, [base_out] + outs[1:], name))
-    if matmul_bias:
-        b.add("Add", [base_out, ins[2]], f"{name}/pre_act" if spec else final)
-    if spec:
-        b.activation(spec, f"{name}/pre_act", final, opset.get("", 1))
-    return b.nodes, b.consts
-
-
-class _Builder:
-    """Accumulates the ONNX nodes and constants of one expanded node."""
-
-    def __init__(self, name: str, dtype: np.dtype):
-        self.name, self.dtype = name, np.dtype(dtype)
-        self.nodes: list[onnx.NodeProto] = []
-        self.consts: list[onnx.TensorProto] = []
-
-    def const(self, value: float) -> str:
-        cname = f"{self.name}/c{len(self.consts)}"
-        self.consts.append(numpy_helper.from_array(np.array(value, dtype=self.dtype), cname))
-        return cname
-
-    def add(self, op: str, ins: list[str], out: str | None = None, **attrs) -> str:
-        out = out or f"{self.name}/t{len(self.nodes)}"
-        node_name = f"{self.name}/{op}{len(self.nodes)}"
-        self.nodes.append(helper.make_node(op, ins, [out], name=node_name, **attrs))
-        return out
-
-    def activation(self, spec: dict, x: str, out: str, opset_version: int = 1) -> None:
-        op = spec["name"]
-        if op == "Gelu":
-            approximate = spec.get("approximate", "none")
-            if opset_version >= GELU_OPSET:
-                self.add("Gelu", [x], out, approximate=approximate)
-                return
-            if approximate == "tanh":  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-                cube = self.add("Mul", [self.add("Mul", [x, x]), x])
-                inner = self.add("Add", [x, self.add("Mul", [cube, self.const(0.044715)])])
-                core = self.add("Tanh", [self.add("Mul", [inner, self.const(math.sqrt(2 / math.pi))])])
-            else:  # 0.5 x (1 + erf(x / sqrt 2))
-                core = self.add("Erf", [self.add("Div", [x, self.const(math.sqrt(2))])])
-            x_times = self.add("Mul", [x, self.add("Add", [core, self.const(1.0)])])
-            self.add("Mul", [x_times, self.const(0.5)], out)
-        elif op == "Clip":
-            lo = "" if spec.get("min") is None else self.const(spec["min"])
-            hi = "" if spec.get("max") is None else self.const(spec["max"])
-            self.add("Clip", [x, lo, hi], out)
-        elif op in ("LeakyRelu",):
-            self.add(op, [x], out, alpha=float(spec.get("alpha", 0.01)))
-        elif op == "HardSigmoid":
-            self.add(op, [x], out, alpha=float(spec.get("alpha", 0.2)), beta=float(spec.get("beta", 0.5)))
-        elif op in ("Relu", "Sigmoid", "Tanh", "HardSwish"):
-            self.add(op, [x], out)
-        else:
-            raise ValueError(f"unknown fused activation {op!r}")
 
 
 # ---- the graph ---------------------------------------------------------------------------------
@@ -519,32 +438,6 @@ class Graph:
             extra = {k: v for k, v in n.attrs.items() if k.startswith(FUSED_ATTR_PREFIX)}
             lines.append(f"  {n.name}: {n.op_type}({ins}) -> {outs}" + (f" {extra}" if extra else ""))
         return "\n".join(lines)
-
-    # -- back to ONNX
-    def to_onnx(self, keep_value_info: bool = True) -> onnx.ModelProto:
-        """An ONNX model of this graph: constants become initializers, fused nodes are expanded
-        back into plain ONNX nodes (`expand_node`)."""
-        produced = {o for n in self.nodes for o in n.outputs}
-        used = {i for n in self.nodes for i in n.all_inputs()} | set(self.output_names)
-        inits = [numpy_helper.from_array(np.asarray(v.const), name=k) for k, v in self.values.items()
-                 if v.is_const and k not in produced and k in used and k not in self.input_names]
-        nodes: list[onnx.NodeProto] = []
-        for n in self.nodes:
-            out = self.values.get(n.outputs[0]) if n.outputs and n.outputs[0] else None
-            dtype = out.dtype if out is not None and out.dtype is not None else np.dtype(np.float32)
-            expanded, consts = expand_node(n, self.opset, dtype)
-            nodes += expanded
-            inits += consts
-        inputs = [value_info(self.values[n]) for n in self.input_names]
-        outputs = [value_info(self.values[n]) for n in self.output_names]
-        vi = []
-        if keep_value_info:
-            io = set(self.input_names) | set(self.output_names)
-            vi = [value_info(self.values[o]) for o in produced if o and o not in io and o in self.values]
-        g = helper.make_graph(nodes, self.name or "graph", inputs, outputs, initializer=inits, value_info=vi)
-        opset = dict(self.opset)
-        return helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opset.items()],
-                                 ir_version=min(onnx.IR_VERSION, 10))
 
 
 def value_info(v: Value) -> onnx.ValueInfoProto:

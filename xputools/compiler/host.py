@@ -1,7 +1,7 @@
 """Evaluate IR nodes on the host: for host fallback, constant folding and reference runs.
 
 A node is evaluated by wrapping it into a small ONNX model (`host_node_model`: the node with its
-fusions expanded back into plain ONNX nodes by `graph.expand_node`) and running
+fusions expanded back into plain ONNX nodes by `expand.expand_node`) and running
 `onnx.reference.ReferenceEvaluator` on it (onnxruntime when the reference has no kernel, e.g. for
 com.microsoft ops, or fails on the node). Evaluators are cached by the model's normalized form, so
 nodes that differ only in tensor names share one.
@@ -17,7 +17,8 @@ from onnx import helper
 
 from ..runtime.host_runner import ModelRunner
 from .errors import CompileError, UnsupportedError
-from .graph import Graph, Node, expand_node
+from .expand import expand_node
+from .graph import Graph, Node
 
 _CACHE_SIZE = 512
 _evaluators: OrderedDict[bytes, ModelRunner] = OrderedDict()

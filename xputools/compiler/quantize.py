@@ -34,7 +34,7 @@ dilations, group, auto_pad) and the compiler's `fused_activation` (as passes.py)
 `fused_quantize` = {"scale": float, "zero_point": int} (y is then int8/uint8) and
 `fused_quantize_input` = 1 (x_q is then the float tensor, quantized with x_scale / x_zero_point as
 QuantizeLinear does; x_zero_point's dtype, uint8 when absent, says to which type).
-`expand_qlinear` spells a node back in plain ONNX (DequantizeLinear, Cast, Mul, MatMul/Conv,
+`expand.expand_qlinear` spells a node back in plain ONNX (DequantizeLinear, Cast, Mul, MatMul/Conv,
 activation, QuantizeLinear) for host fallback and reference runs.
 """
 from __future__ import annotations
@@ -42,16 +42,13 @@ from __future__ import annotations
 import fnmatch
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
 
 from .context import DTYPE_ALIASES, PRECISIONS, CompileOptions
 from .errors import CompileError
-from .graph import XPU_DOMAIN, Graph, Node, Value, expand_node
+from .graph import CONV_ATTRS, QLINEAR_CONV, QLINEAR_MATMUL, QLINEAR_OPS, XPU_DOMAIN, Graph, Node, Value
+from .host import run_graph_reference, run_host_node
+from .passes import fuse_activation, fuse_bias
 
-QLINEAR_MATMUL = "XpuQLinearMatMul"
-QLINEAR_CONV = "XpuQLinearConv"
-QLINEAR_OPS = (QLINEAR_MATMUL, QLINEAR_CONV)
-CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 PERCENTILE = 99.99
 INT8_MAX = 127
 
@@ -68,8 +65,6 @@ def node_compute_dtype(node: Node, options: CompileOptions) -> str:
 def quantize_graph(graph: Graph, options: CompileOptions) -> Graph:
     """The graph with int8 MatMul/Gemm/Conv nodes where QDQ patterns or calibration data allow
     (module docstring). The input graph is left unchanged."""
-    from .passes import fuse_activation, fuse_bias
-
     g = graph.copy()
     int8 = lambda node: node_compute_dtype(node, options) == "i8"  # noqa: E731
     matched = {n.name for n in g.nodes if int8(n) and _match_qdq(g, n) is not None}
@@ -176,8 +171,6 @@ def _match_qdq(g: Graph, node: Node) -> dict | None:
 def _fold_dequantized_constants(g: Graph, matched: set[str]) -> None:
     """DequantizeLinear of a constant becomes that float constant, except the weights of the nodes
     that will become int8 (their int8 values are what the PE multiplies)."""
-    from .host import run_host_node
-
     keep = set()
     for node in g.nodes:
         if node.name in matched:
@@ -373,8 +366,6 @@ def quantize_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _calibrate(g: Graph, options: CompileOptions, int8) -> list:
-    from .host import run_graph_reference
-
     cands = _candidates(g, int8)
     if not cands:
         return []
@@ -430,41 +421,5 @@ def qlinear_problem(node: Node, g: Graph) -> str | None:
     return None
 
 
-def expand_qlinear(node: Node, opset: dict[str, int], dtype, inputs: list[str], outputs: list[str],
-                   name: str):
-    """Plain ONNX nodes computing an int8 node (see the module docstring): the float computation it
-    stands for, with every rounding the QDQ model specifies."""
-    x_q, x_scale, x_zero, w_q, w_scale, bias = (list(inputs) + [""] * 6)[:6]
-    nodes = []
-    if node.attrs.get("fused_quantize_input"):
-        nodes.append(helper.make_node("QuantizeLinear", [x_q, x_scale] + ([x_zero] if x_zero else []),
-                                      [f"{name}/xpu_x_q"], name=f"{name}/xpu_quantize_x"))
-        x_q = f"{name}/xpu_x_q"
-    x, w_int, w = f"{name}/xpu_x", f"{name}/xpu_w_int", f"{name}/xpu_w"
-    nodes += [helper.make_node("DequantizeLinear", [x_q, x_scale] + ([x_zero] if x_zero else []), [x],
-                               name=f"{name}/xpu_dequantize_x"),
-              helper.make_node("Cast", [w_q], [w_int], name=f"{name}/xpu_cast_w", to=TensorProto.FLOAT),
-              helper.make_node("Mul", [w_int, w_scale], [w], name=f"{name}/xpu_scale_w")]
-    fq = node.attrs.get("fused_quantize")
-    y = f"{name}/xpu_y" if fq else outputs[0]
-    conv = node.op_type == QLINEAR_CONV
-    attrs = {k: v for k, v in node.attrs.items() if conv and k in CONV_ATTRS}
-    if "fused_activation" in node.attrs:
-        attrs["fused_activation"] = node.attrs["fused_activation"]
-    if bias and not conv:
-        attrs["fused_bias"] = bias
-    base = Node(name, "Conv" if conv else "MatMul", [x, w] + ([bias] if bias else []), [y], attrs)
-    more, consts = expand_node(base, opset, np.dtype(np.float32))
-    nodes += more
-    if fq:
-        s = numpy_helper.from_array(np.array(fq["scale"], np.float32), f"{name}/xpu_out_scale")
-        zero = np.array(fq.get("zero_point", 0), np.dtype(dtype))
-        z = numpy_helper.from_array(zero, f"{name}/xpu_out_zero")
-        consts += [s, z]
-        nodes.append(helper.make_node("QuantizeLinear", [y, s.name, z.name], [outputs[0]],
-                                      name=f"{name}/xpu_quantize"))
-    return nodes, consts
-
-
-__all__ = ["QLINEAR_CONV", "QLINEAR_MATMUL", "QLINEAR_OPS", "expand_qlinear", "qlinear_problem",
+__all__ = ["QLINEAR_CONV", "QLINEAR_MATMUL", "QLINEAR_OPS", "qlinear_problem",
            "quantize_graph"]
