@@ -12,6 +12,7 @@ import click
 
 from device_model.errors import EXIT_BAD_INPUT, XpuError
 
+from .compiler.precision import PRECISIONS
 from .errors import CheckFailed
 
 __all__ = ["CheckFailed", "XpuGroup", "debug_option", "compile_options", "build_options", "program_from_path",
@@ -100,7 +101,7 @@ def compile_options(f):
                      help="File of NODE_OR_GLOB=DTYPE lines (# comments), same as --keep."),
         click.option("--keep", multiple=True, metavar="NODE_OR_GLOB=DTYPE",
                      help="Keep matching nodes in another precision, e.g. --keep 'head/*=fp32' (repeatable)."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "fp8", "int8"]), default="fp32",
+        click.option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32",
                      show_default=True, help="Precision of matmul/conv operands and activation tables."),
     ]
     for opt in opts:

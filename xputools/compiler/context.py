@@ -2,7 +2,6 @@
 precision to compute in, and the emitter."""
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,11 +13,7 @@ from device_model.program import Tensor
 
 from .emitter import Emitter
 from .errors import CompileError
-
-PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "fp8": "fp8e4", "int8": "i8"}
-DTYPE_ALIASES = {"fp32": "f32", "f32": "f32", "float32": "f32", "bf16": "bf16", "bfloat16": "bf16",
-                 "fp16": "f16", "f16": "f16", "float16": "f16", "fp8": "fp8e4", "fp8e4": "fp8e4",
-                 "fp8e4m3": "fp8e4", "fp8e5": "fp8e5", "fp8e5m2": "fp8e5", "int8": "i8", "i8": "i8"}
+from .precision import DTYPE_ALIASES, PRECISIONS, node_compute_dtype
 
 
 @dataclass
@@ -44,6 +39,10 @@ class CompileOptions:
             if dt not in DTYPE_ALIASES:
                 raise CompileError(f"--keep {pattern}={dt}: unknown precision "
                                    f"(choose {', '.join(sorted(set(DTYPE_ALIASES)))})")
+
+    def compute_dtype(self, node) -> str:
+        """The device dtype `node` computes in under these options (`precision.node_compute_dtype`)."""
+        return node_compute_dtype(node, self.precision, self.keep)
 
 
 @dataclass
@@ -97,12 +96,7 @@ class LoweringContext:
     def compute_dtype(self, node=None) -> str:
         """Device dtype for the matmul/conv inputs of `node` (its --keep override, else the
         global precision)."""
-        node = node or self.node
-        for pattern, dt in self.options.keep:
-            names = [node.name] + list(getattr(node, "origin", []) or [])
-            if any(fnmatch.fnmatchcase(n, pattern) for n in names) or fnmatch.fnmatchcase(node.op_type, pattern):
-                return DTYPE_ALIASES[dt]
-        return PRECISIONS[self.options.precision]
+        return self.options.compute_dtype(node or self.node)
 
     def act_mode(self, node=None) -> str:
         """fp32 evaluates activation functions exactly; lower precisions use the device's tables."""

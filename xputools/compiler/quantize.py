@@ -39,11 +39,9 @@ activation, QuantizeLinear) for host fallback and reference runs.
 """
 from __future__ import annotations
 
-import fnmatch
-
 import numpy as np
 
-from .context import DTYPE_ALIASES, PRECISIONS, CompileOptions
+from .context import CompileOptions
 from .errors import CompileError
 from .graph import CONV_ATTRS, QLINEAR_CONV, QLINEAR_MATMUL, QLINEAR_OPS, XPU_DOMAIN, Graph, Node, Value
 from .host import run_graph_reference, run_host_node
@@ -53,20 +51,11 @@ PERCENTILE = 99.99
 INT8_MAX = 127
 
 
-def node_compute_dtype(node: Node, options: CompileOptions) -> str:
-    """The device dtype `node` computes in (the same rule as LoweringContext.compute_dtype)."""
-    for pattern, dt in options.keep:
-        names = [node.name] + list(node.origin or [])
-        if any(fnmatch.fnmatchcase(n, pattern) for n in names) or fnmatch.fnmatchcase(node.op_type, pattern):
-            return DTYPE_ALIASES[dt]
-    return PRECISIONS[options.precision]
-
-
 def quantize_graph(graph: Graph, options: CompileOptions) -> Graph:
     """The graph with int8 MatMul/Gemm/Conv nodes where QDQ patterns or calibration data allow
     (module docstring). The input graph is left unchanged."""
     g = graph.copy()
-    int8 = lambda node: node_compute_dtype(node, options) == "i8"  # noqa: E731
+    int8 = lambda node: options.compute_dtype(node) == "i8"  # noqa: E731
     matched = {n.name for n in g.nodes if int8(n) and _match_qdq(g, n) is not None}
     _fold_dequantized_constants(g, matched)
     g = fuse_activation(fuse_bias(g))

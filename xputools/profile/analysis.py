@@ -18,6 +18,8 @@ from device_model.isa import ENGINE_INDEX, ENGINES, Instr, attr, engine_kind
 from device_model.program import Program
 from device_model.timing import bytes_per_cycle, dma_bytes
 
+from ..compiler.precision import PRECISIONS as PRECISION_DTYPES
+
 COMPUTE_KINDS = ("pe", "act", "dve", "pool")
 KINDS = COMPUTE_KINDS + ("dma", "host")
 SHARE_THRESHOLD = 0.5   # of a layer's time: host / sync labels
@@ -25,7 +27,6 @@ ROOF_THRESHOLD = 0.5    # of the roofline: memory / compute labels
 MAX_BANDWIDTH_WINDOWS = 1000
 MIN_WINDOW_CYCLES = 256
 NO_LAYER = -1
-PRECISION_DTYPES = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "fp8": "fp8e4", "int8": "i8"}
 
 
 @dataclass(slots=True)
