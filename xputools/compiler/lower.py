@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
-
 from device_model.arch import load_arch
 from device_model.program import HostOp, Program, TapPiece, Tensor
 
@@ -14,6 +12,7 @@ from .emitter import Emitter
 from .errors import CompileError
 from .host import host_node_model
 from .kernels import kernels
+from .outputs import onnx_dtypes_meta
 from .support import placement
 
 
@@ -46,8 +45,7 @@ def lower_graph(graph, options: CompileOptions, progress=None) -> Program:
     _tap_aliases(ctx, graph)
     em.set_origin("outputs", "")
     _declare_outputs(ctx, graph)
-    meta = {"onnx_dtypes": ",".join(f"{v.name}:{np.dtype(v.dtype).name}" for v in graph.outputs)}
-    return em.program(meta)
+    return em.program(onnx_dtypes_meta(graph.outputs))
 
 
 def _tap_outputs(ctx: LoweringContext, node) -> None:
