@@ -16,16 +16,28 @@ from .errors import XpuError
 from .isa import (
     AP,
     ENGINES,
+    IDENT_RE,
+    LABEL_RE,
     OPCODES,
+    SEM_OP,
     SPACES,
     Instr,
     IsaError,
     OpSpec,
     engine_kind,
+    format_ap,
+    format_instr,
+    format_instr_body,
+    format_label,
+    format_scalar,
     validate_ap,
     validate_instr,
 )
 from .program import TENSOR_KINDS, HostOp, Origin, Program, Tap, TapPiece, Tensor
+
+# the text codec; the spelling of one AP or instruction lives with them in `isa` (str(ap) is it)
+__all__ = ["AsmError", "assemble", "disassemble", "parse_ap", "parse_instr", "parse_instructions", "format_ap",
+           "format_instr", "format_label", "format_name", "format_shape", "opcode_reference_markdown"]
 
 DEFAULT_ARCH_NAME = "xpu1"
 DIRECTIVES = (".arch", ".archdesc", ".meta", ".tensor", ".origin", ".hostop", ".tap", ".piece")
@@ -35,14 +47,11 @@ class AsmError(XpuError, ValueError):
     """Text that is not valid XPU assembly; the message names the place and what was expected."""
 
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
 _NAME = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./:\-]*\Z")  # tensor/node names spelled without quotes
 _DEC = re.compile(r"[+-]?[0-9]+\Z")
 _INT = re.compile(r"[+-]?(?:0[xX][0-9a-fA-F]+|[0-9]+)\Z")
 _FLOAT = re.compile(r"[+-]?(?:(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|nan)\Z")
 _SEM = {"wait": re.compile(r"s([0-9]+)>=([0-9]+)\Z"), "signal": re.compile(r"s([0-9]+)\+=([0-9]+)\Z")}
-_SEM_OP = {"wait": ">=", "signal": "+="}
 _SPACE_CHARS = " \t\r\f\v"
 
 
@@ -89,18 +98,6 @@ def _name(text: str, what: str) -> str:
                    f"got {text!r}")
 
 
-def _format_scalar(value) -> str:
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(int(value))
-    if isinstance(value, float):
-        return float.__repr__(float(value))  # shortest text that reads back to the same float
-    if isinstance(value, str):
-        return value if _IDENT.match(value) else json.dumps(value)
-    return repr(value)
-
-
 def _parse_scalar(text: str, types, what: str):
     types = types if isinstance(types, tuple) else (types,)
     if int in types and _INT.match(text):
@@ -112,7 +109,7 @@ def _parse_scalar(text: str, types, what: str):
     if str in types:
         if text.startswith('"'):
             return _quoted(text, what)
-        if _IDENT.match(text):
+        if IDENT_RE.match(text):
             return text
         raise AsmError(f"{what}: expected an identifier, got {text!r}")
     expected = " or ".join({int: "an integer", float: "a number (e.g. 1.5, -0.0, inf, nan)"}[t]
@@ -128,12 +125,6 @@ def _base64(text: str, what: str) -> bytes:
 
 
 # ---- access patterns --------------------------------------------------------------------------
-
-def format_ap(ap: AP) -> str:
-    dims = ",".join(f"{s}:{c}" for s, c in ap.dims)
-    parts = "" if ap.space == "hbm" and (ap.pstart, ap.pcount) == (0, 1) else f"[{ap.pstart}:+{ap.pcount}]"
-    return f"{ap.space}{parts}@{hex(ap.offset)}{{{dims}}}:{ap.dtype}"
-
 
 _AP_FORM = "SPACE[pstart:+pcount]@OFFSET{stride:count,...}:DTYPE"
 
@@ -212,7 +203,7 @@ def _tokens(line: str) -> list[str]:
 
 def _key_value(token: str, what: str) -> tuple[str, str]:
     key, eq, value = token.partition("=")
-    if not eq or not _IDENT.match(key):
+    if not eq or not IDENT_RE.match(key):
         raise AsmError(f"{what}: expected key=value, got {token!r}")
     return key, value
 
@@ -231,40 +222,12 @@ def _key_values(tokens: list[str], allowed: tuple[str, ...], what: str) -> dict[
 
 # ---- instructions -----------------------------------------------------------------------------
 
-def _operand_order(ins: Instr) -> list[str]:
-    spec = OPCODES.get(ins.op)
-    known = list(spec.required + spec.optional) if spec else []
-    return [n for n in known if n in ins.operands] + sorted(n for n in ins.operands if n not in known)
-
-
-def format_label(label: str) -> str:
-    return label if _LABEL.match(label) else json.dumps(label)
-
-
-def format_instr(ins: Instr) -> str:
-    """`[label:] ENGINE OPCODE operand=AP ... attr=value ... [wait=..] [signal=..] [dbg=N]`."""
-    body = _format_body(ins)
-    return body if ins.label is None else f"{format_label(ins.label)}: {body}"
-
-
-def _format_body(ins: Instr) -> str:
-    parts = [f"{ins.engine:<4} {ins.op}"]
-    parts += [f"{name}={format_ap(ins.operands[name])}" for name in _operand_order(ins)]
-    parts += [f"{name}={_format_scalar(ins.attrs[name])}" for name in sorted(ins.attrs)]
-    for key, sems in (("wait", ins.waits), ("signal", ins.signals)):
-        if sems:
-            parts.append(f"{key}=" + ",".join(f"s{s}{_SEM_OP[key]}{v}" for s, v in sems))
-    if ins.dbg != -1:
-        parts.append(f"dbg={ins.dbg}")
-    return " ".join(parts)
-
-
 def _parse_sems(text: str, key: str) -> tuple[tuple[int, int], ...]:
     out = []
     for item in text.split(","):
         m = _SEM[key].match(item)
         if not m:
-            form = f"sN{_SEM_OP[key]}V"
+            form = f"sN{SEM_OP[key]}V"
             raise AsmError(f"{key}: expected {form}[,{form}...], got {item!r}")
         out.append((int(m.group(1)), int(m.group(2))))
     return tuple(out)
@@ -275,7 +238,7 @@ def _split_label(tokens: list[str]) -> tuple[str | None, list[str]]:
         text = tokens[0][:-1]
         if text.startswith('"'):
             return _quoted(text, "label"), tokens[1:]
-        if not _LABEL.match(text):
+        if not LABEL_RE.match(text):
             raise AsmError(f"bad label {text!r} (expected letters, digits, _ and ., or a \"quoted string\")")
         return text, tokens[1:]
     return None, tokens
@@ -658,7 +621,7 @@ def disassemble(program: Program, data: bool = True, annotate: bool = False) -> 
     # labels in their own column so the engines line up
     labels = ["" if ins.label is None else format_label(ins.label) + ": " for ins in program.instrs]
     width = min(max(map(len, labels), default=0), 24)
-    code = [f"{lb:<{width}}{_format_body(ins)}" for lb, ins in zip(labels, program.instrs)]
+    code = [f"{lb:<{width}}{format_instr_body(ins)}" for lb, ins in zip(labels, program.instrs)]
     if annotate:
         width = min(max((len(c) for c in code), default=0), 100)
         for k, ins in enumerate(program.instrs):
@@ -716,9 +679,9 @@ def opcode_reference_markdown() -> str:
         operands = [f"`{n}`" for n in spec.required] + [f"[`{n}`]" for n in spec.optional]
         attrs = []
         for name, (types, default, choices) in spec.attrs.items():
-            text = f"`{name}` {_type_name(types)} = `{_format_scalar(default)}`"
+            text = f"`{name}` {_type_name(types)} = `{format_scalar(default)}`"
             if choices is not None:
-                text += " (" + ", ".join(_format_scalar(c) for c in choices) + ")"
+                text += " (" + ", ".join(format_scalar(c) for c in choices) + ")"
             attrs.append(text)
         rows.append(f"| `{op}` | {_engines_of(spec)} | {' '.join(operands) or '—'} | "
                     f"{'<br>'.join(attrs) or '—'} | {_markdown_escape(spec.doc)} |")

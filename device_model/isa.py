@@ -5,6 +5,8 @@ the text form in `assembly`. An instruction is valid when `validate_instr` accep
 """
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -73,8 +75,6 @@ class AP:
         return self.offset, last + size
 
     def __str__(self) -> str:  # the assembly spelling; see docs/assembly.md
-        from .assembly import format_ap
-
         return format_ap(self)
 
 
@@ -102,8 +102,6 @@ class Instr:
     label: str | None = None
 
     def __str__(self) -> str:
-        from .assembly import format_instr
-
         return format_instr(self)
 
 
@@ -261,3 +259,60 @@ def attr(ins: Instr, name: str):
     if name in ins.attrs:
         return ins.attrs[name]
     return OPCODES[ins.op].attrs[name][1]
+
+
+# --- the text spelling of APs and instructions (docs/assembly.md; `assembly` parses it back) ------
+IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+LABEL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
+SEM_OP = {"wait": ">=", "signal": "+="}
+
+
+def format_ap(ap: AP) -> str:
+    """`SPACE[pstart:+pcount]@OFFSET{stride:count,...}:DTYPE` (HBM leaves out `[0:+1]`)."""
+    dims = ",".join(f"{s}:{c}" for s, c in ap.dims)
+    parts = "" if ap.space == "hbm" and (ap.pstart, ap.pcount) == (0, 1) else f"[{ap.pstart}:+{ap.pcount}]"
+    return f"{ap.space}{parts}@{hex(ap.offset)}{{{dims}}}:{ap.dtype}"
+
+
+def format_scalar(value) -> str:
+    """An attribute value as assembly spells it (floats in the shortest text that reads back)."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return float.__repr__(float(value))  # shortest text that reads back to the same float
+    if isinstance(value, str):
+        return value if IDENT_RE.match(value) else json.dumps(value)
+    return repr(value)
+
+
+def operand_order(ins: Instr) -> list[str]:
+    """The instruction's operand names in the schema's order (unknown ones last, sorted)."""
+    spec = OPCODES.get(ins.op)
+    known = list(spec.required + spec.optional) if spec else []
+    return [n for n in known if n in ins.operands] + sorted(n for n in ins.operands if n not in known)
+
+
+def format_label(label: str) -> str:
+    """A label bare when it is an identifier, else as a JSON string."""
+    return label if LABEL_RE.match(label) else json.dumps(label)
+
+
+def format_instr(ins: Instr) -> str:
+    """`[label:] ENGINE OPCODE operand=AP ... attr=value ... [wait=..] [signal=..] [dbg=N]`."""
+    body = format_instr_body(ins)
+    return body if ins.label is None else f"{format_label(ins.label)}: {body}"
+
+
+def format_instr_body(ins: Instr) -> str:
+    """The instruction without its label."""
+    parts = [f"{ins.engine:<4} {ins.op}"]
+    parts += [f"{name}={format_ap(ins.operands[name])}" for name in operand_order(ins)]
+    parts += [f"{name}={format_scalar(ins.attrs[name])}" for name in sorted(ins.attrs)]
+    for key, sems in (("wait", ins.waits), ("signal", ins.signals)):
+        if sems:
+            parts.append(f"{key}=" + ",".join(f"s{s}{SEM_OP[key]}{v}" for s, v in sems))
+    if ins.dbg != -1:
+        parts.append(f"dbg={ins.dbg}")
+    return " ".join(parts)
