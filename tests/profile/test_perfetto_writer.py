@@ -15,9 +15,8 @@ from xputools.profile.perfetto_writer import (
     METADATA_EVENT_NAME,
     TraceWriter,
     TraceWriterError,
-    read_metadata,
 )
-from xputools.profile.trace_validate import read_trace, validate_trace
+from xputools.profile.trace_validate import read_metadata, read_trace, validate_trace
 
 BEGIN, END = pb.TrackEvent.TYPE_SLICE_BEGIN, pb.TrackEvent.TYPE_SLICE_END
 INSTANT, COUNTER = pb.TrackEvent.TYPE_INSTANT, pb.TrackEvent.TYPE_COUNTER

@@ -934,10 +934,3 @@ class TraceWriter:
     def __exit__(self, *exc) -> None:
         # Also on an exception: a partial run still yields a valid trace.
         self.close()
-
-
-def read_metadata(path: str | os.PathLike) -> dict:
-    """The metadata a TraceWriter stored in a trace (reads only the start of the file)."""
-    from .trace_validate import read_metadata as _read_metadata
-
-    return _read_metadata(path)
