@@ -58,13 +58,11 @@ def check_cmd(model: Path, shapes, arch: str, as_json: bool, strict: bool) -> No
       xpu check samples/transformer.onnx --shape input_ids=1x16 --json
       xpu check model.onnx --strict      # exit 1 if anything falls back to the host
     """
-    from ..compiler.frontend import import_model, load_model, parse_shape_spec
-    from ..compiler.passes import run_passes
+    from ..compiler.driver import check_model
+    from ..compiler.frontend import parse_shape_spec
     from ..compiler.report import render_check
-    from ..compiler.support import check_report
 
-    graph = run_passes(import_model(load_model(model), dict(parse_shape_spec(s) for s in shapes)))
-    report = check_report(graph, arch)
+    report = check_model(model, dict(parse_shape_spec(s) for s in shapes), arch)
     click.echo(json.dumps(report, indent=2, default=str) if as_json else render_check(report))
     if strict and any(r["where"] == "host" for r in report["nodes"]):
         raise CheckFailed("--strict: some nodes run on the host")

@@ -33,9 +33,9 @@ def run(program: Path, inputs_path: Path | None, random_inputs: bool, seed: int,
     from ..clikit import program_from_path
     from ..compiler.outputs import onnx_outputs
     from ..errors import UserError
-    from ..runreport import render_run
     from ..runtime import random_inputs as make_random
     from ..runtime import read_npz, run_program, write_npz
+    from ..runtime.report import render_run
 
     prog = program_from_path(program, compile_kw)
     if inputs_path and random_inputs:

@@ -1,25 +1,32 @@
 """`compile_model`: ONNX model -> XPU Program (import, passes, lowering), the library form of
-`xpu compile`."""
+`xpu compile`; `check_model`: what would run where, the library form of `xpu check`."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from device_model.program import Program
 
 from .context import CompileOptions
 from .frontend import import_model, load_model
+from .graph import Graph
 from .lower import lower_graph
 from .passes import run_passes
+from .support import check_report
 
 
 @dataclass
 class Compiled:
+    """A compiled model: the program, and the graph that was lowered (after passes)."""
+
     program: Program
-    graph: object  # the graph that was lowered (after passes)
+    graph: Graph
 
 
-def compile_model(source, options: CompileOptions | None = None, progress=None) -> Compiled:
-    """Compile an ONNX model (path, bytes or ModelProto). `progress(done, total)` is called per node."""
+def compile_model(source, options: CompileOptions | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Compiled:
+    """Compile an ONNX model (path, bytes or ModelProto) for `options.arch` (default xpu1); the
+    program embeds that arch. `progress(done, total)` is called per lowered node."""
     options = options or CompileOptions()
     model = load_model(source)
     graph = import_model(model, options.shapes, options.const_inputs)
@@ -32,3 +39,9 @@ def compile_model(source, options: CompileOptions | None = None, progress=None) 
     program.meta.setdefault("precision", options.precision)
     program.meta.setdefault("model", getattr(graph, "name", ""))
     return Compiled(program, graph)
+
+
+def check_model(source, shapes: dict[str, tuple[int, ...]] | None = None, arch=None) -> dict:
+    """Where each node of an ONNX model would run (device or host, and why), with op counts,
+    FLOPs, weights and the largest SBUF working set on `arch` (an Arch, preset name or TOML path)."""
+    return check_report(run_passes(import_model(load_model(source), shapes or {})), arch)
