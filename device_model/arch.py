@@ -101,6 +101,7 @@ class Arch:
     dma_queues = property(lambda self: self.raw["dma_queues"])
 
     def cycles_to_seconds(self, cycles: float) -> float:
+        """Device time of `cycles` at this arch's clock."""
         return cycles / (self.clock_ghz * 1e9)
 
     def peak_flops(self, dtype: str) -> float:
@@ -109,6 +110,7 @@ class Arch:
         return 2.0 * pe["rows"] * pe["cols"] * self.clock_ghz * 1e9 / pe["cycles_per_column"][dtype]
 
     def hbm_bytes_per_second(self) -> float:
+        """Peak HBM bandwidth in bytes per second."""
         return self.raw["hbm"]["bandwidth_gbps"] * 1e9
 
     def ridge_point(self, dtype: str = "bf16") -> float:
@@ -150,6 +152,7 @@ def _validate_sizes(raw: dict) -> None:
 
 
 def arch_from_dict(raw: dict, source: str = "<dict>") -> Arch:
+    """Validate a parsed preset (ArchError naming `source` and the bad key) and hash it."""
     try:
         _check(raw, SCHEMA, "")
         _validate_sizes(raw)
@@ -160,6 +163,7 @@ def arch_from_dict(raw: dict, source: str = "<dict>") -> Arch:
 
 
 def preset_names() -> list[str]:
+    """The bundled presets' names."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
 

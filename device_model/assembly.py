@@ -325,6 +325,7 @@ def parse_instructions(text: str, source: str = "<text>") -> list[Instr]:
 # ---- shapes -------------------------------------------------------------------------------------
 
 def format_shape(shape) -> str:
+    """`AxBxC`, or `scalar` for the 0-d shape."""
     return "x".join(str(d) for d in shape) if len(shape) else "scalar"
 
 

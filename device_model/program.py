@@ -104,10 +104,12 @@ class Program:
 
     @property
     def arch_name(self) -> str:
+        """The name of the arch the program was built for."""
         return self.arch.name
 
     @property
     def arch_hash(self) -> str:
+        """The hash of the arch the program was built for (its identity)."""
         return self.arch.hash
 
     def arch_mismatch(self, arch: Arch) -> str | None:
@@ -121,21 +123,25 @@ class Program:
         return None
 
     def streams(self) -> dict[str, list[Instr]]:
+        """Each engine's instruction stream, in program order."""
         out: dict[str, list[Instr]] = {e: [] for e in ENGINES}
         for ins in self.instrs:
             out[ins.engine].append(ins)
         return out
 
     def tensor(self, name: str) -> Tensor:
+        """The HBM tensor called `name` (KeyError if none)."""
         for t in self.tensors:
             if t.name == name:
                 return t
         raise KeyError(name)
 
     def inputs(self) -> list[Tensor]:
+        """The tensors a run must be fed."""
         return [t for t in self.tensors if t.kind == "input"]
 
     def outputs(self) -> list[Tensor]:
+        """The tensors a run produces."""
         return [t for t in self.tensors if t.kind == "output"]
 
     def hbm_extent(self) -> int:

@@ -60,6 +60,7 @@ def _set_debug(ctx: click.Context, _param, value: bool) -> None:
 
 
 def debug_option(f):
+    """`--debug`: show the traceback of an error instead of its one line."""
     return click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
                         help="Show the Python traceback on errors.")(f)
 

@@ -441,6 +441,7 @@ class Graph:
 
 
 def value_info(v: Value) -> onnx.ValueInfoProto:
+    """The ONNX ValueInfo (name, element type, shape) of a value."""
     if v.dtype is None:
         return helper.make_empty_tensor_value_info(v.name)
     is_str = v.dtype == np.dtype(object)

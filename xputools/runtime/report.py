@@ -5,6 +5,10 @@ import json
 
 import numpy as np
 
+from device_model.program import Program
+
+from .session import RunOutput
+
 
 def _stats(arr: np.ndarray) -> dict:
     a = np.asarray(arr)
@@ -16,7 +20,8 @@ def _stats(arr: np.ndarray) -> dict:
             "mean": float(np.mean(f)), "nan": int(np.isnan(f).sum())}
 
 
-def run_summary(program, out) -> dict:
+def run_summary(program: Program, out: RunOutput) -> dict:
+    """A run's outputs (shape, dtype, min/max/mean, NaN count) and statistics as plain data."""
     r = out.result
     return {
         "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype), **_stats(v)}
@@ -29,7 +34,8 @@ def run_summary(program, out) -> dict:
     }
 
 
-def render_run(program, out, as_json: bool = False) -> str:
+def render_run(program: Program, out: RunOutput, as_json: bool = False) -> str:
+    """What `xpu run` prints (JSON with `as_json`)."""
     s = run_summary(program, out)
     if as_json:
         return json.dumps(s, indent=2)

@@ -16,6 +16,8 @@ from .taps import TapRecorder
 
 @dataclass
 class RunOutput:
+    """One run's outputs (by output name), its statistics, and the tap values asked for."""
+
     outputs: dict[str, np.ndarray]
     result: RunResult
     taps: dict[str, np.ndarray] = field(default_factory=dict)
@@ -36,6 +38,8 @@ class DeviceSession:
         self._fresh = True
 
     def run(self, feeds: dict[str, np.ndarray], taps: bool | set[str] = False, observers=()) -> RunOutput:
+        """Run once on `feeds` (checked against the program's inputs); `taps` True reads every tap, a set
+        only those; `observers` are attached to the machine for this run."""
         machine, program = self.machine, self.program
         bound = check_inputs(program, feeds)
         if not self._fresh:
