@@ -347,7 +347,7 @@ class Machine:
         """One scheduler iteration. Returns True to continue; False/None when finished or
         stopped; an InstrEvent when `stop_after_one` and a (matching) instruction completed."""
         if self._pending:
-            e = self._next_pending()
+            e = self._next_pending() if self._frozen else self._pending.pop(0)
             if e is not None:
                 ev = self._complete(e, stop_after_one)
                 hit = stop_after_one and (target is None or e.id == target)
@@ -372,8 +372,6 @@ class Machine:
         return True
 
     def _next_pending(self) -> _EngineState | None:
-        if not self._frozen:
-            return self._pending.pop(0)
         for i, e in enumerate(self._pending):
             if e.id not in self._frozen:
                 return self._pending.pop(i)
@@ -412,14 +410,14 @@ class Machine:
                 e.end = end
         return True
 
-    def _running(self) -> list[_EngineState]:
+    def _unfrozen(self) -> list[_EngineState]:
         frozen = self._frozen
-        return [e for e in self._active if e.busy and not (frozen and e.id in frozen)]
+        return [e for e in self._active if e.id not in frozen] if frozen else self._active
 
     def _next_time(self) -> int | None:
         t_next = None
-        running = self._running()
-        transfers = [e for e in running if e.kind == "dma" and not e.tail]
+        running = self._unfrozen()
+        transfers = [e for e in running if e.busy and e.kind == "dma" and not e.tail]
         if transfers:
             rate = min(self._fabric / len(transfers), transfers[0].rate_cap)
             for e in transfers:
@@ -427,14 +425,14 @@ class Machine:
                 if t_next is None or t < t_next:
                     t_next = t
         for e in running:
-            if e.end >= 0 and (t_next is None or e.end < t_next):
+            if e.busy and e.end >= 0 and (t_next is None or e.end < t_next):
                 t_next = e.end
         return t_next
 
     def _move_time(self, t_next: int) -> None:
         dt = t_next - self.time
-        running = self._running()
-        transfers = [e for e in running if e.kind == "dma" and not e.tail]
+        running = self._unfrozen()
+        transfers = [e for e in running if e.busy and e.kind == "dma" and not e.tail]
         if transfers:
             rate = min(self._fabric / len(transfers), transfers[0].rate_cap)
             for e in transfers:
@@ -443,7 +441,7 @@ class Machine:
                 else:
                     e.remaining -= dt * rate
         self.time = t_next
-        self._pending = [e for e in running if e.end == t_next]
+        self._pending = [e for e in running if e.busy and e.end == t_next]
 
     def _complete(self, e: _EngineState, want_event: bool):
         idx = e.pc
