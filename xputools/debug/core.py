@@ -91,7 +91,7 @@ class Debugger:
     """`Debugger(program, feeds)` then `run()`, `break_("pe:3")`, `stepi()`, `print_("y")`, ...
 
     Memory for reverse execution is bounded by `budget_bytes` (default 256 MiB) of snapshot pages;
-    snapshots start every `interval` retired instructions (default 400) and thin out as needed."""
+    snapshots start every `interval` retired instructions (default 64) and thin out as needed."""
 
     def __init__(self, program: Program, feeds: dict[str, np.ndarray] | None = None, arch=None, host_runner=None,
                  budget_bytes: int = DEFAULT_BUDGET, interval: int = DEFAULT_INTERVAL):

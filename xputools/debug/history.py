@@ -17,7 +17,7 @@ from device_model.machine import Machine, MachineSnapshot
 from .points import Point
 
 DEFAULT_BUDGET = 256 << 20
-DEFAULT_INTERVAL = 400
+DEFAULT_INTERVAL = 64
 
 
 @dataclass
