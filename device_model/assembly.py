@@ -268,7 +268,7 @@ def _instr_from_tokens(tokens: list[str], label: str | None) -> Instr:
         if key in seen:
             raise AsmError(f"{engine} {op}: {key}= given twice")
         seen.add(key)
-        if key in operand_names:
+        if key in operand_names or spec.allows_operand(key):
             try:
                 ins.operands[key] = parse_ap(value)
             except AsmError as exc:
@@ -294,7 +294,7 @@ def _instr_from_tokens(tokens: list[str], label: str | None) -> Instr:
 
 
 def _allowed_keys(spec: OpSpec) -> str:
-    operands = list(spec.required) + [f"[{n}]" for n in spec.optional]
+    operands = list(spec.required) + [f"[{n}]" for n in spec.optional] + [f"[{p}N]" for p in spec.numbered]
     return ", ".join(operands + [f"[{a}]" for a in sorted(spec.attrs)] + ["[wait]", "[signal]", "[dbg]"])
 
 
@@ -678,6 +678,7 @@ def opcode_reference_markdown() -> str:
             "|---|---|---|---|---|"]
     for op, spec in OPCODES.items():
         operands = [f"`{n}`" for n in spec.required] + [f"[`{n}`]" for n in spec.optional]
+        operands += [f"[`{p}N`…]" for p in spec.numbered]
         attrs = []
         for name, (types, default, choices) in spec.attrs.items():
             text = f"`{name}` {_type_name(types)} = `{format_scalar(default)}`"

@@ -17,14 +17,13 @@ import bisect
 from dataclasses import dataclass, field
 
 from device_model.arch import Arch
-from device_model.isa import AP, DMA_ENGINES, ENGINE_INDEX, ENGINES, Instr, validate_instr
+from device_model.isa import AP, DMA_ENGINES, ENGINE_INDEX, ENGINES, Instr, is_written, validate_instr
 from device_model.program import Origin, Program, Tap, TapPiece, Tensor
 
 SBUF_BLOCK = 256
 PSUM_BLOCK = 512
 HBM_CHUNKS = 64  # an HBM region is tracked as up to this many equal chunks (>= 4 KiB each)
 HBM_MIN_CHUNK = 4096
-_WRITTEN = ("dst", "accum")
 
 
 @dataclass(frozen=True)
@@ -102,15 +101,20 @@ class Emitter:
         if engine == "dma":
             engine = self.next_dma_queue()
         operands = dict(operands or {})
-        accesses = [(name in _WRITTEN, ap) for name, ap in operands.items()]
+        accesses = [(is_written(name), ap) for name, ap in operands.items()]
         ins = Instr(engine, op, operands, {k: v for k, v in attrs.items() if v is not None}, dbg=self.dbg)
         validate_instr(ins)
         return self._append(ins, accesses)
 
     def emit_host_call(self, host_op_index: int, reads: list[AP], writes: list[AP]) -> InstrRef:
-        """A `host_call`: it has no operands, so its HBM reads and writes are given here."""
-        ins = Instr("host", "host_call", {}, {"op": host_op_index}, dbg=self.dbg)
-        return self._append(ins, [(False, ap) for ap in reads] + [(True, ap) for ap in writes])
+        """A `host_call` whose operands are the HBM ranges the host op reads (src0, src1, ...) and
+        writes (dst0, ...), so the machine's observers (watchpoints, sanitizers) see host accesses."""
+        reads, writes = _touching(reads), _touching(writes)  # empty tensors touch no memory
+        operands = {f"src{i}": ap for i, ap in reads}
+        operands.update({f"dst{i}": ap for i, ap in writes})
+        ins = Instr("host", "host_call", operands, {"op": host_op_index}, dbg=self.dbg)
+        validate_instr(ins)
+        return self._append(ins, [(False, ap) for _, ap in reads] + [(True, ap) for _, ap in writes])
 
     def _append(self, ins: Instr, accesses: list[tuple[bool, AP]]) -> InstrRef:
         eid = ENGINE_INDEX[ins.engine]
@@ -238,3 +242,8 @@ class RingAllocator:
         offset = self.cursor
         self.cursor += nbytes
         return offset
+
+
+def _touching(aps: list[AP]) -> list[tuple[int, AP]]:
+    """(operand number, AP) for the APs that touch at least one element (numbers keep their position)."""
+    return [(i, ap) for i, ap in enumerate(aps) if all(c >= 1 for _, c in ap.dims) and ap.pcount >= 1]

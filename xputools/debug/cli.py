@@ -1,0 +1,78 @@
+"""`xpu debug`: the debugger's command line (a thin wrapper over xputools.debug.Debugger)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..clikit import CheckFailed, compile_options, debug_option, program_from_path
+from ..errors import UserError
+
+
+def load_debugger(program: Path, compile_kw: dict, inputs_path: Path | None, random_inputs: bool, seed: int):
+    """The program (or the model, compiled with `compile_kw`) loaded in a Debugger with its inputs."""
+    from ..runtime import random_inputs as make_random
+    from ..runtime import read_npz
+    from .core import Debugger
+
+    prog = program_from_path(program, compile_kw)
+    if inputs_path and random_inputs:
+        raise UserError("give either --inputs or --random-inputs, not both")
+    if inputs_path:
+        feeds = read_npz(inputs_path)
+    elif random_inputs or not prog.inputs():
+        feeds = make_random(prog, seed)
+    else:
+        raise UserError("the program has inputs: give --inputs IN.npz or --random-inputs")
+    return Debugger(prog, feeds)
+
+
+@click.command("debug")
+@click.argument("program", type=click.Path(dir_okay=False, path_type=Path))
+@compile_options
+@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False, path_type=Path), help="Inputs .npz.")
+@click.option("--random-inputs", is_flag=True, help="Use seeded random inputs.")
+@click.option("--seed", default=0, show_default=True, help="Seed for --random-inputs.")
+@click.option("-x", "scripts", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Run the commands of a script file (repeatable; before the -ex commands).")
+@click.option("-ex", "--eval-command", "commands", multiple=True, metavar="CMD",
+              help="Run one command (repeatable, in order).")
+@click.option("--batch", is_flag=True, help="Run the -x / -ex commands and exit: 1 if a command failed or the "
+                                            "program faulted or hung.")
+@debug_option
+def debug_cmd(program: Path, inputs_path, random_inputs, seed, scripts, commands, batch, **compile_kw) -> None:
+    """Debug a program or model on the emulated XPU with gdb's verbs: breakpoints on instructions,
+    labels, ONNX nodes or opcodes; watchpoints on SBUF/PSUM/HBM ranges, tensors and semaphores;
+    stepping one engine while the others are frozen; reverse execution. See docs/debugger.md.
+
+    \b
+    Examples:
+      xpu debug samples/programs/gemm512.xasm --random-inputs
+      xpu debug samples/cnn.onnx --inputs samples/cnn.inputs.npz -ex 'break op matmul' -ex run -ex bt --batch
+      xpu debug prog.xpu --random-inputs -ex 'watch sbuf[0:+128]@0x0{1:256}:f32' -ex run -ex reverse-continue
+    """
+    from .commands import Commands
+    from .console import Session
+
+    lines: list[str] = []
+    for script in scripts:
+        try:
+            lines += script.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{script}: cannot read ({exc})") from None
+    lines += list(commands)
+    dbg = load_debugger(program, compile_kw, inputs_path, random_inputs, seed)
+    session = Session(Commands(dbg), echo=batch or not sys.stdin.isatty())
+    session.run_lines(lines)
+    if not batch:
+        if sys.stdin.isatty():
+            session.interactive()
+        else:
+            session.run_lines(sys.stdin.read().splitlines())
+    if session.failed:
+        raise CheckFailed("a debugger command failed or the program faulted")
+
+
+def register(root: click.Group) -> None:
+    root.add_command(debug_cmd)
