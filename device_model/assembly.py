@@ -233,7 +233,13 @@ def _key_values(tokens: list[str], allowed: tuple[str, ...], what: str) -> dict[
 def _operand_order(ins: Instr) -> list[str]:
     spec = OPCODES.get(ins.op)
     known = list(spec.required + spec.optional) if spec else []
-    return [n for n in known if n in ins.operands] + sorted(n for n in ins.operands if n not in known)
+    rest = [n for n in ins.operands if n not in known]
+    return [n for n in known if n in ins.operands] + sorted(rest, key=_natural_key)
+
+
+def _natural_key(name: str) -> tuple:
+    m = re.fullmatch(r"(.*?)([0-9]+)", name)
+    return (m.group(1), int(m.group(2))) if m else (name, -1)
 
 
 def format_label(label: str) -> str:
@@ -304,7 +310,7 @@ def _instr_from_tokens(tokens: list[str], label: str | None) -> Instr:
         if key in seen:
             raise AsmError(f"{engine} {op}: {key}= given twice")
         seen.add(key)
-        if key in operand_names:
+        if key in operand_names or spec.allows_operand(key):
             try:
                 ins.operands[key] = parse_ap(value)
             except AsmError as exc:
@@ -330,7 +336,7 @@ def _instr_from_tokens(tokens: list[str], label: str | None) -> Instr:
 
 
 def _allowed_keys(spec: OpSpec) -> str:
-    operands = list(spec.required) + [f"[{n}]" for n in spec.optional]
+    operands = list(spec.required) + [f"[{n}]" for n in spec.optional] + [f"[{p}N]" for p in spec.numbered]
     return ", ".join(operands + [f"[{a}]" for a in sorted(spec.attrs)] + ["[wait]", "[signal]", "[dbg]"])
 
 
@@ -673,6 +679,7 @@ def opcode_reference_markdown() -> str:
             "|---|---|---|---|---|"]
     for op, spec in OPCODES.items():
         operands = [f"`{n}`" for n in spec.required] + [f"[`{n}`]" for n in spec.optional]
+        operands += [f"[`{p}N`…]" for p in spec.numbered]
         attrs = []
         for name, (types, default, choices) in spec.attrs.items():
             text = f"`{name}` {_type_name(types)} = `{_format_scalar(default)}`"

@@ -127,6 +127,21 @@ class OpSpec:
     optional: tuple[str, ...] = ()             # operand names that may be present
     attrs: dict[str, tuple] = field(default_factory=dict)  # name -> (type(s), default, choices|None)
     doc: str = ""
+    numbered: tuple[str, ...] = ()             # operand name prefixes taking any number: src0, src1, ...
+
+    def allows_operand(self, name: str) -> bool:
+        if name in self.required or name in self.optional:
+            return True
+        return any(name.startswith(p) and name[len(p):].isdigit() and str(int(name[len(p):])) == name[len(p):]
+                   for p in self.numbered)
+
+
+WRITTEN_OPERANDS = ("dst", "accum")  # and numbered dstN (host_call)
+
+
+def is_written(operand: str) -> bool:
+    """Whether an operand is written by its instruction (all others are read)."""
+    return operand in WRITTEN_OPERANDS or (operand.startswith("dst") and operand[3:].isdigit())
 
 
 _ANY_COMPUTE = ("dve", "pool", "act")
@@ -183,9 +198,9 @@ OPCODES: dict[str, OpSpec] = {
         "dst[p, f...] = table[idx[p], f...]; table's first axis (partitions or outermost hbm "
         "dim) is the row; idx[P,1] is integer; an index out of range is an error")),
     # host -----------------------------------------------------------------------------------
-    "host_call": OpSpec((HOST_ENGINE,), (), attrs={"op": (int, 0, None)}, doc=(
+    "host_call": OpSpec((HOST_ENGINE,), (), attrs={"op": (int, 0, None)}, numbered=("src", "dst"), doc=(
         "run entry `op` of the program's host-op table on the host: read its input tensors from "
-        "HBM, compute, write its outputs to HBM")),
+        "HBM, compute, write its outputs to HBM; srcN/dstN name the HBM ranges it reads and writes")),
     # any engine -------------------------------------------------------------------------------
     "nop": OpSpec(ENGINES, (), doc="does nothing; carries waits and signals (a barrier)"),
 }
@@ -229,9 +244,9 @@ def validate_instr(ins: Instr) -> None:
     for name in spec.required:
         if name not in ins.operands:
             raise IsaError(f"{where}: missing operand {name}")
-    allowed = set(spec.required) | set(spec.optional)
+    allowed = set(spec.required) | set(spec.optional) | {f"{p}N" for p in spec.numbered}
     for name, ap in ins.operands.items():
-        if name not in allowed:
+        if not spec.allows_operand(name):
             raise IsaError(f"{where}: unknown operand {name} (allowed: {', '.join(sorted(allowed))})")
         if not isinstance(ap, AP):
             raise IsaError(f"{where}: operand {name} must be an access pattern")

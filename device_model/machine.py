@@ -9,14 +9,14 @@ Semantics (docs/timing.md has the cost formulas):
   a DMA completes `latency_cycles` after its last byte moved.
 - When no engine can progress and work remains, the machine is hung: a HangReport names every
   blocked engine, what it waits for, and whether any remaining instruction could still signal it.
-Observers are objects with any of on_issue, on_complete, on_semaphore, on_memory_access, on_hang;
-a machine without observers never builds event objects.
+Observers (device_model.events: typed events, the Observer base class) may request a stop at an
+instruction's issue or completion; a machine without observers never builds event objects.
 """
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -24,72 +24,37 @@ from threadpoolctl import ThreadpoolController
 from .arch import Arch, load_arch
 from .dtypes import np_dtype
 from .engines import ExecError, build_executor
-from .isa import ENGINES, Instr, engine_kind
+from .events import (
+    HOOKS,
+    BlockedEngine,
+    EngineView,
+    HangReport,
+    InstrEvent,
+    MemoryAccess,
+    SemaphoreEvent,
+    Stop,
+    defined_hooks,
+)
+from .isa import AP, ENGINES, Instr, engine_kind, is_written
 from .memory import Memory
 from .program import Program
 from .timing import bytes_per_cycle, compute_cycles, dma_bytes, host_cycles
 
-OBSERVER_HOOKS = ("on_issue", "on_complete", "on_semaphore", "on_memory_access", "on_hang")
-_READ_ONLY = ("dst", "accum")  # operand names that are written, not read
+OBSERVER_HOOKS = HOOKS
 
 
 class MachineError(RuntimeError):
     """A program fault at run time: names the engine, instruction index and what went wrong."""
 
+    def __init__(self, message: str, engine: str | None = None, index: int | None = None):
+        super().__init__(message)
+        self.engine, self.index = engine, index
+
 
 class HangError(MachineError):
-    def __init__(self, report: "HangReport"):
+    def __init__(self, report: HangReport):
         super().__init__(report.text())
         self.report = report
-
-
-@dataclass(frozen=True)
-class InstrEvent:
-    engine: str
-    index: int  # position in the engine's stream
-    instr: Instr
-    issue: int  # cycle the instruction started
-    end: int  # cycle it completes (for DMA known only at completion; -1 before)
-    wait: int  # cycles the engine sat free before issue because of unmet semaphore waits
-
-
-@dataclass(frozen=True)
-class MemoryAccess:
-    engine: str
-    index: int
-    kind: str  # "r" or "w"
-    operand: str
-    ap: object
-    time: int
-
-
-@dataclass
-class BlockedEngine:
-    engine: str
-    index: int
-    instr: Instr
-    unmet: list[tuple[int, int, int]]  # (semaphore, wanted, current)
-    signallers: dict[int, list[str]]  # semaphore -> engines with a remaining instruction signalling it
-
-
-@dataclass
-class HangReport:
-    time: int
-    blocked: list[BlockedEngine]
-    cycle: list[str] = field(default_factory=list)  # engines in a wait-for cycle, if any
-
-    def text(self) -> str:
-        lines = [f"hang at cycle {self.time}: no engine can make progress"]
-        for b in self.blocked:
-            lines.append(f"  {b.engine} #{b.index} `{b.instr}` waits for:")
-            for sem, want, have in b.unmet:
-                who = b.signallers.get(sem) or []
-                can = (f"could still be signalled by {', '.join(who)}" if who
-                       else "no remaining instruction signals it: it can never be met")
-                lines.append(f"    s{sem} >= {want} (now {have}); {can}")
-        if self.cycle:
-            lines.append("  deadlock cycle: " + " -> ".join(self.cycle + [self.cycle[0]]))
-        return "\n".join(lines)
 
 
 @dataclass
@@ -102,7 +67,7 @@ class RunResult:
 
 
 class _EngineState:
-    __slots__ = ("name", "id", "kind", "n", "execs", "costs", "waits", "signals", "instrs", "pc",
+    __slots__ = ("name", "id", "kind", "n", "execs", "costs", "waits", "signals", "instrs", "accesses", "pc",
                  "busy", "end", "issue", "free_since", "remaining", "rate_cap", "tail", "waited", "blocked")
 
     def __init__(self, name: str, id_: int):
@@ -112,8 +77,9 @@ class _EngineState:
         self.costs: list[int] = []
         self.waits: list[tuple] = []
         self.signals: list[tuple] = []
+        self.accesses: list[tuple] = []  # per instruction: ((kind "r"/"w", operand name, AP), ...)
         self.n = 0
-        self.pc = 0  # next instruction to issue
+        self.pc = 0  # the instruction in flight, or the next to issue
         self.busy = False
         self.end = -1  # completion cycle (compute engines, or DMA in its latency tail)
         self.issue = 0
@@ -122,6 +88,43 @@ class _EngineState:
         self.tail = False  # DMA: transfer done, in latency tail
         self.waited = 0  # cycles the current instruction sat ready-but-blocked on semaphores
         self.blocked: tuple[int, int] | None = None  # the (semaphore, value) it last found unmet
+
+
+_ENGINE_FIELDS = ("pc", "busy", "end", "issue", "free_since", "remaining", "tail", "waited", "blocked")
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    pc: int
+    busy: bool
+    end: int
+    issue: int
+    free_since: int
+    remaining: float
+    tail: bool
+    waited: int
+    blocked: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class MachineSnapshot:
+    """Everything needed to resume exactly from a point of a run (see Machine.snapshot)."""
+
+    time: int
+    sem: tuple[int, ...]
+    finished: bool
+    pending: tuple[int, ...]  # engine ids whose completion at `time` is not applied yet
+    busy_cycles: tuple[int, ...]
+    completed: tuple[int, ...]
+    dma_bytes: int
+    engines: tuple[EngineSnapshot, ...]
+    announced: tuple[int, int] | None  # an issue already reported to observers (stopped at issue)
+    memory: object
+    observers: tuple = ()  # (observer, its save_state()) pairs
+
+    @property
+    def retired(self) -> int:
+        return sum(self.completed)
 
 
 class Machine:
@@ -135,7 +138,12 @@ class Machine:
         self.program: Program | None = None
         self.memory: Memory | None = None
         self._observers: list = []
-        self._hooks: dict[str, list] = {h: [] for h in OBSERVER_HOOKS}
+        self._hooks: dict[str, list] = {h: [] for h in HOOKS}
+        self._frozen: frozenset[int] = frozenset()
+        self._stop_requested = False
+        self._stop_detail = None
+        self.stopped: Stop | None = None
+        self.fault: MachineError | None = None
 
     # ---- loading --------------------------------------------------------------------------
     def load(self, program: Program, cost_jitter: tuple[int, int] | None = None) -> "Machine":
@@ -158,10 +166,12 @@ class Machine:
         for ins in program.instrs:
             e = by_name[ins.engine]
             e.instrs.append(ins)
+            operands = ins.operands
             if ins.op == "host_call":
                 host_op = program.host_ops[ins.attrs.get("op", 0)]
                 e.execs.append(self._host_executor(host_op))
                 cost = host_cycles(host_op, program, self.arch)
+                operands = operands or _host_operands(program, host_op)
             else:
                 e.execs.append(build_executor(ins, self.memory, self.arch))
                 cost = dma_bytes(ins, self.arch) if e.kind == "dma" else compute_cycles(ins, self.arch)
@@ -170,9 +180,11 @@ class Machine:
             e.costs.append(cost)
             e.waits.append(tuple(ins.waits))
             e.signals.append(tuple(ins.signals))
+            e.accesses.append(tuple(("w" if is_written(n) else "r", n, ap) for n, ap in operands.items()))
         for e in self._engines:
             e.n = len(e.instrs)
             e.rate_cap = bytes_per_cycle(self.arch.raw["dma"]["queue_gbps"], self.arch)
+        self._by_name = by_name
         self._active = [e for e in self._engines if e.n]
         self._dma_latency = self.arch.raw["dma"]["latency_cycles"]
         self._fabric = bytes_per_cycle(self.arch.raw["hbm"]["bandwidth_gbps"], self.arch)
@@ -198,40 +210,76 @@ class Machine:
         self.sem = [0] * self.arch.semaphores
         self._pending: list[_EngineState] = []  # completions due at self.time, not yet applied
         self._finished = False
+        self._announced: tuple[int, int] | None = None
         self.busy_cycles = [0] * len(ENGINES)
         self.completed = [0] * len(ENGINES)
         self.dma_bytes_moved = 0
+        self.stopped, self.fault = None, None
         for e in self._engines:
             e.pc, e.busy, e.end, e.issue, e.free_since = 0, False, -1, 0, 0
             e.remaining, e.tail, e.waited, e.blocked = 0.0, False, 0, None
 
-    # ---- tensors --------------------------------------------------------------------------
+    # ---- tensors and memory ---------------------------------------------------------------
     def write_tensor(self, name: str, value: np.ndarray) -> None:
         t = self.program.tensor(name)
         arr = np.asarray(value, dtype=np_dtype(t.dtype))  # (ascontiguousarray would make 0-d 1-d)
         if arr.shape != tuple(t.shape):
             raise MachineError(f"tensor {name}: shape {arr.shape} given, program expects {tuple(t.shape)}")
-        self.memory.hbm[t.offset:t.offset + t.nbytes] = np.ascontiguousarray(arr.reshape(-1)).view(np.uint8)
+        self.memory.write_hbm(t.offset, np.ascontiguousarray(arr.reshape(-1)).view(np.uint8))
 
     def read_tensor(self, name: str) -> np.ndarray:
         t = self.program.tensor(name)
         raw = self.memory.hbm[t.offset:t.offset + t.nbytes]
         return raw.view(np_dtype(t.dtype)).reshape(t.shape).copy()
 
+    def read_ap(self, ap: AP) -> np.ndarray:
+        """A copy of the typed elements `ap` names, as memory holds them now (raises
+        memory.AccessError when `ap` is out of bounds)."""
+        return self.memory.view(ap).copy()
+
     # ---- observers ------------------------------------------------------------------------
     def attach(self, observer) -> None:
+        """Add an observer (see device_model.events): only the hooks it defines are called."""
         self._observers.append(observer)
-        for h in OBSERVER_HOOKS:
-            fn = getattr(observer, h, None)
-            if fn is not None:
-                self._hooks[h].append(fn)
+        for h, fn in defined_hooks(observer).items():
+            self._hooks[h].append(fn)
 
     def detach(self, observer) -> None:
         self._observers.remove(observer)
-        for h in OBSERVER_HOOKS:
-            fn = getattr(observer, h, None)
-            if fn is not None:
-                self._hooks[h] = [f for f in self._hooks[h] if f != fn]
+        for h, fn in defined_hooks(observer).items():
+            self._hooks[h] = [f for f in self._hooks[h] if f != fn]
+
+    def request_stop(self, detail: object = None) -> None:
+        """Called by an observer from a hook: stop before the instruction being issued issues
+        (from on_issue), or right after the instruction being completed (any other hook).
+        `detail` is handed back in `machine.stopped.detail`."""
+        self._stop_requested, self._stop_detail = True, detail
+
+    # ---- engine state ---------------------------------------------------------------------
+    def engine(self, name: str) -> EngineView:
+        """A read-only view of engine `name` (pc, RUNNING/BLOCKED/DONE, last retired)."""
+        e = self._by_name[name]
+        blocked_on = None
+        if e.pc >= e.n and not e.busy:
+            state = "DONE"
+        elif e.busy:
+            state = "RUNNING"
+        else:
+            unmet = next(((s, v, self.sem[s]) for s, v in e.waits[e.pc] if self.sem[s] < v), None)
+            state, blocked_on = ("BLOCKED", unmet) if unmet else ("RUNNING", None)
+        return EngineView(e.name, e.pc, e.n, state, e.busy, blocked_on, e.pc - 1)
+
+    def engines(self) -> list[EngineView]:
+        """Views of every engine that has instructions, in engine order."""
+        return [self.engine(e.name) for e in self._active]
+
+    def instr(self, engine: str, index: int) -> Instr:
+        return self._by_name[engine].instrs[index]
+
+    @property
+    def retired(self) -> int:
+        """Instructions completed so far (all engines): a position in the run."""
+        return sum(self.completed)
 
     # ---- running --------------------------------------------------------------------------
     @property
@@ -239,21 +287,39 @@ class Machine:
         return self._finished
 
     def run(self) -> RunResult:
-        """Run to completion. Raises HangError on a deadlock, MachineError on a fault."""
+        """Run to completion, or until an observer requests a stop (`machine.stopped` says why;
+        calling run again resumes). Raises HangError on a deadlock, MachineError on a fault."""
+        self._begin()
         with single_threaded_blas():
             while self._advance(None):
                 pass
         return self.result()
 
-    def step(self, engine: str | None = None) -> InstrEvent | None:
-        """Advance until one instruction completes (on `engine`, if given); return its event,
-        or None when the program has finished."""
+    def step(self, engine: str | None = None, freeze_others: bool = False) -> InstrEvent | None:
+        """Advance until one instruction completes (on `engine`, if given); return its event.
+
+        None when the program has finished (or `engine` has), or the machine stopped first
+        (`machine.stopped`: a stop request, or "blocked" when `engine` waits on a frozen one).
+        `freeze_others`: the other engines are paused meanwhile (they neither issue, move data
+        nor complete; an instruction whose end passed while frozen completes when thawed)."""
+        self._begin()
         target = None if engine is None else ENGINES.index(engine)
-        with single_threaded_blas():
-            while True:
-                ev = self._advance(target, stop_after_one=True)
-                if ev is None or isinstance(ev, InstrEvent):
-                    return ev
+        if target is not None:
+            e = self._engines[target]
+            if e.pc >= e.n and not e.busy:
+                return None
+        if freeze_others and target is not None:
+            self._frozen = frozenset(i for i in range(len(ENGINES)) if i != target)
+        try:
+            with single_threaded_blas():
+                while True:
+                    ev = self._advance(target, stop_after_one=True)
+                    if ev is True:
+                        continue
+                    return ev or None
+        finally:
+            if self._frozen:
+                self._thaw()
 
     def result(self) -> RunResult:
         return RunResult(
@@ -264,66 +330,111 @@ class Machine:
             seconds=self.arch.cycles_to_seconds(self.time),
         )
 
+    def _begin(self) -> None:
+        self._stop_requested, self._stop_detail, self.stopped = False, None, None
+
+    def _stop(self, reason: str, phase: str, engine: str, index: int, detail=None) -> None:
+        self.stopped = Stop(reason, phase, engine, index, detail if detail is not None else self._stop_detail)
+        self._stop_requested, self._stop_detail = False, None
+
+    def _thaw(self) -> None:
+        self._frozen = frozenset()
+        for e in self._active:
+            if e.busy and 0 <= e.end < self.time:
+                e.end = self.time  # its end passed while frozen: it completes now
+
     def _advance(self, target, stop_after_one: bool = False):
-        """One scheduler iteration. Returns False/None when finished, True to continue, or an
-        InstrEvent when `stop_after_one` and a (matching) instruction completed."""
+        """One scheduler iteration. Returns True to continue; False/None when finished or
+        stopped; an InstrEvent when `stop_after_one` and a (matching) instruction completed."""
         if self._pending:
-            e = self._pending.pop(0)
-            ev = self._complete(e, stop_after_one)
-            if stop_after_one and (target is None or e.id == target):
-                return ev
-            return True
+            e = self._next_pending()
+            if e is not None:
+                ev = self._complete(e, stop_after_one)
+                hit = stop_after_one and (target is None or e.id == target)
+                if self._stop_requested:
+                    self._stop("request", "complete", e.name, e.pc - 1)
+                    return ev if hit else False
+                return ev if hit else True
         if self._finished:
             return None
-        self._issue_ready()
+        if not self._issue_ready():
+            return False
         t_next = self._next_time()
         if t_next is None:
             if any(e.pc < e.n for e in self._active):
+                if self._frozen:
+                    self._blocked(target)
+                    return False
                 self._hang()
             self._finished = True
             return None
         self._move_time(t_next)
         return True
 
-    def _issue_ready(self) -> None:
+    def _next_pending(self) -> _EngineState | None:
+        if not self._frozen:
+            return self._pending.pop(0)
+        for i, e in enumerate(self._pending):
+            if e.id not in self._frozen:
+                return self._pending.pop(i)
+        return None
+
+    def _issue_ready(self) -> bool:
+        """Issue every engine that can; False if an observer stopped the machine at an issue."""
         sem = self.sem
         t = self.time
+        frozen = self._frozen
+        on_issue = self._hooks["on_issue"]
         for e in self._active:
-            if e.busy or e.pc >= e.n:
+            if e.busy or e.pc >= e.n or (frozen and e.id in frozen):
                 continue
             if e.blocked is not None and sem[e.blocked[0]] < e.blocked[1]:
                 continue  # still waiting on the semaphore that stopped it last time
             e.blocked = next(((s, v) for s, v in e.waits[e.pc] if sem[s] < v), None)
             if e.blocked is not None:
                 continue
-            e.busy, e.issue, e.waited = True, t, t - e.free_since
             cost = e.costs[e.pc]
+            end = -1 if e.kind == "dma" else t + cost
+            if on_issue:
+                if self._announced != (e.id, e.pc):
+                    ev = InstrEvent(e.name, e.pc, e.instrs[e.pc], t, end, t - e.free_since)
+                    for fn in on_issue:
+                        fn(ev)
+                    if self._stop_requested:
+                        self._announced = (e.id, e.pc)  # on resuming it issues without a second report
+                        self._stop("request", "issue", e.name, e.pc)
+                        return False
+                self._announced = None
+            e.busy, e.issue, e.waited = True, t, t - e.free_since
             if e.kind == "dma":
                 e.remaining, e.tail, e.end = float(cost), False, -1
             else:
-                e.end = t + cost
-            if self._hooks["on_issue"]:
-                ev = InstrEvent(e.name, e.pc, e.instrs[e.pc], t, e.end, e.waited)
-                for fn in self._hooks["on_issue"]:
-                    fn(ev)
+                e.end = end
+        return True
+
+    def _running(self) -> list[_EngineState]:
+        frozen = self._frozen
+        return [e for e in self._active if e.busy and not (frozen and e.id in frozen)]
 
     def _next_time(self) -> int | None:
         t_next = None
-        transfers = [e for e in self._active if e.busy and e.kind == "dma" and not e.tail]
+        running = self._running()
+        transfers = [e for e in running if e.kind == "dma" and not e.tail]
         if transfers:
             rate = min(self._fabric / len(transfers), transfers[0].rate_cap)
             for e in transfers:
                 t = self.time + max(1, math.ceil(e.remaining / rate - 1e-9))
                 if t_next is None or t < t_next:
                     t_next = t
-        for e in self._active:
-            if e.busy and e.end >= 0 and (t_next is None or e.end < t_next):
+        for e in running:
+            if e.end >= 0 and (t_next is None or e.end < t_next):
                 t_next = e.end
         return t_next
 
     def _move_time(self, t_next: int) -> None:
         dt = t_next - self.time
-        transfers = [e for e in self._active if e.busy and e.kind == "dma" and not e.tail]
+        running = self._running()
+        transfers = [e for e in running if e.kind == "dma" and not e.tail]
         if transfers:
             rate = min(self._fabric / len(transfers), transfers[0].rate_cap)
             for e in transfers:
@@ -332,23 +443,34 @@ class Machine:
                 else:
                     e.remaining -= dt * rate
         self.time = t_next
-        self._pending = [e for e in self._active if e.busy and e.end == t_next]
+        self._pending = [e for e in running if e.end == t_next]
 
     def _complete(self, e: _EngineState, want_event: bool):
         idx = e.pc
         ins = e.instrs[idx]
         hooks = self._hooks
         if hooks["on_memory_access"]:
-            self._report_accesses(e, idx, ins)
+            for kind, name, ap in e.accesses[idx]:
+                acc = MemoryAccess(e.name, idx, kind, name, ap, self.time)
+                for fn in hooks["on_memory_access"]:
+                    fn(acc)
+        if self.memory.tracking:
+            for kind, _, ap in e.accesses[idx]:
+                if kind == "w":
+                    self.memory.mark_written(ap)
         try:
             e.execs[idx]()
         except (ExecError, ValueError, FloatingPointError, MemoryError) as exc:
-            raise MachineError(f"{e.name} instruction #{idx} `{ins}`: {exc}") from None
+            self.fault = MachineError(f"{e.name} instruction #{idx} `{ins}`: {exc}", e.name, idx)
+            self._finished = True
+            raise self.fault from None
         for s, inc in e.signals[idx]:
             old = self.sem[s]
             self.sem[s] = old + inc
-            for fn in hooks["on_semaphore"]:
-                fn(s, old, old + inc, self.time, e.name, idx)
+            if hooks["on_semaphore"]:
+                sev = SemaphoreEvent(s, old, old + inc, self.time, e.name, idx)
+                for fn in hooks["on_semaphore"]:
+                    fn(sev)
         self.busy_cycles[e.id] += self.time - e.issue
         self.completed[e.id] += 1
         if e.kind == "dma":
@@ -361,20 +483,17 @@ class Machine:
             fn(ev)
         return ev
 
-    def _report_accesses(self, e: _EngineState, idx: int, ins: Instr) -> None:
-        for name, ap in ins.operands.items():
-            kind = "w" if name in _READ_ONLY else "r"
-            acc = MemoryAccess(e.name, idx, kind, name, ap, self.time)
-            for fn in self._hooks["on_memory_access"]:
-                fn(acc)
-
     # ---- hang ------------------------------------------------------------------------------
     def hang_report(self) -> HangReport:
+        """Every engine waiting on a semaphore that is not met, who could still signal it, and a
+        cycle in the wait-for graph if there is one."""
         blocked = []
         for e in self._active:
             if e.busy or e.pc >= e.n:
                 continue
             unmet = [(s, v, self.sem[s]) for s, v in e.waits[e.pc] if self.sem[s] < v]
+            if not unmet:
+                continue
             signallers: dict[int, list[str]] = {}
             for s, _, _ in unmet:
                 who = []
@@ -386,6 +505,12 @@ class Machine:
             blocked.append(BlockedEngine(e.name, e.pc, e.instrs[e.pc], unmet, signallers))
         return HangReport(self.time, blocked, _find_cycle(blocked))
 
+    def _blocked(self, target) -> None:
+        """Only frozen engines could make progress: report the engine stepped and what it waits on."""
+        report = self.hang_report()
+        e = self._engines[target] if target is not None else self._active[0]
+        self._stop("blocked", "issue", e.name, e.pc, report)
+
     def _hang(self) -> None:
         report = self.hang_report()
         for fn in self._hooks["on_hang"]:
@@ -394,27 +519,50 @@ class Machine:
         raise HangError(report)
 
     # ---- snapshots -------------------------------------------------------------------------
-    def snapshot(self) -> dict:
-        """Everything needed to resume exactly from here (memories included)."""
-        return {
-            "time": self.time, "sem": list(self.sem), "finished": self._finished,
-            "pending": [e.id for e in self._pending],
-            "busy_cycles": list(self.busy_cycles), "completed": list(self.completed),
-            "dma_bytes": self.dma_bytes_moved,
-            "engines": [(e.pc, e.busy, e.end, e.issue, e.free_since, e.remaining, e.tail, e.waited)
-                        for e in self._engines],
-            "memory": self.memory.snapshot(),
-        }
+    def snapshot(self) -> MachineSnapshot:
+        """Everything needed to resume exactly from here: scheduler state, memories (pages shared
+        with earlier snapshots where unchanged, see Memory.snapshot) and the saved state of every
+        attached observer that has `save_state`."""
+        return MachineSnapshot(
+            time=self.time, sem=tuple(self.sem), finished=self._finished,
+            pending=tuple(e.id for e in self._pending),
+            busy_cycles=tuple(self.busy_cycles), completed=tuple(self.completed),
+            dma_bytes=self.dma_bytes_moved,
+            engines=tuple(EngineSnapshot(*(getattr(e, f) for f in _ENGINE_FIELDS)) for e in self._engines),
+            announced=self._announced,
+            memory=self.memory.snapshot(),
+            observers=tuple((o, o.save_state()) for o in self._observers if hasattr(o, "save_state")),
+        )
 
-    def restore(self, snap: dict) -> None:
-        self.time, self.sem, self._finished = snap["time"], list(snap["sem"]), snap["finished"]
-        self._pending = [self._engines[i] for i in snap["pending"]]
-        self.busy_cycles, self.completed = list(snap["busy_cycles"]), list(snap["completed"])
-        self.dma_bytes_moved = snap["dma_bytes"]
-        for e, st in zip(self._engines, snap["engines"]):
-            e.pc, e.busy, e.end, e.issue, e.free_since, e.remaining, e.tail, e.waited = st
-            e.blocked = None
-        self.memory.restore(snap["memory"])
+    def restore(self, snap: MachineSnapshot) -> None:
+        """Return to `snap` exactly (observers still attached get their saved state back)."""
+        self.time, self.sem, self._finished = snap.time, list(snap.sem), snap.finished
+        self._pending = [self._engines[i] for i in snap.pending]
+        self.busy_cycles, self.completed = list(snap.busy_cycles), list(snap.completed)
+        self.dma_bytes_moved = snap.dma_bytes
+        self._announced = snap.announced
+        for e, st in zip(self._engines, snap.engines):
+            for f in _ENGINE_FIELDS:
+                setattr(e, f, getattr(st, f))
+        self.memory.restore(snap.memory)
+        self.stopped, self.fault, self._frozen = None, None, frozenset()
+        self._stop_requested, self._stop_detail = False, None
+        for obs, state in snap.observers:
+            if any(o is obs for o in self._observers):
+                obs.restore_state(state)
+
+
+def _host_operands(program: Program, host_op) -> dict[str, AP]:
+    """A host call without operands (programs from before host calls carried them): its host
+    op's input and output tensors, whole."""
+    out: dict[str, AP] = {}
+    for prefix, names in (("src", host_op.inputs), ("dst", host_op.outputs)):
+        for i, name in enumerate(n for n in names if n):
+            t = program.tensor(name)
+            count = t.nbytes // np_dtype(t.dtype).itemsize
+            if count:
+                out[f"{prefix}{i}"] = AP("hbm", t.offset, ((1, count),), t.dtype)
+    return out
 
 
 _BLAS = []

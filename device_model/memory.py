@@ -1,6 +1,8 @@
 """Device memories (HBM, SBUF, PSUM) as byte arrays, and typed strided views onto them."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .arch import Arch
@@ -10,6 +12,34 @@ from .isa import AP
 
 class AccessError(RuntimeError):
     """An access pattern that reaches outside its memory."""
+
+
+HBM_PAGE = 64 << 10  # bytes of HBM per snapshot page
+ONCHIP_PAGE = 512  # bytes per partition of an SBUF/PSUM page (the page spans every partition)
+SPACE_NAMES = ("hbm", "sbuf", "psum")
+
+
+@dataclass(frozen=True)
+class MemorySnapshot:
+    """The memories' contents as pages (read-only arrays). Consecutive snapshots share the page
+    objects of pages nobody wrote in between, so a snapshot costs only what changed."""
+
+    pages: tuple[tuple[np.ndarray, ...], ...]  # per space (hbm, sbuf, psum)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for space in self.pages for p in space)
+
+    def unique_nbytes(self, seen: set[int]) -> int:
+        """Bytes of pages not yet in `seen` (ids), which this call adds: the memory a set of
+        snapshots really holds is the sum over them."""
+        total = 0
+        for space in self.pages:
+            for p in space:
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    total += p.nbytes
+        return total
 
 
 class Memory:
@@ -29,6 +59,10 @@ class Memory:
         self.sbuf = np.zeros((arch.partitions, sbuf_row), dtype=np.uint8)
         self.psum = np.zeros((arch.raw["psum"]["partitions"], psum_row), dtype=np.uint8)
         self._views: dict[AP, np.ndarray] = {}  # buffers never move, so a view is built once
+        # dirty tracking starts with the first snapshot: until then writes cost nothing extra
+        self.tracking = False
+        self._last: MemorySnapshot | None = None
+        self._dirty: tuple[np.ndarray, ...] = ()
 
     def space(self, name: str) -> np.ndarray:
         return {"hbm": self.hbm, "sbuf": self.sbuf, "psum": self.psum}[name]
@@ -81,12 +115,78 @@ class Memory:
         """Zero SBUF and PSUM in place (views stay valid)."""
         self.sbuf.fill(0)
         self.psum.fill(0)
+        if self.tracking:
+            self._dirty[1][:] = True
+            self._dirty[2][:] = True
 
-    def snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.hbm.copy(), self.sbuf.copy(), self.psum.copy()
+    def write_hbm(self, offset: int, data: np.ndarray) -> None:
+        """Write raw bytes to HBM (inputs, host ops): the way to write memory from outside an
+        instruction, so snapshots see it."""
+        self.hbm[offset:offset + data.size] = data
+        if self.tracking and data.size:
+            self._dirty[0][offset // HBM_PAGE:(offset + data.size - 1) // HBM_PAGE + 1] = True
 
-    def restore(self, snap: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        # copy in place: views built on these buffers stay valid
-        np.copyto(self.hbm, snap[0])
-        np.copyto(self.sbuf, snap[1])
-        np.copyto(self.psum, snap[2])
+    def mark_written(self, ap: AP) -> None:
+        """Note that `ap`'s bytes are about to change (the machine calls this for every written
+        operand while tracking)."""
+        first, end = ap.byte_extent()
+        if ap.space == "hbm":
+            self._dirty[0][first // HBM_PAGE:(end - 1) // HBM_PAGE + 1] = True
+        else:
+            self._dirty[1 if ap.space == "sbuf" else 2][first // ONCHIP_PAGE:(end - 1) // ONCHIP_PAGE + 1] = True
+
+    # ---- snapshots ------------------------------------------------------------------------
+    def _buffers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.hbm, self.sbuf, self.psum
+
+    @staticmethod
+    def _page(buf: np.ndarray, i: int) -> np.ndarray:
+        if buf.ndim == 1:
+            return buf[i * HBM_PAGE:(i + 1) * HBM_PAGE]
+        return buf[:, i * ONCHIP_PAGE:(i + 1) * ONCHIP_PAGE]
+
+    def _page_counts(self) -> tuple[int, int, int]:
+        return (-(-self.hbm.size // HBM_PAGE), -(-self.sbuf.shape[1] // ONCHIP_PAGE),
+                -(-self.psum.shape[1] // ONCHIP_PAGE))
+
+    def snapshot(self) -> MemorySnapshot:
+        """The current contents. The first snapshot copies everything and starts dirty tracking;
+        later ones copy only the pages written since the previous snapshot (or restore)."""
+        spaces = []
+        for k, buf in enumerate(self._buffers()):
+            n = self._page_counts()[k]
+            if self._last is None:
+                pages = [self._frozen_copy(self._page(buf, i)) for i in range(n)]
+            else:
+                pages = list(self._last.pages[k])
+                for i in np.flatnonzero(self._dirty[k]).tolist():
+                    pages[i] = self._frozen_copy(self._page(buf, i))
+            spaces.append(tuple(pages))
+        snap = MemorySnapshot(tuple(spaces))
+        self._set_base(snap)
+        return snap
+
+    def restore(self, snap: MemorySnapshot) -> None:
+        """Back to `snap`: copies in place (views stay valid), only the pages that may differ."""
+        for k, buf in enumerate(self._buffers()):
+            pages = snap.pages[k]
+            if self._last is None:
+                changed = range(len(pages))
+            else:
+                last = self._last.pages[k]
+                changed = sorted(set(np.flatnonzero(self._dirty[k]).tolist())
+                                 | {i for i in range(len(pages)) if last[i] is not pages[i]})
+            for i in changed:
+                np.copyto(self._page(buf, i), pages[i])
+        self._set_base(snap)
+
+    def _set_base(self, snap: MemorySnapshot) -> None:
+        self._last = snap
+        self.tracking = True
+        self._dirty = tuple(np.zeros(n, dtype=bool) for n in self._page_counts())
+
+    @staticmethod
+    def _frozen_copy(page: np.ndarray) -> np.ndarray:
+        out = page.copy()
+        out.flags.writeable = False
+        return out

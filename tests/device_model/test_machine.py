@@ -99,8 +99,8 @@ def test_observers_see_every_instruction_semaphore_and_access():
         def on_complete(self, ev):
             self.completed.append((ev.engine, ev.index, ev.issue, ev.end, ev.wait))
 
-        def on_semaphore(self, sem, old, new, time, engine, index):
-            self.sems.append((sem, old, new, engine))
+        def on_semaphore(self, ev):
+            self.sems.append((ev.sem, ev.old, ev.new, ev.engine))
 
         def on_memory_access(self, acc):
             self.accesses.append((acc.engine, acc.kind, acc.operand))

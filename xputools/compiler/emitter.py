@@ -17,14 +17,13 @@ import bisect
 from dataclasses import dataclass, field
 
 from device_model.arch import Arch
-from device_model.isa import AP, DMA_ENGINES, ENGINE_INDEX, ENGINES, Instr, validate_instr
+from device_model.isa import AP, DMA_ENGINES, ENGINE_INDEX, ENGINES, Instr, is_written, validate_instr
 from device_model.program import Origin, Program, Tap, TapPiece, Tensor
 
 SBUF_BLOCK = 256
 PSUM_BLOCK = 512
 HBM_CHUNKS = 64  # an HBM region is tracked as up to this many equal chunks (>= 4 KiB each)
 HBM_MIN_CHUNK = 4096
-_WRITTEN = ("dst", "accum")
 
 
 @dataclass(frozen=True)
@@ -102,14 +101,18 @@ class Emitter:
         if engine == "dma":
             engine = self.next_dma_queue()
         operands = dict(operands or {})
-        accesses = [(name in _WRITTEN, ap) for name, ap in operands.items()]
+        accesses = [(is_written(name), ap) for name, ap in operands.items()]
         ins = Instr(engine, op, operands, {k: v for k, v in attrs.items() if v is not None}, dbg=self.dbg)
         validate_instr(ins)
         return self._append(ins, accesses)
 
     def emit_host_call(self, host_op_index: int, reads: list[AP], writes: list[AP]) -> InstrRef:
-        """A `host_call`: it has no operands, so its HBM reads and writes are given here."""
-        ins = Instr("host", "host_call", {}, {"op": host_op_index}, dbg=self.dbg)
+        """A `host_call` whose operands are the HBM ranges the host op reads (src0, src1, ...) and
+        writes (dst0, ...), so the machine's observers (watchpoints, sanitizers) see host accesses."""
+        operands = {f"src{i}": ap for i, ap in enumerate(reads)}
+        operands.update({f"dst{i}": ap for i, ap in enumerate(writes)})
+        ins = Instr("host", "host_call", operands, {"op": host_op_index}, dbg=self.dbg)
+        validate_instr(ins)
         return self._append(ins, [(False, ap) for ap in reads] + [(True, ap) for ap in writes])
 
     def _append(self, ins: Instr, accesses: list[tuple[bool, AP]]) -> InstrRef:

@@ -37,8 +37,8 @@ class Recorder:
     def on_complete(self, ev) -> None:
         self._done((ev.engine, ev.index, ev.issue, ev.end, ev.wait))
 
-    def on_semaphore(self, sem, old, new, time, engine, index) -> None:
-        self._signal((sem, old, new, time, engine, index))
+    def on_semaphore(self, ev) -> None:
+        self._signal((ev.sem, ev.old, ev.new, ev.time, ev.engine, ev.index))
 
     def on_hang(self, report) -> None:
         self.hang = report
