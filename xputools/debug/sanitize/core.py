@@ -56,8 +56,7 @@ def sanitize(program: Program, feeds: dict[str, np.ndarray], checks: str | Itera
     if "sync" in chosen:
         observer.static_sync()
     try:
-        result = session.run(feeds, observers=[observer])
-        report.cycles = result.result.cycles
+        session.run(feeds, observers=[observer])
     except HangError as exc:
         report.completed = False
         observer.hung(exc.report)
@@ -65,6 +64,7 @@ def sanitize(program: Program, feeds: dict[str, np.ndarray], checks: str | Itera
         report.completed = False
         observer.faulted(exc)
     report.instructions = sum(session.machine.completed)
+    report.cycles = session.machine.time
     return report
 
 
