@@ -1,20 +1,19 @@
 """The race check: two accesses to overlapping bytes, at least one a write, from engines that no
 semaphore path orders (happens-before from `clocks.VectorClocks` over the actual run).
 
-Accesses are filed by memory block. Within a block, each engine's accesses are in its program
-order, so scanning one engine's list backwards can stop at the first access that happens before
-the new one: every earlier access of that engine does too. The cost per access is therefore one
-step per engine plus one per genuinely concurrent access in the same block; only those get the
-exact byte overlap test (`device_model.access.overlap`).
+Each engine's accesses are kept per memory space in its program order. A new access by an
+instruction with clock C is unordered exactly with engine x's accesses from index C[x] on: a
+suffix of x's list, found by bisection. In a synchronised program that suffix is short (the work
+in flight), so the cost per access is about one bisection per engine plus the concurrent accesses;
+those get a bounding-box test and then the exact byte overlap (`device_model.access.overlap`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+from dataclasses import dataclass, field
 
 from device_model.access import overlap
-from device_model.isa import AP
-
-BLOCK_BYTES = {"sbuf": 1024, "psum": 2048, "hbm": 16384}
+from device_model.isa import AP, SPACES
 
 
 @dataclass(frozen=True)
@@ -26,6 +25,11 @@ class Touch:
     write: bool
     operand: str
     ap: AP
+    box: tuple[int, int, int, int] = field(init=False, compare=False)  # first byte, end, first partition, end
+
+    def __post_init__(self):
+        first, end = self.ap.byte_extent()
+        object.__setattr__(self, "box", (first, end, self.ap.pstart, self.ap.pstart + self.ap.pcount))
 
 
 @dataclass(frozen=True)
@@ -35,43 +39,53 @@ class Race:
     region: object  # device_model.access.Footprint of the common bytes
 
 
+class _Stream:
+    """One engine's reads or writes in one memory space, in program order."""
+
+    __slots__ = ("indices", "touches")
+
+    def __init__(self):
+        self.indices: list[int] = []
+        self.touches: list[Touch] = []
+
+    def since(self, index: int) -> list[Touch]:
+        return self.touches[bisect.bisect_left(self.indices, index):]
+
+
 class RaceDetector:
     def __init__(self):
-        # space -> block -> engine id -> (writes, reads), each a list of Touch in program order
-        self._blocks: dict[str, dict[int, dict[int, tuple[list, list]]]] = {s: {} for s in BLOCK_BYTES}
-        self._seen: set[tuple] = set()
+        # space -> engine id -> (writes, reads)
+        self._streams: dict[str, dict[int, tuple[_Stream, _Stream]]] = {s: {} for s in SPACES}
+        self._seen: set[tuple[int, int, int, int]] = set()
 
     def access(self, touch: Touch, clock: list[int]) -> list[Race]:
         """File `touch` (made by an instruction whose clock is `clock`); return the races it
         completes with earlier, unordered accesses (each instruction pair once)."""
-        ap = touch.ap
-        size = BLOCK_BYTES[ap.space]
-        first, end = ap.byte_extent()
-        table = self._blocks[ap.space]
+        engines = self._streams[touch.ap.space]
         eid = touch.engine_id
         races = []
-        for block in range(first // size, (end - 1) // size + 1):
-            engines = table.get(block)
-            if engines is None:
-                engines = table[block] = {}
-            for other, (writes, reads) in engines.items():
-                if other == eid:
-                    continue
-                known = clock[other]  # other's instructions < known happen before this one
-                races += self._scan(writes, known, touch)
-                if touch.write:
-                    races += self._scan(reads, known, touch)
-            mine = engines.get(eid)
-            if mine is None:
-                mine = engines[eid] = ([], [])
-            mine[0 if touch.write else 1].append(touch)
+        for other, (writes, reads) in engines.items():
+            if other == eid:
+                continue
+            known = clock[other]  # other's instructions before `known` happen before this one
+            races += self._scan(writes.since(known), touch)
+            if touch.write:
+                races += self._scan(reads.since(known), touch)
+        mine = engines.get(eid)
+        if mine is None:
+            mine = engines[eid] = (_Stream(), _Stream())
+        stream = mine[0 if touch.write else 1]
+        stream.indices.append(touch.index)
+        stream.touches.append(touch)
         return races
 
-    def _scan(self, earlier: list[Touch], known: int, touch: Touch) -> list[Race]:
+    def _scan(self, concurrent: list[Touch], touch: Touch) -> list[Race]:
         found = []
-        for prev in reversed(earlier):
-            if prev.index < known:
-                break
+        first, end, p0, p1 = touch.box
+        for prev in concurrent:
+            f, e, q0, q1 = prev.box
+            if f >= end or first >= e or q0 >= p1 or p0 >= q1:
+                continue
             key = (prev.engine_id, prev.index, touch.engine_id, touch.index)
             if key in self._seen:
                 continue
