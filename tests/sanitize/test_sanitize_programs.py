@@ -6,6 +6,10 @@ from __future__ import annotations
 import pytest
 from sanitize_util import program_text, sanitize_text, sides, summary
 
+from device_model.assembly import assemble
+from xputools.debug.sanitize import sanitize
+from xputools.runtime import random_inputs
+
 
 def test_gemm512_is_clean():
     report = sanitize_text(program_text("gemm512.xasm"))
@@ -150,3 +154,33 @@ def test_same_program_same_findings():
     a = sanitize_text(program_text("over_signalled.xasm"), seed=3)
     b = sanitize_text(program_text("over_signalled.xasm"), seed=3)
     assert [f.to_json() for f in a.findings] == [f.to_json() for f in b.findings]
+
+
+SHARED_COUNT = """.arch xpu1
+.tensor input a @0x0 shape=128x64 dtype=f32
+.tensor input b @0x8000 shape=128x64 dtype=f32
+.tensor output y @0x10000 shape=128x64 dtype=f32
+dma0 dma_copy dst=sbuf[0:+128]@0x0{1:64}:f32 src=hbm@0x0{64:128,1:64}:f32 signal=s0+=1
+dma1 dma_copy dst=sbuf[0:+128]@0x400{1:64}:f32 src=hbm@0x8000{64:128,1:64}:f32 signal=s0+=1
+dve tensor_scalar dst=sbuf[0:+128]@0x800{1:64}:f32 src=sbuf[0:+128]@0x0{1:64}:f32 op0=mul s0=2.0 wait=s0>=1
+dve tensor_tensor dst=sbuf[0:+128]@0x800{1:64}:f32 a=sbuf[0:+128]@0x800{1:64}:f32 b=sbuf[0:+128]@0x400{1:64}:f32 \
+op=add wait=s0>=2 signal=s1+=1
+dma2 dma_copy dst=hbm@0x10000{64:128,1:64}:f32 src=sbuf[0:+128]@0x800{1:64}:f32 wait=s1>=1
+"""
+
+
+def test_jitter_exposes_a_wait_that_another_signal_can_satisfy_first():
+    # s0 >= 1 is meant as "a is loaded", but b's load also counts on s0: in this run a finishes
+    # first (clean), under other timings b does and DVE reads a unordered with its load
+    assert sanitize_text(SHARED_COUNT, "race").clean
+    program = assemble(SHARED_COUNT)
+    report = sanitize(program, random_inputs(program, 0), "race", jitter=6)
+    assert summary(report) == [("race", "RAW")]
+    assert sides(report.findings[0]) == [("dma0", 0, "dst"), ("dve", 0, "src")]
+    assert report.findings[0].jitter_seed is not None
+    assert "timing jitter seed" in report.findings[0].message
+
+
+def test_gemm512_stays_clean_under_jitter():
+    program = assemble(program_text("gemm512.xasm"))
+    assert sanitize(program, random_inputs(program, 0), "race,uninit", jitter=6).clean

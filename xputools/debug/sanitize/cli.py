@@ -21,10 +21,13 @@ from .findings import CHECKS, Finding, SanitizeReport
               help=".npz with one array per input, keyed by input name.")
 @click.option("--random-inputs", is_flag=True, help="Feed deterministic random inputs instead.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-inputs.")
+@click.option("--jitter", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="N",
+              help="Also run under N other timings (random extra cost per instruction) to expose races "
+                   "that this run's timing hides.")
 @compile_options
 @debug_option
 def sanitize_cmd(program: Path, checks: str, as_json: bool, inputs_path: Path | None, random_inputs: bool,
-                 seed: int, **compile_kw) -> None:
+                 seed: int, jitter: int, **compile_kw) -> None:
     """Run a program (.xpu, .xasm) or an ONNX model once under the sanitizers and report races,
     uninitialised reads, out-of-bounds accesses, NaN/Inf births, hangs and semaphore misuse, each
     with the instructions and ONNX nodes involved and the `xpu debug` command that stops there.
@@ -35,6 +38,7 @@ def sanitize_cmd(program: Path, checks: str, as_json: bool, inputs_path: Path | 
       xpu sanitize samples/programs/race_war.xasm --random-inputs
       xpu sanitize samples/cnn.onnx --inputs samples/cnn.inputs.npz --check race,uninit
       xpu sanitize model.onnx --precision bf16 --random-inputs --seed 3 --json
+      xpu sanitize prog.xasm --random-inputs --check race --jitter 8
     """
     from ...cli import load_program_or_model
     from .core import parse_checks, sanitize
@@ -42,7 +46,7 @@ def sanitize_cmd(program: Path, checks: str, as_json: bool, inputs_path: Path | 
     chosen = parse_checks(checks)
     prog = load_program_or_model(program, compile_kw)
     feeds = _feeds(prog, inputs_path, random_inputs, seed)
-    report = sanitize(prog, feeds, chosen)
+    report = sanitize(prog, feeds, chosen, jitter=jitter)
     prefix = debug_command_prefix(program, compile_kw)
     if as_json:
         click.echo(json.dumps(report_json(report, prefix), indent=2))

@@ -29,6 +29,7 @@ from .shadow import InitShadow
 from .sync import OverSignalWatch, semaphore_uses, static_problems
 
 MAX_FINDINGS_PER_CHECK = 100
+JITTER_CYCLES = 2000  # up to this many extra cycles per instruction (x8 bytes for DMA) per jittered run
 
 
 def parse_checks(spec: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -45,16 +46,41 @@ def parse_checks(spec: str | Iterable[str] | None) -> tuple[str, ...]:
 
 
 def sanitize(program: Program, feeds: dict[str, np.ndarray], checks: str | Iterable[str] | None = None,
-             arch=None, max_findings: int = MAX_FINDINGS_PER_CHECK) -> SanitizeReport:
-    """Run `program` on `feeds` under the chosen checks (default all) and report what they found."""
+             arch=None, max_findings: int = MAX_FINDINGS_PER_CHECK, jitter: int = 0,
+             jitter_cycles: int = JITTER_CYCLES) -> SanitizeReport:
+    """Run `program` on `feeds` under the chosen checks (default all) and report what they found.
+
+    `jitter=N` also reruns it under N other timings (deterministic random extra cost of up to
+    `jitter_cycles` per instruction, seeds 1..N), like injected delays: the race check follows the
+    run it sees, so a wait that another signal could satisfy first shows up only when it does.
+    Findings only seen under jitter say so (`Finding.jitter_seed`)."""
     chosen = parse_checks(checks)
-    session = DeviceSession(program, arch)
-    observer = Sanitizer(program, session.machine, chosen, max_findings)
+    report = _run_once(program, feeds, chosen, arch, max_findings, None)
+    seen = {_identity(f) for f in report.findings}
+    for seed in range(1, jitter + 1):
+        extra = _run_once(program, feeds, chosen, arch, max_findings, (seed, jitter_cycles))
+        for finding in extra.findings:
+            if _identity(finding) not in seen:
+                seen.add(_identity(finding))
+                finding.jitter_seed = seed
+                finding.message += f" (seen with timing jitter seed {seed})"
+                report.findings.append(finding)
+    return report
+
+
+def _identity(finding: Finding) -> tuple:
+    return finding.check, finding.kind, tuple((a.engine, a.index, a.operand) for a in finding.accesses)
+
+
+def _run_once(program, feeds, checks, arch, max_findings, cost_jitter) -> SanitizeReport:
+    session = DeviceSession(program, arch, cost_jitter)
+    observer = Sanitizer(program, session.machine, checks, max_findings)
     report = observer.report
-    if "bounds" in chosen:
-        observer.static_bounds()
-    if "sync" in chosen:
-        observer.static_sync()
+    if cost_jitter is None:  # the program text does not change with the timing
+        if "bounds" in checks:
+            observer.static_bounds()
+        if "sync" in checks:
+            observer.static_sync()
     try:
         session.run(feeds, observers=[observer])
     except HangError as exc:

@@ -45,10 +45,12 @@ class Finding:
     message: str
     accesses: list[Access] = field(default_factory=list)
     debug: list[str] = field(default_factory=list)  # xpu debug commands that stop at the finding
+    jitter_seed: int | None = None  # found only in a run with timing jitter (this seed)
 
     def to_json(self) -> dict:
         return {"check": self.check, "kind": self.kind, "message": self.message,
-                "accesses": [a.to_json() for a in self.accesses], "debug": list(self.debug)}
+                "accesses": [a.to_json() for a in self.accesses], "debug": list(self.debug),
+                "jitter_seed": self.jitter_seed}
 
 
 @dataclass
