@@ -15,6 +15,7 @@ from . import arch, asm, compile, run
 TOOL_CLIS = (
     "xputools.profile.cli",
     "xputools.debug.cli",
+    "xputools.debug.sanitize.cli",
 )
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from ...clikit import CheckFailed, debug_option
-from ...compiler.cli import compile_options
+from ...clikit import CheckFailed, compile_options, debug_option, program_from_path
 from .findings import CHECKS, Finding, SanitizeReport
 
 
@@ -40,11 +39,10 @@ def sanitize_cmd(program: Path, checks: str, as_json: bool, inputs_path: Path | 
       xpu sanitize model.onnx --precision bf16 --random-inputs --seed 3 --json
       xpu sanitize prog.xasm --random-inputs --check race --jitter 8
     """
-    from ...cli import load_program_or_model
     from .core import parse_checks, sanitize
 
     chosen = parse_checks(checks)
-    prog = load_program_or_model(program, compile_kw)
+    prog = program_from_path(program, compile_kw)
     feeds = _feeds(prog, inputs_path, random_inputs, seed)
     report = sanitize(prog, feeds, chosen, jitter=jitter)
     prefix = debug_command_prefix(program, compile_kw)
