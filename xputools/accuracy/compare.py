@@ -1,0 +1,270 @@
+"""`compare`: every ONNX tensor of a model, device against reference, with accumulated and local error,
+and the culprits: the nodes that introduce the error.
+
+Per input sample it runs the program on the device twice and reads every tap as it arrives (values
+are compared and dropped, never all kept):
+- a free run: the device value of each tensor against the reference (accumulated error);
+- a teacher-forced run: at each tap point the device value is read (this node computed at device
+  precision from reference inputs: local error) and replaced by the reference value before any
+  consumer reads it (`runtime.taps.TapHook`).
+Then, for the `recover_top` worst nodes by local error, one run each with only that node's value
+replaced by the reference: the graph outputs' SQNR then is how much of the output's error that node
+alone causes (`recovered_sqnr_db`).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from device_model.machine import MachineError
+
+from ..compiler.context import CompileOptions
+from ..compiler.driver import compile_model
+from ..compiler.frontend import load_model
+from ..compiler.lower import onnx_outputs
+from ..errors import UserError
+from ..runtime import DeviceSession, random_inputs
+from ..runtime.taps import TapHook
+from .graphinfo import TensorInfo, graph_tensors
+from .metrics import MAX_SQNR_DB, mean, rtol_for, tensor_metrics, worst
+from .reference import INPUT_PREFIX, DEFAULT_BUDGET, OrtReference, SavedRunReference
+
+SCHEMA = "xputools.acc.compare/1"
+Progress = Callable[[str, int, int], None]
+
+
+class Analysis:
+    """A compiled model with its device session and reference, ready to run samples on."""
+
+    def __init__(self, model, options: CompileOptions | None = None, against: str | Path | None = None,
+                 budget_bytes: int = DEFAULT_BUDGET):
+        self.options = options or CompileOptions()
+        self.model_label = str(model) if isinstance(model, (str, Path)) else "<model>"
+        self.model = load_model(model)
+        self.compiled = compile_model(self.model, self.options)
+        self.program = self.compiled.program
+        self.tensors = graph_tensors(self.model, self.compiled.graph, self.program)
+        self.by_name = {t.name: t for t in self.tensors}
+        self.output_names = [o.name for o in self.model.graph.output]
+        self.session = DeviceSession(self.program)
+        self.device_runs = 0
+        self.cycles = 0
+        compared = [t.name for t in self.tensors if t.compared]
+        wanted = list(dict.fromkeys(compared + self.output_names))
+        if against is not None:
+            self.reference = SavedRunReference(against)
+        else:
+            nbytes = {t.name: int(np.prod(t.shape or (1,))) * 8 for t in self.tensors}
+            self.reference = OrtReference(self.model, wanted, nbytes, budget_bytes)
+        self.rtol = rtol_for(self.options.precision)
+
+    # ---- runs -----------------------------------------------------------------------------
+    def _run(self, feeds: dict, hook_fn=None, names: set[str] | None = None) -> dict[str, np.ndarray]:
+        observers = [TapHook(self.session.machine, self.program.taps, hook_fn, names)] if hook_fn else []
+        self.device_runs += 1
+        out = self.session.run(feeds, observers=observers)
+        self.cycles = out.result.cycles
+        return onnx_outputs(self.program, out.outputs)
+
+    def reference_feeds(self, feeds: dict) -> dict:
+        return {**self.options.const_inputs, **feeds}
+
+    def free_run(self, feeds: dict, on_value=None) -> dict[str, np.ndarray]:
+        """Device outputs of one run; `on_value(tensor_name, device_value)` sees every tap."""
+        def hook(tap, value):
+            if on_value is not None and tap.name in self.by_name:
+                on_value(tap.name, value)
+        return self._run(feeds, hook)
+
+    def teacher_forced_run(self, feeds: dict, on_local, names: set[str] | None = None) -> dict[str, np.ndarray]:
+        """One run where each tap in `names` (default: all compared tensors) is replaced by the
+        reference value; `on_local(name, device_value, ref)` sees the device's value first."""
+        ref = self.reference
+
+        def hook(tap, value):
+            if tap.name not in ref:
+                return None
+            r = ref.get(tap.name)
+            on_local(tap.name, value, r)
+            return r
+        wanted = names if names is not None else {t.name for t in self.tensors if t.compared}
+        return self._run(feeds, hook, wanted)
+
+    def output_metrics(self, outputs: dict[str, np.ndarray], names: list[str] | None = None) -> dict:
+        return {n: tensor_metrics(outputs[n], self.reference.get(n), self.rtol)
+                for n in (names or self.output_names) if n in outputs and n in self.reference}
+
+
+def load_samples(path: str | Path | None, program, inputs: dict | None = None, seed: int | None = None) -> list[dict]:
+    """Input samples: `inputs` (one sample), a .npz holding one sample (or several, with a leading
+    sample axis on every input), a directory of such .npz files, or random inputs from `seed`."""
+    from ..runtime import read_npz
+
+    if inputs is not None:
+        return [inputs]
+    if path is None:
+        return [random_inputs(program, 0 if seed is None else seed)]
+    path = Path(path)
+    files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
+    if not files:
+        raise UserError(f"{path}: no .npz files in the directory")
+    expected = {t.name: tuple(t.shape) for t in program.inputs()}
+    samples: list[dict] = []
+    for f in files:
+        data = read_npz(f)
+        batched = expected and all(k in data and data[k].shape[1:] == shape and data[k].shape != shape
+                                   for k, shape in expected.items())
+        if batched:
+            n = min(data[k].shape[0] for k in expected)
+            samples.extend({k: data[k][i] for k in expected} for i in range(n))
+        else:
+            samples.append(data)
+    return samples
+
+
+def compare(model, options: CompileOptions | None = None, samples: list[dict] | None = None, *,
+            against: str | Path | None = None, save_run: str | Path | None = None, force: bool = False,
+            recover_top: int = 3, output: str | None = None, budget_bytes: int = DEFAULT_BUDGET,
+            progress: Progress | None = None, analysis: Analysis | None = None) -> dict:
+    """Compare a model on the device with a reference (ORT fp32, or a saved run with `against`).
+
+    Returns the `compare --json` document (schema in docs/accuracy.md): per tensor, accumulated and
+    local error (worst and mean over samples); the culprits; the graph outputs' error."""
+    an = analysis or Analysis(model, options, against, budget_bytes)
+    if output is not None and output not in an.output_names:
+        raise UserError(f"unknown output {output!r}; the model's outputs: {', '.join(an.output_names)}")
+    if samples is None and isinstance(an.reference, SavedRunReference) and an.reference.inputs():
+        samples = [an.reference.inputs()]
+    samples = samples if samples is not None else load_samples(None, an.program)
+    if save_run is not None and len(samples) != 1:
+        raise UserError("--save-run saves one run: give one input sample")
+    out_names = [output] if output else an.output_names
+    acc: dict[str, list] = {}
+    local: dict[str, list] = {}
+    outs: dict[str, list] = {}
+    saved: dict[str, np.ndarray] = {}
+    errors: list[str] = []
+    tick = progress or (lambda *_: None)
+    ref = an.reference
+    for i, feeds in enumerate(samples):
+        ref.start(an.reference_feeds(feeds))
+        tick("device run (accumulated error)", i, len(samples))
+
+        def on_value(name, value):
+            if save_run is not None:
+                saved[name] = value
+            if name in ref:
+                acc.setdefault(name, []).append(tensor_metrics(value, ref.get(name), an.rtol))
+        try:
+            device_out = an.free_run(feeds, on_value)
+        except MachineError as exc:
+            errors.append(f"sample {i}: device run failed: {exc}")
+            continue
+        for name, m in an.output_metrics(device_out).items():
+            outs.setdefault(name, []).append(m)
+        if save_run is not None:
+            saved.update(device_out)
+            saved.update({INPUT_PREFIX + k: np.asarray(v) for k, v in feeds.items()})
+        tick("teacher-forced run (local error)", i, len(samples))
+        try:
+            an.teacher_forced_run(feeds, lambda n, v, r: local.setdefault(n, []).append(
+                tensor_metrics(v, r, an.rtol)))
+        except MachineError as exc:
+            errors.append(f"sample {i}: teacher-forced run failed: {exc}")
+    rows = [_tensor_row(t, acc, local) for t in an.tensors]
+    culprits = _rank_culprits(an, rows)
+    base = min((worst(outs[n])["sqnr_db"] for n in out_names if n in outs), default=None)
+    _recover(an, culprits[:recover_top], samples, out_names, base, tick)
+    doc = {
+        "schema": SCHEMA, "model": an.model_label, "precision": an.options.precision,
+        "keep": [{"node": p, "precision": d} for p, d in an.options.keep],
+        "reference": ref.label, "samples": len(samples), "device_runs": an.device_runs,
+        "reference_runs": ref.runs, "cycles": an.cycles,
+        "tensors": rows, "culprits": culprits,
+        "outputs": [{"name": n, "accumulated": worst(ms), "accumulated_mean": mean(ms)} for n, ms in outs.items()],
+        "not_compared": [{"name": t.name, "node": t.node,
+                          "reason": f"fused into {t.fused_into}" if t.engine == "fused" else "folded into a constant"}
+                         for t in an.tensors if not t.compared],
+        "errors": errors,
+    }
+    if save_run is not None:
+        from device_model.fileio import atomic_output
+
+        with atomic_output(save_run, force=force) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **saved)
+    return doc
+
+
+def _tensor_row(t: TensorInfo, acc: dict, local: dict) -> dict:
+    row = {"name": t.name, "node": t.node, "nodes": t.nodes or [t.node], "group": t.group, "op": t.op,
+           "shape": list(t.shape), "engine": t.engine, "fused_into": t.fused_into or None,
+           "accumulated": None, "local": None}
+    if t.name in acc:
+        row["accumulated"], row["accumulated_mean"] = worst(acc[t.name]), mean(acc[t.name])
+    if t.name in local:
+        row["local"], row["local_mean"] = worst(local[t.name]), mean(local[t.name])
+    return row
+
+
+def _rank_culprits(an: Analysis, rows: list[dict]) -> list[dict]:
+    """Device nodes (never host ones) whose local error is not zero, worst local SQNR first; one
+    entry per compiled node (a fused group is blamed as a unit)."""
+    best: dict[str, dict] = {}
+    for row in rows:
+        if row["engine"] != "device" or row["local"] is None or row["local"]["max_abs"] == 0.0:
+            continue
+        if row["group"] in {"", None}:
+            continue
+        have = best.get(row["group"])
+        if have is None or row["local"]["sqnr_db"] < have["local"]["sqnr_db"]:
+            best[row["group"]] = row
+    ranked = sorted(best.values(), key=lambda r: (r["local"]["sqnr_db"], -r["local"]["max_abs"], r["group"]))
+    return [{"rank": i + 1, "node": r["group"], "nodes": r["nodes"], "op": r["op"], "tensor": r["name"],
+             "local": r["local"], "accumulated": r["accumulated"], "recovered_sqnr_db": None,
+             "output_sqnr_db": None} for i, r in enumerate(ranked)]
+
+
+def keep_key(node: str) -> str:
+    """A --keep pattern that matches exactly `node` (glob characters escaped)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in node)
+
+
+def evaluate_keep(an: Analysis, keep: list[tuple[str, str]], samples: list[dict], out_names: list[str]) -> dict:
+    """Recompile with `keep` added to the options, run every sample, and return the outputs' worst
+    metrics (`outputs`: name -> metrics), the worst output SQNR, the cycles and the runs used."""
+    from dataclasses import replace
+
+    options = replace(an.options, keep=list(an.options.keep) + list(keep))
+    program = compile_model(an.model, options).program
+    session = DeviceSession(program)
+    per: dict[str, list] = {}
+    cycles = 0
+    for feeds in samples:
+        an.reference.start(an.reference_feeds(feeds))
+        out = session.run(feeds)
+        an.device_runs += 1
+        cycles = out.result.cycles
+        for name, m in an.output_metrics(onnx_outputs(program, out.outputs), out_names).items():
+            per.setdefault(name, []).append(m)
+    outputs = {n: worst(ms) for n, ms in per.items()}
+    return {"outputs": outputs, "cycles": cycles, "sqnr_db": min(m["sqnr_db"] for m in outputs.values()),
+            "cosine": min(m["cosine"] for m in outputs.values()),
+            "max_abs": max(m["max_abs"] for m in outputs.values())}
+
+
+def _recover(an: Analysis, culprits: list[dict], samples: list[dict], out_names: list[str], base: float | None,
+             tick) -> None:
+    """For each culprit: the graph outputs' worst SQNR when only that node runs in fp32."""
+    for i, c in enumerate(culprits):
+        tick(f"recovery run ({c['node']})", i, len(culprits))
+        c["output_sqnr_db"] = base
+        try:
+            c["recovered_sqnr_db"] = evaluate_keep(an, [(keep_key(c["node"]), "fp32")], samples, out_names)["sqnr_db"]
+        except MachineError:
+            c["recovered_sqnr_db"] = None
+
+
+__all__ = ["compare", "Analysis", "load_samples", "SCHEMA", "MAX_SQNR_DB"]

@@ -1,0 +1,89 @@
+"""Per-tensor error metrics of a value against a reference, and their aggregation over samples.
+
+- cosine: of the flattened tensors (1.0 when both are all zero);
+- sqnr_db: 20·log10(‖ref‖ / ‖ref − x‖), the signal-to-quantization-noise ratio ORT's qdq_loss_debug
+  reports (capped at MAX_SQNR_DB for an exact match);
+- max_abs, mean_abs, rmse;
+- max_rel: max |x − ref| / max(|ref|, floor), where the absolute floor (REL_FLOOR × the reference's
+  RMS) keeps elements near zero from exploding the ratio;
+- beyond_tol: share of elements with |x − ref| > atol + rtol·|ref| (rtol per precision, atol = rtol ×
+  the reference's RMS), the "one-thousandth" style ratio msprobe reports;
+- nan / inf: non-finite elements in the value (the reference's are `ref_nan` / `ref_inf`).
+Non-finite elements are left out of the numeric metrics and counted instead.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MAX_SQNR_DB = 200.0
+REL_FLOOR = 1e-3
+# rtol per device precision: a few units in the last place of the format (int8: a few steps of 1/127)
+RTOL = {"fp32": 1e-4, "bf16": 1.6e-2, "fp16": 2e-3, "fp8": 0.25, "int8": 5e-2}
+METRIC_KEYS = ("cosine", "sqnr_db", "max_abs", "mean_abs", "rmse", "max_rel", "beyond_tol", "nan", "inf")
+# for aggregation: which direction is worse
+_WORSE_IS_LOWER = {"cosine", "sqnr_db"}
+
+
+def tensor_metrics(value: np.ndarray, ref: np.ndarray, rtol: float = RTOL["bf16"]) -> dict[str, float]:
+    """Error metrics of `value` against `ref` (same number of elements; both cast to float64)."""
+    xs = np.asarray(value).astype(np.float64, copy=False).reshape(-1)
+    rs = np.asarray(ref).astype(np.float64, copy=False).reshape(-1)
+    if xs.size != rs.size:
+        raise ValueError(f"{xs.size} elements compared with a reference of {rs.size}")
+    bad_x, bad_r = ~np.isfinite(xs), ~np.isfinite(rs)
+    out = {"nan": int(np.isnan(xs).sum()), "inf": int(np.isinf(xs).sum()),
+           "ref_nan": int(np.isnan(rs).sum()), "ref_inf": int(np.isinf(rs).sum())}
+    x, r = xs, rs
+    keep = ~(bad_x | bad_r)
+    if not keep.all():
+        x, r = x[keep], r[keep]
+    if x.size == 0:
+        out.update(cosine=1.0, sqnr_db=MAX_SQNR_DB, max_abs=0.0, mean_abs=0.0, rmse=0.0, max_rel=0.0,
+                   beyond_tol=0.0)
+        return out
+    diff = x - r
+    adiff = np.abs(diff)
+    ref_norm, err_norm, x_norm = float(np.linalg.norm(r)), float(np.linalg.norm(diff)), float(np.linalg.norm(x))
+    if ref_norm == 0.0 and x_norm == 0.0:
+        cosine = 1.0
+    elif ref_norm == 0.0 or x_norm == 0.0:
+        cosine = 0.0
+    else:
+        cosine = float(np.clip(np.dot(x, r) / (ref_norm * x_norm), -1.0, 1.0))
+    if err_norm == 0.0:
+        sqnr = MAX_SQNR_DB
+    elif ref_norm == 0.0:
+        sqnr = -MAX_SQNR_DB
+    else:
+        sqnr = float(min(MAX_SQNR_DB, 20.0 * math.log10(ref_norm / err_norm)))
+    rms = ref_norm / math.sqrt(r.size)
+    floor = max(REL_FLOOR * rms, np.finfo(np.float32).tiny)
+    abs_r = np.abs(r)
+    out.update(
+        cosine=cosine, sqnr_db=sqnr, max_abs=float(adiff.max()), mean_abs=float(adiff.mean()),
+        rmse=err_norm / math.sqrt(r.size), max_rel=float((adiff / np.maximum(abs_r, floor)).max()),
+        beyond_tol=float(np.count_nonzero(adiff > rtol * rms + rtol * abs_r)) / r.size,
+    )
+    if not keep.all():  # a non-finite element is beyond tolerance unless both sides agree on it
+        agree = (np.isnan(xs) & np.isnan(rs)) | (xs == rs)
+        disagree = int(np.count_nonzero(~keep & ~agree))
+        out["beyond_tol"] = (out["beyond_tol"] * r.size + disagree) / keep.size
+    return out
+
+
+def worst(metrics: list[dict[str, float]]) -> dict[str, float]:
+    """Per key, the worst value over samples (lowest cosine/SQNR, highest errors and counts)."""
+    if len(metrics) == 1:
+        return dict(metrics[0])
+    return {k: (min if k in _WORSE_IS_LOWER else max)(m[k] for m in metrics) for k in metrics[0]}
+
+
+def mean(metrics: list[dict[str, float]]) -> dict[str, float]:
+    """Per key, the mean over samples."""
+    return {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
+
+
+def rtol_for(precision: str) -> float:
+    return RTOL.get(precision, RTOL["bf16"])
