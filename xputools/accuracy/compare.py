@@ -29,7 +29,7 @@ from ..runtime import DeviceSession, random_inputs
 from ..runtime.taps import TapHook
 from .graphinfo import TensorInfo, graph_tensors
 from .metrics import MAX_SQNR_DB, mean, rtol_for, tensor_metrics, worst
-from .reference import INPUT_PREFIX, DEFAULT_BUDGET, OrtReference, SavedRunReference
+from .reference import DEFAULT_BUDGET, INPUT_PREFIX, OrtReference, SavedRunReference
 
 SCHEMA = "xputools.acc.compare/1"
 Progress = Callable[[str, int, int], None]
@@ -47,6 +47,7 @@ class Analysis:
         self.program = self.compiled.program
         self.tensors = graph_tensors(self.model, self.compiled.graph, self.program)
         self.by_name = {t.name: t for t in self.tensors}
+        self.by_tap = {t.tap.name: t for t in self.tensors if t.compared}
         self.output_names = [o.name for o in self.model.graph.output]
         self.session = DeviceSession(self.program)
         self.device_runs = 0
@@ -74,8 +75,9 @@ class Analysis:
     def free_run(self, feeds: dict, on_value=None) -> dict[str, np.ndarray]:
         """Device outputs of one run; `on_value(tensor_name, device_value)` sees every tap."""
         def hook(tap, value):
-            if on_value is not None and tap.name in self.by_name:
-                on_value(tap.name, value)
+            info = self.by_tap.get(tap.name)
+            if on_value is not None and info is not None:
+                on_value(info.name, info.from_device(value))
         return self._run(feeds, hook)
 
     def teacher_forced_run(self, feeds: dict, on_local, names: set[str] | None = None) -> dict[str, np.ndarray]:
@@ -84,12 +86,13 @@ class Analysis:
         ref = self.reference
 
         def hook(tap, value):
-            if tap.name not in ref:
+            info = self.by_tap.get(tap.name)
+            if info is None or info.name not in ref:
                 return None
-            r = ref.get(tap.name)
-            on_local(tap.name, value, r)
-            return r
-        wanted = names if names is not None else {t.name for t in self.tensors if t.compared}
+            r = ref.get(info.name)
+            on_local(info.name, info.from_device(value), r)
+            return info.to_device(r)
+        wanted = {t.tap.name for t in self.tensors if t.compared and (names is None or t.name in names)}
         return self._run(feeds, hook, wanted)
 
     def output_metrics(self, outputs: dict[str, np.ndarray], names: list[str] | None = None) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 
 from device_model.program import Program, Tap
@@ -21,6 +22,24 @@ class TensorInfo:
     nodes: list[str] = field(default_factory=list)  # every ONNX node that compiled node stands for
     fused_into: str = ""
     tap: Tap | None = None
+    # int8 compilation stores some float tensors only quantized (the compiler's `fused_quantize`):
+    # the tap then holds round(x / scale) + zero_point
+    quant: tuple[float, int] | None = None
+
+    def from_device(self, value: np.ndarray) -> np.ndarray:
+        """The tensor's value from its tap's device value (dequantized if stored int8)."""
+        if self.quant is None:
+            return value
+        return (value.astype(np.float32) - np.float32(self.quant[1])) * np.float32(self.quant[0])
+
+    def to_device(self, ref: np.ndarray) -> np.ndarray:
+        """A reference value as the tap stores it (quantized as the device does if stored int8)."""
+        if self.quant is None:
+            return ref
+        scale, zero = self.quant
+        q = np.round(np.asarray(ref, np.float32) / np.float32(scale)) + zero
+        lo, hi = (0, 255) if self.tap.dtype == "u8" else (-128, 127)
+        return np.clip(q, lo, hi)
 
     @property
     def compared(self) -> bool:
@@ -61,5 +80,19 @@ def graph_tensors(model: onnx.ModelProto, graph, program: Program) -> list[Tenso
             elif tap is not None and tap.pieces:
                 info.tap = tap
                 info.engine = "host" if info.group in host else "device"
+            if info.engine == "fused":
+                _stored_quantized(info, taps, owner)
             out.append(info)
     return out
+
+
+def _stored_quantized(info: TensorInfo, taps: dict[str, Tap], owner: dict) -> None:
+    """A float tensor fused into its own int8 form (`NAME/int8`, made by the node's fused
+    QuantizeLinear) is compared through that tap, dequantized."""
+    target = taps.get(info.fused_into)
+    node = owner.get(info.fused_into)
+    spec = getattr(node, "attrs", {}).get("fused_quantize") if node is not None else None
+    if info.fused_into != f"{info.name}/int8" or target is None or not target.pieces or not spec:
+        return
+    info.tap, info.engine, info.fused_into = target, "device", ""
+    info.quant = (float(spec["scale"]), int(spec.get("zero_point", 0)))
