@@ -28,7 +28,7 @@ from ..errors import UserError
 from ..runtime import DeviceSession, random_inputs
 from ..runtime.taps import TapHook
 from .graphinfo import TensorInfo, graph_tensors
-from .metrics import MAX_SQNR_DB, mean, rtol_for, tensor_metrics, worst
+from .metrics import HIST_EDGES, MAX_SQNR_DB, error_histogram, mean, rtol_for, tensor_metrics, worst
 from .reference import DEFAULT_BUDGET, INPUT_PREFIX, OrtReference, SavedRunReference
 
 SCHEMA = "xputools.acc.compare/1"
@@ -148,6 +148,7 @@ def compare(model, options: CompileOptions | None = None, samples: list[dict] | 
     local: dict[str, list] = {}
     outs: dict[str, list] = {}
     saved: dict[str, np.ndarray] = {}
+    hist: dict[str, np.ndarray] = {}
     errors: list[str] = []
     tick = progress or (lambda *_: None)
     ref = an.reference
@@ -159,7 +160,9 @@ def compare(model, options: CompileOptions | None = None, samples: list[dict] | 
             if save_run is not None:
                 saved[name] = value
             if name in ref:
-                acc.setdefault(name, []).append(tensor_metrics(value, ref.get(name), an.rtol))
+                r = ref.get(name)
+                acc.setdefault(name, []).append(tensor_metrics(value, r, an.rtol))
+                hist[name] = hist[name] + error_histogram(value, r) if name in hist else error_histogram(value, r)
         try:
             device_out = an.free_run(feeds, on_value)
         except MachineError as exc:
@@ -176,7 +179,7 @@ def compare(model, options: CompileOptions | None = None, samples: list[dict] | 
                 tensor_metrics(v, r, an.rtol)))
         except MachineError as exc:
             errors.append(f"sample {i}: teacher-forced run failed: {exc}")
-    rows = [_tensor_row(t, acc, local) for t in an.tensors]
+    rows = [_tensor_row(t, acc, local, hist) for t in an.tensors]
     culprits = _rank_culprits(an, rows)
     base = min((worst(outs[n])["sqnr_db"] for n in out_names if n in outs), default=None)
     _recover(an, culprits[:recover_top], samples, out_names, base, tick)
@@ -201,7 +204,7 @@ def compare(model, options: CompileOptions | None = None, samples: list[dict] | 
     return doc
 
 
-def _tensor_row(t: TensorInfo, acc: dict, local: dict) -> dict:
+def _tensor_row(t: TensorInfo, acc: dict, local: dict, hist: dict) -> dict:
     row = {"name": t.name, "node": t.node, "nodes": t.nodes or [t.node], "group": t.group, "op": t.op,
            "shape": list(t.shape), "engine": t.engine, "fused_into": t.fused_into or None,
            "accumulated": None, "local": None}
@@ -209,6 +212,8 @@ def _tensor_row(t: TensorInfo, acc: dict, local: dict) -> dict:
         row["accumulated"], row["accumulated_mean"] = worst(acc[t.name]), mean(acc[t.name])
     if t.name in local:
         row["local"], row["local_mean"] = worst(local[t.name]), mean(local[t.name])
+    if t.name in hist:
+        row["error_histogram"] = {"log10_edges": list(HIST_EDGES), "counts": [int(c) for c in hist[t.name]]}
     return row
 
 

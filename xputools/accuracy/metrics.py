@@ -87,3 +87,15 @@ def mean(metrics: list[dict[str, float]]) -> dict[str, float]:
 
 def rtol_for(precision: str) -> float:
     return RTOL.get(precision, RTOL["bf16"])
+
+
+HIST_EDGES = tuple(float(e) for e in np.linspace(-10.0, 2.0, 25))
+
+
+def error_histogram(value: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Counts of log10 |value − ref| in HIST_EDGES bins (exact matches and smaller errors in the
+    first bin, larger ones in the last; non-finite elements left out)."""
+    d = np.abs(np.asarray(value, np.float64).reshape(-1) - np.asarray(ref, np.float64).reshape(-1))
+    d = d[np.isfinite(d)]
+    logs = np.clip(np.log10(np.maximum(d, 1e-300)), HIST_EDGES[0], HIST_EDGES[-1])
+    return np.histogram(logs, bins=np.asarray(HIST_EDGES))[0]
