@@ -32,6 +32,21 @@ def _input_options(f):
     return f
 
 
+def output_errors(f):
+    """A file we cannot write (exists without --force, is an input, ...) is bad input: exit 2."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        from device_model.fileio import OutputError
+
+        try:
+            return f(*args, **kwargs)
+        except OutputError as exc:
+            raise UserError(str(exc)) from None
+    return wrapper
+
+
 @contextmanager
 def _progress():
     """A progress callback showing a spinner on a terminal; None when piped."""
@@ -102,6 +117,7 @@ def acc() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in docs/accuracy.md).")
 @_compile_options
 @debug_option
+@output_errors
 def compare_cmd(model: Path, inputs_path, random_inputs, seed, samples_path, against, save_run, recover_top,
                 output_name, top, csv_path, report_path, force, as_json, **compile_kw) -> None:
     """Compare every tensor of MODEL on the device with ONNX Runtime (or a saved run): accumulated
@@ -155,6 +171,7 @@ def compare_cmd(model: Path, inputs_path, random_inputs, seed, samples_path, aga
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in docs/accuracy.md).")
 @_compile_options
 @debug_option
+@output_errors
 def bisect_cmd(model: Path, inputs_path, random_inputs, seed, samples_path, min_sqnr, min_cosine, max_abs_err,
                output_name, keep_precision, keep_output, force, as_json, **compile_kw) -> None:
     """Find the smallest set of nodes to keep at higher precision so the outputs meet a threshold;

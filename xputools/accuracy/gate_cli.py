@@ -8,7 +8,7 @@ import click
 
 from ..clikit import CheckFailed, debug_option
 from ..errors import UserError
-from .cli import FilePath, _compile_options, _input_options, _prepare, _samples
+from .cli import FilePath, _compile_options, _input_options, _prepare, _samples, output_errors
 
 
 @click.command("gate")
@@ -29,6 +29,7 @@ from .cli import FilePath, _compile_options, _input_options, _prepare, _samples
 @click.option("--force", is_flag=True, help="Overwrite existing report files.")
 @_compile_options
 @debug_option
+@output_errors
 def gate_cmd(model, inputs_path, random_inputs, seed, samples_path, manifest, jobs, min_sqnr, min_cosine,
              max_abs_err, thresholds_path, baseline, update_baseline, junit, markdown_path, json_path, force,
              **compile_kw) -> None:
