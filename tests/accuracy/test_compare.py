@@ -96,3 +96,12 @@ def test_unknown_output_is_bad_input():
     m = cancel_chain()
     with pytest.raises(UserError, match="unknown output"):
         compare(m.SerializeToString(), CompileOptions(precision="bf16"), [inputs_for(m)], output="nope")
+
+
+def test_a_small_memory_budget_gives_the_same_numbers_with_more_reference_runs():
+    m = cancel_chain()
+    opts = CompileOptions(precision="bf16")
+    whole = compare(m.SerializeToString(), opts, [inputs_for(m)], recover_top=0)
+    tight = compare(m.SerializeToString(), opts, [inputs_for(m)], recover_top=0, budget_bytes=8 * 16 * 64)
+    assert tight["reference_runs"] > whole["reference_runs"] == 1
+    assert tight["tensors"] == whole["tensors"] and tight["culprits"] == whole["culprits"]
