@@ -29,7 +29,7 @@ from ..runtime import DeviceSession, random_inputs
 from ..runtime.taps import TapHook
 from .graphinfo import TensorInfo, graph_tensors
 from .metrics import HIST_EDGES, MAX_SQNR_DB, error_histogram, mean, rtol_for, tensor_metrics, worst
-from .reference import DEFAULT_BUDGET, INPUT_PREFIX, OrtReference, SavedRunReference
+from .reference import DEFAULT_BUDGET, INPUT_PREFIX, OrtReference, QdqDerivedReference, SavedRunReference
 
 SCHEMA = "xputools.acc.compare/1"
 Progress = Callable[[str, int, int], None]
@@ -39,7 +39,9 @@ class Analysis:
     """A compiled model with its device session and reference, ready to run samples on."""
 
     def __init__(self, model, options: CompileOptions | None = None, against: str | Path | None = None,
-                 budget_bytes: int = DEFAULT_BUDGET):
+                 budget_bytes: int = DEFAULT_BUDGET, reference_model=None):
+        """`reference_model`: another ONNX model for ORT to run (e.g. the float model behind a QDQ
+        model); its tensors are matched by name."""
         self.options = options or CompileOptions()
         self.model_label = str(model) if isinstance(model, (str, Path)) else "<model>"
         self.model = load_model(model)
@@ -58,7 +60,13 @@ class Analysis:
             self.reference = SavedRunReference(against)
         else:
             nbytes = {t.name: int(np.prod(t.shape or (1,))) * 8 for t in self.tensors}
-            self.reference = OrtReference(self.model, wanted, nbytes, budget_bytes)
+            ref_model = self.model if reference_model is None else load_model(reference_model)
+            produced = {o for n in ref_model.graph.node for o in n.output} | {o.name for o in ref_model.graph.output}
+            # a separate reference model is matched by name, QDQ tensors derived from its float ones
+            names = [n for n in wanted if n in produced] if reference_model is None else sorted(produced)
+            self.reference = OrtReference(ref_model, names, nbytes, budget_bytes)
+            if reference_model is not None:
+                self.reference = QdqDerivedReference(self.reference, self.model)
         self.rtol = rtol_for(self.options.precision)
 
     # ---- runs -----------------------------------------------------------------------------
@@ -130,12 +138,12 @@ def load_samples(path: str | Path | None, program, inputs: dict | None = None, s
 def compare(model, options: CompileOptions | None = None, samples: list[dict] | None = None, *,
             against: str | Path | None = None, save_run: str | Path | None = None, force: bool = False,
             recover_top: int = 3, output: str | None = None, budget_bytes: int = DEFAULT_BUDGET,
-            progress: Progress | None = None, analysis: Analysis | None = None) -> dict:
+            progress: Progress | None = None, analysis: Analysis | None = None, reference_model=None) -> dict:
     """Compare a model on the device with a reference (ORT fp32, or a saved run with `against`).
 
     Returns the `compare --json` document (schema in docs/accuracy.md): per tensor, accumulated and
     local error (worst and mean over samples); the culprits; the graph outputs' error."""
-    an = analysis or Analysis(model, options, against, budget_bytes)
+    an = analysis or Analysis(model, options, against, budget_bytes, reference_model)
     if output is not None and output not in an.output_names:
         raise UserError(f"unknown output {output!r}; the model's outputs: {', '.join(an.output_names)}")
     if samples is None and isinstance(an.reference, SavedRunReference) and an.reference.inputs():

@@ -101,3 +101,54 @@ class SavedRunReference:
 
     def __contains__(self, name: str) -> bool:
         return name in self.values
+
+
+class QdqDerivedReference:
+    """A float model's reference extended to a QDQ model's quantized tensors: the value of
+    `QuantizeLinear(x)` (or `DequantizeLinear` of one) computed from the float model's `x` with the
+    node's constant scale and zero point, so a QDQ model on the device can be compared with the float
+    model it was quantized from."""
+
+    def __init__(self, base, qdq_model: onnx.ModelProto):
+        from onnx import numpy_helper
+
+        self.base, self.label = base, base.label
+        consts = {i.name: numpy_helper.to_array(i) for i in qdq_model.graph.initializer}
+        for node in qdq_model.graph.node:
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        self.derived: dict[str, tuple[str, str, np.ndarray, np.ndarray]] = {}
+        for node in qdq_model.graph.node:
+            if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 2:
+                continue
+            scale = consts.get(node.input[1])
+            zero = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            if scale is None or scale.size != 1 or (zero is not None and zero.size != 1):
+                continue  # per-channel: weights, which are constants anyway
+            if zero is None:
+                zero = np.zeros((), np.uint8 if node.op_type == "QuantizeLinear" else np.int8)
+            self.derived[node.output[0]] = (node.op_type, node.input[0], scale, zero)
+
+    @property
+    def runs(self) -> int:
+        return self.base.runs
+
+    def start(self, feeds) -> None:
+        self.base.start(feeds)
+
+    def __contains__(self, name: str) -> bool:
+        if name in self.base:
+            return True
+        d = self.derived.get(name)
+        return d is not None and d[1] in self
+
+    def get(self, name: str) -> np.ndarray:
+        if name in self.base:
+            return self.base.get(name)
+        op, src, scale, zero = self.derived[name]
+        x = self.get(src)
+        if op == "DequantizeLinear":
+            return ((x.astype(np.float32) - zero.astype(np.float32)) * scale.astype(np.float32)).astype(np.float32)
+        info = np.iinfo(zero.dtype)
+        q = np.round(x.astype(np.float32) / scale.astype(np.float32)) + zero.astype(np.float32)
+        return np.clip(q, info.min, info.max).astype(zero.dtype)
