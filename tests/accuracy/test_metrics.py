@@ -37,3 +37,9 @@ def test_aggregation_and_histogram():
     assert mean([a, b]) == {"sqnr_db": 15.0, "max_abs": 2.0}
     counts = error_histogram(np.array([1.0, 1.001, 2.0], np.float32), np.ones(3, np.float32))
     assert counts.sum() == 3 and counts[0] == 1
+
+
+def test_huge_values_do_not_overflow():
+    ref = np.array([1e30, -1e30], np.float32)
+    m = tensor_metrics(ref * np.float32(1.001), ref)
+    assert math.isclose(m["sqnr_db"], 60.0, abs_tol=0.1) and math.isclose(m["cosine"], 1.0)
