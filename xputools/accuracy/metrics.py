@@ -54,7 +54,8 @@ def tensor_metrics(value: np.ndarray, ref: np.ndarray, rtol: float = RTOL["bf16"
         return out
     diff = x - r
     adiff = np.abs(diff)
-    ref_sq, err_sq, x_sq, xr = float(r @ r), float(diff @ diff), float(x @ x), float(x @ r)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ref_sq, err_sq, x_sq, xr = float(r @ r), float(diff @ diff), float(x @ x), float(x @ r)
     if not math.isfinite(ref_sq + err_sq + x_sq):  # huge values: square in float64
         x64, r64, d64 = x.astype(np.float64), r.astype(np.float64), diff.astype(np.float64)
         ref_sq, err_sq, x_sq, xr = float(r64 @ r64), float(d64 @ d64), float(x64 @ x64), float(x64 @ r64)
