@@ -105,3 +105,11 @@ def test_a_small_memory_budget_gives_the_same_numbers_with_more_reference_runs()
     tight = compare(m.SerializeToString(), opts, [inputs_for(m)], recover_top=0, budget_bytes=8 * 16 * 64)
     assert tight["reference_runs"] > whole["reference_runs"] == 1
     assert tight["tensors"] == whole["tensors"] and tight["culprits"] == whole["culprits"]
+
+
+def test_the_forked_teacher_forced_run_gives_the_same_document():
+    m = cancel_chain()
+    opts = CompileOptions(precision="bf16")
+    forked = compare(m.SerializeToString(), opts, [inputs_for(m)], recover_top=0, parallel=True)
+    inline = compare(m.SerializeToString(), opts, [inputs_for(m)], recover_top=0, parallel=False)
+    assert json.dumps(forked, sort_keys=True) == json.dumps(inline, sort_keys=True)

@@ -25,8 +25,9 @@ from ..compiler.driver import compile_model
 from ..compiler.frontend import load_model
 from ..compiler.lower import onnx_outputs
 from ..errors import UserError
-from ..runtime import DeviceSession, random_inputs
+from ..runtime import DeviceSession, check_inputs, random_inputs
 from ..runtime.taps import TapHook
+from .forked import Forked
 from .graphinfo import TensorInfo, graph_tensors
 from .metrics import HIST_EDGES, MAX_SQNR_DB, error_histogram, mean, rtol_for, tensor_metrics, worst
 from .reference import DEFAULT_BUDGET, INPUT_PREFIX, OrtReference, QdqDerivedReference, SavedRunReference
@@ -138,11 +139,13 @@ def load_samples(path: str | Path | None, program, inputs: dict | None = None, s
 def compare(model, options: CompileOptions | None = None, samples: list[dict] | None = None, *,
             against: str | Path | None = None, save_run: str | Path | None = None, force: bool = False,
             recover_top: int = 3, output: str | None = None, budget_bytes: int = DEFAULT_BUDGET,
-            progress: Progress | None = None, analysis: Analysis | None = None, reference_model=None) -> dict:
+            progress: Progress | None = None, analysis: Analysis | None = None, reference_model=None,
+            parallel: bool = True) -> dict:
     """Compare a model on the device with a reference (ORT fp32, or a saved run with `against`).
 
     Returns the `compare --json` document (schema in docs/accuracy.md): per tensor, accumulated and
-    local error (worst and mean over samples); the culprits; the graph outputs' error."""
+    local error (worst and mean over samples); the culprits; the graph outputs' error.
+    `parallel`: run the teacher-forced run in a forked process beside the free run (same numbers)."""
     an = analysis or Analysis(model, options, against, budget_bytes, reference_model)
     if output is not None and output not in an.output_names:
         raise UserError(f"unknown output {output!r}; the model's outputs: {', '.join(an.output_names)}")
@@ -160,8 +163,21 @@ def compare(model, options: CompileOptions | None = None, samples: list[dict] | 
     errors: list[str] = []
     tick = progress or (lambda *_: None)
     ref = an.reference
+    for feeds in samples:  # bad inputs: one clear error before any run
+        check_inputs(an.program, feeds)
     for i, feeds in enumerate(samples):
         ref.start(an.reference_feeds(feeds))
+
+        def teacher_forced(feeds=feeds, i=i) -> tuple[dict, str | None]:
+            got: dict[str, dict] = {}
+            try:
+                an.teacher_forced_run(feeds, lambda n, value, r: got.__setitem__(n, tensor_metrics(value, r, an.rtol)))
+            except MachineError as exc:
+                return got, f"sample {i}: teacher-forced run failed: {exc}"
+            return got, None
+        # the teacher-forced run goes to a forked process while this one does the free run, when
+        # the reference is all in memory (the child then needs no ORT, whose threads do not fork)
+        child = Forked(teacher_forced) if parallel and Forked.available() and ref.prefetch() else None
         tick("device run (accumulated error)", i, len(samples))
 
         def on_value(name, value):
@@ -175,18 +191,23 @@ def compare(model, options: CompileOptions | None = None, samples: list[dict] | 
             device_out = an.free_run(feeds, on_value)
         except MachineError as exc:
             errors.append(f"sample {i}: device run failed: {exc}")
-            continue
-        for name, m in an.output_metrics(device_out).items():
-            outs.setdefault(name, []).append(m)
-        if save_run is not None:
-            saved.update(device_out)
-            saved.update({INPUT_PREFIX + k: np.asarray(v) for k, v in feeds.items()})
+            device_out = None
+        if device_out is not None:
+            for name, m in an.output_metrics(device_out).items():
+                outs.setdefault(name, []).append(m)
+            if save_run is not None:
+                saved.update(device_out)
+                saved.update({INPUT_PREFIX + k: np.asarray(v) for k, v in feeds.items()})
         tick("teacher-forced run (local error)", i, len(samples))
-        try:
-            an.teacher_forced_run(feeds, lambda n, v, r: local.setdefault(n, []).append(
-                tensor_metrics(v, r, an.rtol)))
-        except MachineError as exc:
-            errors.append(f"sample {i}: teacher-forced run failed: {exc}")
+        if child is not None:
+            got, error = child.result()
+            an.device_runs += 1
+        else:
+            got, error = teacher_forced()
+        for name, m in got.items():
+            local.setdefault(name, []).append(m)
+        if error:
+            errors.append(error)
     rows = [_tensor_row(t, acc, local, hist) for t in an.tensors]
     culprits = _rank_culprits(an, rows)
     base = min((worst(outs[n])["sqnr_db"] for n in out_names if n in outs), default=None)

@@ -76,6 +76,14 @@ class OrtReference:
     def __contains__(self, name: str) -> bool:
         return name in self.group_of
 
+    def prefetch(self) -> bool:
+        """Compute every value of the current sample now, if they fit in memory at once."""
+        if len(self.groups) > 1:
+            return False
+        if self.groups:
+            self.get(self.groups[0][0])
+        return True
+
 
 class SavedRunReference:
     """Tensor values saved by `compare --save-run` (a device run compared with another one)."""
@@ -98,6 +106,9 @@ class SavedRunReference:
 
     def get(self, name: str) -> np.ndarray:
         return self.values[name]
+
+    def prefetch(self) -> bool:
+        return True
 
     def __contains__(self, name: str) -> bool:
         return name in self.values
@@ -135,6 +146,9 @@ class QdqDerivedReference:
 
     def start(self, feeds) -> None:
         self.base.start(feeds)
+
+    def prefetch(self) -> bool:
+        return self.base.prefetch()
 
     def __contains__(self, name: str) -> bool:
         if name in self.base:
