@@ -33,6 +33,7 @@ from .metrics import HIST_EDGES, MAX_SQNR_DB, error_histogram, mean, rtol_for, t
 from .reference import DEFAULT_BUDGET, INPUT_PREFIX, OrtReference, QdqDerivedReference, SavedRunReference
 
 SCHEMA = "xputools.acc.compare/1"
+FORK_MIN_SECONDS = 0.15
 Progress = Callable[[str, int, int], None]
 
 
@@ -71,6 +72,11 @@ class Analysis:
         self.rtol = rtol_for(self.options.precision)
 
     # ---- runs -----------------------------------------------------------------------------
+    def worth_forking(self) -> bool:
+        """Whether a device run takes long enough to pay for forking a process (~0.1 s): estimated
+        from the elements its instructions touch and their count (measured emulator rates)."""
+        work = sum(ap.num_elements for ins in self.program.instrs for ap in ins.operands.values())
+        return work / 1e8 + len(self.program.instrs) * 3e-5 >= FORK_MIN_SECONDS
     def _run(self, feeds: dict, hook_fn=None, names: set[str] | None = None) -> dict[str, np.ndarray]:
         observers = [TapHook(self.session.machine, self.program.taps, hook_fn, names)] if hook_fn else []
         self.device_runs += 1
@@ -177,7 +183,8 @@ def compare(model, options: CompileOptions | None = None, samples: list[dict] | 
             return got, None
         # the teacher-forced run goes to a forked process while this one does the free run, when
         # the reference is all in memory (the child then needs no ORT, whose threads do not fork)
-        child = Forked(teacher_forced) if parallel and Forked.available() and ref.prefetch() else None
+        child = (Forked(teacher_forced) if parallel and an.worth_forking() and Forked.available() and ref.prefetch()
+                 else None)
         tick("device run (accumulated error)", i, len(samples))
 
         def on_value(name, value):
