@@ -2,6 +2,7 @@
 samples, determinism, device-vs-device."""
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -108,7 +109,8 @@ def test_a_small_memory_budget_gives_the_same_numbers_with_more_reference_runs()
 
 
 def test_the_forked_teacher_forced_run_gives_the_same_document(monkeypatch):
-    monkeypatch.setattr("xputools.accuracy.compare.FORK_MIN_SECONDS", 0.0)  # fork even for a tiny model
+    module = importlib.import_module("xputools.accuracy.compare")
+    monkeypatch.setattr(module, "FORK_MIN_SECONDS", 0.0)  # fork even for a tiny model
     m = cancel_chain()
     opts = CompileOptions(precision="bf16")
     forked = compare(m.SerializeToString(), opts, [inputs_for(m)], recover_top=0, parallel=True)
