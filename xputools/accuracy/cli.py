@@ -47,6 +47,17 @@ def output_errors(f):
     return wrapper
 
 
+def _threshold_options(f):
+    opts = [
+        click.option("--max-abs-err", type=float, help="Outputs' max absolute error must stay at or below this."),
+        click.option("--min-cosine", type=float, help="Outputs' cosine similarity must reach this."),
+        click.option("--min-sqnr", type=float, help="Outputs' SQNR must reach this many dB."),
+    ]
+    for opt in opts:
+        f = opt(f)
+    return f
+
+
 @contextmanager
 def _progress():
     """A progress callback showing a spinner on a terminal; None when piped."""
@@ -160,9 +171,7 @@ def compare_cmd(model: Path, inputs_path, random_inputs, seed, samples_path, aga
 @acc.command("bisect")
 @click.argument("model", type=FilePath)
 @_input_options
-@click.option("--min-sqnr", type=float, help="Outputs' SQNR must reach this many dB.")
-@click.option("--min-cosine", type=float, help="Outputs' cosine similarity must reach this.")
-@click.option("--max-abs-err", type=float, help="Outputs' max absolute error must stay below this.")
+@_threshold_options
 @click.option("--output", "output_name", help="Judge only this graph output (default: all outputs).")
 @click.option("--keep-precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Precision for the kept nodes.")

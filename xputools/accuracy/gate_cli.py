@@ -8,7 +8,7 @@ import click
 
 from ..clikit import CheckFailed, debug_option
 from ..errors import UserError
-from .cli import FilePath, _compile_options, _input_options, _prepare, _samples, output_errors
+from .cli import FilePath, _compile_options, _input_options, _prepare, _samples, _threshold_options, output_errors
 
 
 @click.command("gate")
@@ -17,9 +17,7 @@ from .cli import FilePath, _compile_options, _input_options, _prepare, _samples,
 @click.option("--manifest", type=FilePath, help="TOML manifest of several models (docs/accuracy.md).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Worker processes for a manifest.")
-@click.option("--min-sqnr", type=float, help="Every output's SQNR must reach this many dB.")
-@click.option("--min-cosine", type=float, help="Every output's cosine similarity must reach this.")
-@click.option("--max-abs-err", type=float, help="Every output's max absolute error must stay below this.")
+@_threshold_options
 @click.option("--thresholds", "thresholds_path", type=FilePath, help="TOML file of thresholds, per output.")
 @click.option("--baseline", type=FilePath, help="Baseline JSON: fail on a regression beyond its tolerance.")
 @click.option("--update-baseline", is_flag=True, help="Write this run's metrics to --baseline.")
