@@ -116,3 +116,23 @@ def test_the_forked_teacher_forced_run_gives_the_same_document(monkeypatch):
     forked = compare(m.SerializeToString(), opts, [inputs_for(m)], recover_top=0, parallel=True)
     inline = compare(m.SerializeToString(), opts, [inputs_for(m)], recover_top=0, parallel=False)
     assert json.dumps(forked, sort_keys=True) == json.dumps(inline, sort_keys=True)
+
+
+def test_samples_from_a_batched_npz_and_from_a_directory(tmp_path):
+    from xputools.accuracy import Analysis, load_samples
+
+    m = cancel_chain()
+    an = Analysis(m.SerializeToString(), CompileOptions(precision="bf16"))
+    rng = np.random.default_rng(5)
+    batch = rng.standard_normal((3, 16, 64)).astype(np.float32)
+    np.savez(tmp_path / "batch.npz", x=batch)
+    assert [s["x"].shape for s in load_samples(tmp_path / "batch.npz", an.program)] == [(16, 64)] * 3
+    d = tmp_path / "dir"
+    d.mkdir()
+    for i in range(2):
+        np.savez(d / f"s{i}.npz", x=batch[i])
+    got = load_samples(d, an.program)
+    assert len(got) == 2 and np.array_equal(got[1]["x"], batch[1])
+    doc = compare(m.SerializeToString(), samples=got, recover_top=2, analysis=an)
+    assert doc["samples"] == 2 and doc["culprits"][0]["op"] == "MatMul"
+    assert doc["culprits"][0]["recovery_rank"] == 1

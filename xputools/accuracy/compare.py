@@ -241,7 +241,8 @@ def compare(model, options: CompileOptions | None = None, samples: list[dict] | 
 
 
 def _tensor_row(t: TensorInfo, acc: dict, local: dict, hist: dict) -> dict:
-    row = {"name": t.name, "node": t.node, "nodes": t.nodes or [t.node], "group": t.group, "op": t.op,
+    row = {"name": t.name, "node": t.node, "nodes": t.nodes or [t.node], "group": t.group, "group_op": t.group_op,
+           "op": t.op,
            "shape": list(t.shape), "engine": t.engine, "fused_into": t.fused_into or None,
            "accumulated": None, "local": None}
     if t.name in acc:
@@ -266,9 +267,9 @@ def _rank_culprits(an: Analysis, rows: list[dict]) -> list[dict]:
         if have is None or row["local"]["sqnr_db"] < have["local"]["sqnr_db"]:
             best[row["group"]] = row
     ranked = sorted(best.values(), key=lambda r: (r["local"]["sqnr_db"], -r["local"]["max_abs"], r["group"]))
-    return [{"rank": i + 1, "node": r["group"], "nodes": r["nodes"], "op": r["op"], "tensor": r["name"],
-             "local": r["local"], "accumulated": r["accumulated"], "recovered_sqnr_db": None,
-             "output_sqnr_db": None} for i, r in enumerate(ranked)]
+    return [{"rank": i + 1, "node": r["group"], "nodes": r["nodes"], "op": r["group_op"] or r["op"],
+             "tensor": r["name"], "local": r["local"], "accumulated": r["accumulated"], "recovered_sqnr_db": None,
+             "output_sqnr_db": None, "recovery_rank": None} for i, r in enumerate(ranked)]
 
 
 def keep_key(node: str) -> str:
@@ -309,6 +310,11 @@ def _recover(an: Analysis, culprits: list[dict], samples: list[dict], out_names:
             c["recovered_sqnr_db"] = evaluate_keep(an, [(keep_key(c["node"]), "fp32")], samples, out_names)["sqnr_db"]
         except MachineError:
             c["recovered_sqnr_db"] = None
+    # the second ranking: by how much output SQNR the node alone gives back
+    recovered = sorted((c for c in culprits if c["recovered_sqnr_db"] is not None),
+                       key=lambda c: (-c["recovered_sqnr_db"], c["rank"]))
+    for i, c in enumerate(recovered):
+        c["recovery_rank"] = i + 1
 
 
 __all__ = ["compare", "Analysis", "load_samples", "SCHEMA", "MAX_SQNR_DB"]

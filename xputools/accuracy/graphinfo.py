@@ -19,6 +19,7 @@ class TensorInfo:
     shape: tuple[int, ...]
     engine: str  # "device" | "host" | "fused" | "const"
     group: str = ""  # the compiled node that computes it (what --keep names)
+    group_op: str = ""  # its op type (e.g. Conv for a fused Conv+BatchNorm+Relu)
     nodes: list[str] = field(default_factory=list)  # every ONNX node that compiled node stands for
     fused_into: str = ""
     tap: Tap | None = None
@@ -72,7 +73,7 @@ def graph_tensors(model: onnx.ModelProto, graph, program: Program) -> list[Tenso
             info = TensorInfo(name, node_name, node.op_type, shape, "const")
             compiled = owner.get(name)
             if compiled is not None:
-                info.group = compiled.name
+                info.group, info.group_op = compiled.name, compiled.op_type
                 info.nodes = list(getattr(compiled, "origin", None) or [compiled.name])
             tap = taps.get(name)
             if tap is not None and tap.fused_into:
