@@ -7,11 +7,11 @@ import pytest
 from acc_models import cancel_branches, cancel_chain, inputs_for
 
 from xputools.accuracy import bisect
-from xputools.accuracy.bisect import write_keep_file
 from xputools.accuracy.metrics import tensor_metrics
-from xputools.compiler.cli import build_options
+from xputools.accuracy.search import write_keep_file
 from xputools.compiler.context import CompileOptions
 from xputools.compiler.driver import compile_model
+from xputools.compiler.keepfile import options_from_spec
 from xputools.errors import UserError
 from xputools.runtime import DeviceSession
 from xputools.runtime.host_runner import ModelRunner
@@ -29,7 +29,7 @@ def test_keep_set_is_the_planted_nodes_and_the_keep_file_meets_the_threshold(tmp
     # the keep file, read back the way `xpu compile --keep-file` reads it, fixes the model
     keep = tmp_path / "keep.txt"
     write_keep_file(doc, keep)
-    options = build_options("bf16", (), keep, (), None, "minmax", "xpu1")
+    options = options_from_spec("bf16", keep_file=keep)
     model_path = tmp_path / "m.onnx"
     model_path.write_bytes(m.SerializeToString())
     program = compile_model(model_path, options).program

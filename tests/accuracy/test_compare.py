@@ -109,7 +109,7 @@ def test_a_small_memory_budget_gives_the_same_numbers_with_more_reference_runs()
 
 
 def test_the_forked_teacher_forced_run_gives_the_same_document(monkeypatch):
-    module = importlib.import_module("xputools.accuracy.compare")
+    module = importlib.import_module("xputools.accuracy.analysis")
     monkeypatch.setattr(module, "FORK_MIN_SECONDS", 0.0)  # fork even for a tiny model
     m = cancel_chain()
     opts = CompileOptions(precision="bf16")

@@ -11,9 +11,6 @@ from acc_models import SAMPLES, cancel_chain, inputs_for
 from click.testing import CliRunner
 
 from xputools.cli import cli
-from xputools.registry import register_tools
-
-register_tools(cli)
 
 
 def xpu(*args):

@@ -7,7 +7,7 @@ import pytest
 from acc_models import SAMPLES, cancel_chain, inputs_for
 from onnx import TensorProto, helper
 
-from xputools.accuracy.compare import Analysis
+from xputools.accuracy.analysis import Analysis
 from xputools.compiler.context import CompileOptions
 from xputools.compiler.driver import compile_model
 from xputools.runtime import DeviceSession, read_npz

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from ..clikit import CheckFailed, XpuGroup, debug_option, stderr_is_terminal
-from ..errors import UserError
+from ..clikit import XpuGroup, debug_option, stderr_is_terminal
+from ..errors import CheckFailed, UserError
 
 FilePath = click.Path(dir_okay=False, path_type=Path)
 
 
 def _compile_options(f):
-    from ..compiler.cli import compile_options
+    from ..clikit import compile_options
 
     return compile_options(f)
 
@@ -30,21 +30,6 @@ def _input_options(f):
     for opt in opts:
         f = opt(f)
     return f
-
-
-def output_errors(f):
-    """A file we cannot write (exists without --force, is an input, ...) is bad input: exit 2."""
-    import functools
-
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        from device_model.fileio import OutputError
-
-        try:
-            return f(*args, **kwargs)
-        except OutputError as exc:
-            raise UserError(str(exc)) from None
-    return wrapper
 
 
 def _threshold_options(f):
@@ -72,8 +57,8 @@ def _progress():
 
 
 def _prepare(model: Path, compile_kw: dict, against=None):
-    from ..compiler.cli import build_options
-    from .compare import Analysis
+    from ..clikit import build_options
+    from .analysis import Analysis
 
     if not model.is_file():
         raise UserError(f"{model}: no such file")
@@ -82,7 +67,7 @@ def _prepare(model: Path, compile_kw: dict, against=None):
 
 def _samples(an, inputs_path, random_inputs: bool, seed: int, samples_path):
     from ..runtime import read_npz
-    from .compare import load_samples
+    from .analysis import load_samples
 
     given = [x for x in (inputs_path, samples_path) if x] + (["r"] if random_inputs else [])
     if len(given) > 1:
@@ -128,7 +113,6 @@ def acc() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in docs/accuracy.md).")
 @_compile_options
 @debug_option
-@output_errors
 def compare_cmd(model: Path, inputs_path, random_inputs, seed, samples_path, against, save_run, recover_top,
                 output_name, top, csv_path, report_path, force, as_json, **compile_kw) -> None:
     """Compare every tensor of MODEL on the device with ONNX Runtime (or a saved run): accumulated
@@ -144,7 +128,7 @@ def compare_cmd(model: Path, inputs_path, random_inputs, seed, samples_path, aga
     """
     from device_model.fileio import check_output, write_text_atomic
 
-    from .compare import compare
+    from .analysis import compare
     from .render import compare_csv, render_compare
 
     inputs = [p for p in (model, inputs_path, samples_path, against) if p]
@@ -180,7 +164,6 @@ def compare_cmd(model: Path, inputs_path, random_inputs, seed, samples_path, aga
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in docs/accuracy.md).")
 @_compile_options
 @debug_option
-@output_errors
 def bisect_cmd(model: Path, inputs_path, random_inputs, seed, samples_path, min_sqnr, min_cosine, max_abs_err,
                output_name, keep_precision, keep_output, force, as_json, **compile_kw) -> None:
     """Find the smallest set of nodes to keep at higher precision so the outputs meet a threshold;
@@ -192,8 +175,8 @@ def bisect_cmd(model: Path, inputs_path, random_inputs, seed, samples_path, min_
       xpu compile model.onnx --precision bf16 --keep-file keep.txt
       xpu acc bisect samples/cnn.onnx --precision int8 --calibration samples/cnn.calib.npz --min-cosine 0.9999 --json
     """
-    from .bisect import bisect, check_threshold, write_keep_file
     from .render import render_bisect
+    from .search import bisect, check_threshold, write_keep_file
 
     check_threshold(min_sqnr, min_cosine, max_abs_err)
     inputs = [p for p in (model, inputs_path, samples_path) if p]
@@ -214,9 +197,100 @@ def bisect_cmd(model: Path, inputs_path, random_inputs, seed, samples_path, min_
         raise CheckFailed("the threshold is not met even with every candidate kept")
 
 
+@acc.command("gate")
+@click.argument("model", type=FilePath, required=False)
+@_input_options
+@click.option("--manifest", type=FilePath, help="TOML manifest of several models (docs/accuracy.md).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Worker processes for a manifest.")
+@_threshold_options
+@click.option("--thresholds", "thresholds_path", type=FilePath, help="TOML file of thresholds, per output.")
+@click.option("--baseline", type=FilePath, help="Baseline JSON: fail on a regression beyond its tolerance.")
+@click.option("--update-baseline", is_flag=True, help="Write this run's metrics to --baseline.")
+@click.option("--junit", type=FilePath, help="Write JUnit XML (a testcase per output and check).")
+@click.option("--markdown", "markdown_path", type=FilePath, help="Write a Markdown summary.")
+@click.option("--json", "json_path", type=FilePath, help="Write the result as JSON (- for stdout).")
+@click.option("--force", is_flag=True, help="Overwrite existing report files.")
+@_compile_options
+@debug_option
+def gate_cmd(model, inputs_path, random_inputs, seed, samples_path, manifest, jobs, min_sqnr, min_cosine,
+             max_abs_err, thresholds_path, baseline, update_baseline, junit, markdown_path, json_path, force,
+             **compile_kw) -> None:
+    """Gate CI on numeric drift: compare MODEL's outputs on the device with ONNX Runtime against
+    thresholds and a baseline. Exit 0 pass, 1 fail, 2 bad input.
+
+    \b
+    Examples:
+      xpu acc gate samples/cnn.onnx --precision bf16 --inputs samples/cnn.inputs.npz --min-sqnr 30
+      xpu acc gate model.onnx --precision bf16 --thresholds acc.toml --baseline acc-baseline.json --junit acc.xml
+      xpu acc gate --manifest models.toml --markdown "$GITHUB_STEP_SUMMARY" --force
+      xpu acc gate model.onnx --precision bf16 --baseline acc-baseline.json --update-baseline
+    """
+    from device_model.fileio import check_output, write_text_atomic
+
+    from .gate import (
+        baseline_from,
+        gate_document,
+        gate_manifest,
+        gate_model,
+        junit_xml,
+        markdown,
+        parse_thresholds,
+        read_baseline,
+        read_manifest,
+        read_toml,
+        render_gate,
+    )
+    from .search import check_threshold
+
+    if (model is None) == (manifest is None):
+        raise UserError("give a MODEL or --manifest FILE (not both)")
+    cli_default = {}
+    if any(v is not None for v in (min_sqnr, min_cosine, max_abs_err)):
+        cli_default = check_threshold(min_sqnr, min_cosine, max_abs_err)
+    cli_file = parse_thresholds(read_toml(thresholds_path), str(thresholds_path)) if thresholds_path else None
+    if update_baseline and baseline is None:
+        raise UserError("--update-baseline needs --baseline FILE")
+    base = read_baseline(baseline) if baseline and not update_baseline and baseline.exists() else None
+    if baseline and not update_baseline and base is None:
+        raise UserError(f"{baseline}: no such file (write it first with --update-baseline)")
+    inputs = [p for p in (model, manifest, inputs_path, samples_path, thresholds_path) if p]
+    for out in (junit, markdown_path, json_path if json_path and str(json_path) != "-" else None):
+        if out:
+            check_output(out, force=force, inputs=inputs + ([baseline] if baseline else []))
+    if manifest:
+        doc = gate_manifest(read_manifest(manifest), cli_default, cli_file, base and base["models"], jobs)
+    else:
+        from .gate import Thresholds
+
+        th = Thresholds(dict(cli_default))
+        if cli_file is not None:
+            th = Thresholds({**cli_file.default, **cli_default}, cli_file.outputs, cli_file.tolerance)
+        an = _prepare(model, compile_kw)
+        samples = _samples(an, inputs_path, random_inputs, seed, samples_path)
+        key = f"{Path(model).stem}:{an.options.precision}"
+        doc = gate_document([gate_model(model, an.options, samples, th, (base or {}).get("models", {}).get(key),
+                                        key, analysis=an)])
+    if update_baseline:
+        write_text_atomic(baseline, json.dumps(baseline_from([m for m in doc["models"] if not m.get("error")]),
+                                               indent=2) + "\n", force=True, inputs=inputs)
+    if junit:
+        write_text_atomic(junit, junit_xml(doc), force=force, inputs=inputs)
+    if markdown_path:
+        write_text_atomic(markdown_path, markdown(doc), force=force, inputs=inputs)
+    if json_path and str(json_path) == "-":
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        if json_path:
+            write_text_atomic(json_path, json.dumps(doc, indent=2) + "\n", force=force, inputs=inputs)
+        click.echo(render_gate(doc))
+    errors = [m for m in doc["models"] if m.get("error")]
+    if errors:
+        raise UserError("; ".join(f"{m['name']}: {m['error']}" for m in errors))
+    if doc["verdict"] != "pass":
+        raise CheckFailed("")
+
+
 def register(root: click.Group) -> None:
     """Add the `acc` group to the `xpu` root."""
-    from .gate_cli import gate_cmd
-
-    acc.add_command(gate_cmd)
     root.add_command(acc)

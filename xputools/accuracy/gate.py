@@ -94,7 +94,7 @@ def gate_model(model, options=None, samples=None, thresholds: Thresholds | None 
                baseline: dict | None = None, key: str | None = None, analysis=None) -> dict:
     """Gate one model: its outputs' metrics (worst over samples), each threshold and baseline check
     and the verdict. `baseline` is the entry of this model in a baseline file ({output: metrics})."""
-    from .compare import Analysis, load_samples
+    from .analysis import Analysis, load_samples
     from .metrics import worst
 
     th = thresholds or Thresholds()
@@ -200,13 +200,11 @@ def read_manifest(path: str | Path) -> list[dict]:
 
 def entry_options(entry: dict):
     """CompileOptions for a manifest entry (the same parsing as the CLI's compile options)."""
-    from ..compiler.cli import build_options
+    from ..compiler.keepfile import options_from_spec
 
-    kf = entry.get("keep_file")
-    return build_options(entry.get("precision", "fp32"), tuple(entry.get("keep", ())), Path(kf) if kf else None,
-                         tuple(entry.get("shape", ())), Path(entry["calibration"]) if "calibration" in entry else None,
-                         entry.get("calibration_method", "minmax"), entry.get("arch", "xpu1"),
-                         Path(entry["const_inputs"]) if "const_inputs" in entry else None)
+    return options_from_spec(entry.get("precision", "fp32"), entry.get("keep", ()), entry.get("keep_file"),
+                             entry.get("shape", ()), entry.get("calibration"),
+                             entry.get("calibration_method", "minmax"), entry.get("arch"), entry.get("const_inputs"))
 
 
 def entry_thresholds(entry: dict, cli_default: dict[str, float], cli_file: Thresholds | None) -> Thresholds:
@@ -224,7 +222,7 @@ def entry_thresholds(entry: dict, cli_default: dict[str, float], cli_file: Thres
 def run_entry(entry: dict, cli_default: dict[str, float], cli_file: Thresholds | None, baseline: dict | None) -> dict:
     """Gate one manifest entry (runs in a worker process). Bad input comes back as an error entry."""
     from ..runtime import read_npz
-    from .compare import load_samples
+    from .analysis import load_samples
 
     try:
         samples = None

@@ -14,6 +14,7 @@ from . import arch, asm, compile, run
 # A missing module fails loudly (no tool is skipped silently).
 TOOL_CLIS = (
     "xputools.profile.cli",
+    "xputools.accuracy.cli",
 )
 
 

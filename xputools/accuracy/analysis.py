@@ -23,7 +23,8 @@ from device_model.machine import MachineError
 from ..compiler.context import CompileOptions
 from ..compiler.driver import compile_model
 from ..compiler.frontend import load_model
-from ..compiler.lower import onnx_outputs
+from ..compiler.keepfile import exact_pattern
+from ..compiler.outputs import onnx_outputs
 from ..errors import UserError
 from ..runtime import DeviceSession, check_inputs, random_inputs
 from ..runtime.taps import TapHook
@@ -272,11 +273,6 @@ def _rank_culprits(an: Analysis, rows: list[dict]) -> list[dict]:
              "output_sqnr_db": None, "recovery_rank": None} for i, r in enumerate(ranked)]
 
 
-def keep_key(node: str) -> str:
-    """A --keep pattern that matches exactly `node` (glob characters escaped)."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in node)
-
-
 def evaluate_keep(an: Analysis, keep: list[tuple[str, str]], samples: list[dict], out_names: list[str]) -> dict:
     """Recompile with `keep` added to the options, run every sample, and return the outputs' worst
     metrics (`outputs`: name -> metrics), the worst output SQNR, the cycles and the runs used."""
@@ -307,7 +303,8 @@ def _recover(an: Analysis, culprits: list[dict], samples: list[dict], out_names:
         tick(f"recovery run ({c['node']})", i, len(culprits))
         c["output_sqnr_db"] = base
         try:
-            c["recovered_sqnr_db"] = evaluate_keep(an, [(keep_key(c["node"]), "fp32")], samples, out_names)["sqnr_db"]
+            alone = evaluate_keep(an, [(exact_pattern(c["node"]), "fp32")], samples, out_names)
+            c["recovered_sqnr_db"] = alone["sqnr_db"]
         except MachineError:
             c["recovered_sqnr_db"] = None
     # the second ranking: by how much output SQNR the node alone gives back

@@ -15,8 +15,10 @@ import math
 from pathlib import Path
 
 from ..compiler.context import CompileOptions
+from ..compiler.keepfile import exact_pattern
+from ..compiler.keepfile import keep_file_text as format_keep_file
 from ..errors import UserError
-from .compare import Analysis, compare, evaluate_keep, keep_key
+from .analysis import Analysis, compare, evaluate_keep
 
 SCHEMA = "xputools.acc.bisect/1"
 
@@ -67,7 +69,7 @@ def bisect(model, options: CompileOptions | None = None, samples: list[dict] | N
             builds += 1
             if progress:
                 progress(f"trying {len(nodes)} kept node(s)", builds, 0)
-            tried[key] = evaluate_keep(an, [(keep_key(n), keep_precision) for n in nodes], samples, out_names)
+            tried[key] = evaluate_keep(an, [(exact_pattern(n), keep_precision) for n in nodes], samples, out_names)
         return tried[key]
 
     outs = {o["name"]: o["accumulated"] for o in doc["outputs"] if o["name"] in out_names}
@@ -101,7 +103,7 @@ def bisect(model, options: CompileOptions | None = None, samples: list[dict] | N
 
 
 def _default_samples(an: Analysis) -> list[dict]:
-    from .compare import load_samples
+    from .analysis import load_samples
 
     return load_samples(None, an.program)
 
@@ -148,11 +150,10 @@ def _prune(chosen: tuple[str, ...], passes) -> tuple[str, ...]:
 def keep_file_text(doc: dict) -> str:
     """The keep file `xpu compile --keep-file` reads: NODE=DTYPE lines, # comments."""
     thr = ", ".join(f"{k}={v}" for k, v in doc["threshold"].items())
-    lines = [f"# xpu acc bisect: {doc['model']} at {doc['precision']}; threshold {thr}",
-             f"# outputs' SQNR {doc['before']['sqnr_db']:.2f} dB -> {doc['after']['sqnr_db']:.2f} dB; "
-             f"cost {doc['cost']['cycles']:+d} cycles",
-             *[f"{keep_key(k['node'])}={k['precision']}" for k in doc["keep"]]]
-    return "\n".join(lines) + "\n"
+    return format_keep_file([(exact_pattern(k["node"]), k["precision"]) for k in doc["keep"]], [
+        f"xpu acc bisect: {doc['model']} at {doc['precision']}; threshold {thr}",
+        f"outputs' SQNR {doc['before']['sqnr_db']:.2f} dB -> {doc['after']['sqnr_db']:.2f} dB; "
+        f"cost {doc['cost']['cycles']:+d} cycles"])
 
 
 def write_keep_file(doc: dict, path: str | Path, force: bool = False, inputs=()) -> None:
