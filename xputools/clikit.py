@@ -112,35 +112,9 @@ def compile_options(f):
 
 def build_options(precision, keep, keep_file, shapes, calibration, calibration_method, arch, const_inputs=None):
     """The CompileOptions that the `compile_options` flags describe (files read, specs parsed)."""
-    from .compiler.context import CompileOptions
-    from .compiler.frontend import parse_shape_spec
-    from .errors import UserError
-    from .runtime import read_npz
+    from .compiler.keepfile import options_from_spec
 
-    pairs = [_keep_pair(k, "--keep") for k in keep]
-    if keep_file:
-        try:
-            lines = keep_file.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"{keep_file}: cannot read ({exc})") from None
-        for i, line in enumerate(lines, 1):
-            line = line.split("#", 1)[0].strip()
-            if line:
-                pairs.append(_keep_pair(line, f"{keep_file}:{i}"))
-    bound = dict(parse_shape_spec(s) for s in shapes)
-    calib = read_npz(calibration) if calibration else None
-    frozen = read_npz(const_inputs) if const_inputs else {}
-    return CompileOptions(precision=precision, keep=pairs, shapes=bound, calibration=calib,
-                          calibration_method=calibration_method, arch=arch, const_inputs=frozen)
-
-
-def _keep_pair(text: str, where: str) -> tuple[str, str]:
-    from .errors import UserError
-
-    pattern, sep, dtype = text.rpartition("=")
-    if not sep or not pattern:
-        raise UserError(f"{where}: expected NODE_OR_GLOB=DTYPE, e.g. 'head/*=fp32', got {text!r}")
-    return pattern.strip(), dtype.strip()
+    return options_from_spec(precision, keep, keep_file, shapes, calibration, calibration_method, arch, const_inputs)
 
 
 def with_compile_progress(work):

@@ -16,6 +16,7 @@ TOOL_CLIS = (
     "xputools.profile.cli",
     "xputools.debug.cli",
     "xputools.debug.sanitize.cli",
+    "xputools.accuracy.cli",
 )
 
 

@@ -21,9 +21,15 @@ class ModelRunner:
     """Runs one small model: the ONNX reference first; onnxruntime if the reference has no kernel
     for it or fails on it, from then on (and from the start for PREFER_ONNXRUNTIME ops)."""
 
-    def __init__(self, model_bytes: bytes, model: onnx.ModelProto):
+    def __init__(self, model_bytes: bytes, model: onnx.ModelProto, engine: str = "auto"):
+        """`engine="onnxruntime"` runs onnxruntime only (the accuracy tool's reference), with graph
+        optimisations off so every ONNX tensor keeps its name and its unfused value."""
         self.model_bytes = model_bytes
         self.ort = None
+        if engine == "onnxruntime":
+            self.ort = self._ort_session(raise_errors=True)
+            self.ref, self.ref_error = None, None
+            return
         if any(n.op_type in PREFER_ONNXRUNTIME and n.domain in ("", "ai.onnx") for n in model.graph.node):
             self.ort = self._ort_session()
             if self.ort is not None:
@@ -40,7 +46,7 @@ class ModelRunner:
             if self.ort is None:
                 raise
 
-    def _ort_session(self):
+    def _ort_session(self, raise_errors: bool = False):
         try:
             import onnxruntime as ort
 
@@ -49,18 +55,34 @@ class ModelRunner:
             opts.log_severity_level = 3
             return ort.InferenceSession(self.model_bytes, opts, providers=["CPUExecutionProvider"])
         except Exception:  # noqa: BLE001 - onnxruntime cannot run it either
+            if raise_errors:
+                raise
             return None
 
-    def __call__(self, feeds: dict) -> list:
+    def __call__(self, feeds: dict, outputs: list[str] | None = None) -> list:
+        """The values of `outputs` (default: all graph outputs) for `feeds`."""
         if self.ort is not None:
-            return self.ort.run(None, feeds)
+            return self.ort.run(outputs, feeds)
         try:
-            return self.ref.run(None, feeds)
+            return self.ref.run(outputs, feeds)
         except Exception:
             self.ort = self._ort_session()
             if self.ort is None:
                 raise
-            return self.ort.run(None, feeds)
+            return self.ort.run(outputs, feeds)
+
+
+def expose_values(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of `model` whose graph outputs are its outputs plus `names` (intermediate tensors),
+    so a runner can return any of them by name."""
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    have = {o.name for o in exposed.graph.output}
+    for name in names:
+        if name not in have:
+            exposed.graph.output.append(onnx.ValueInfoProto(name=name))
+            have.add(name)
+    return exposed
 
 
 class OnnxHostRunner:
