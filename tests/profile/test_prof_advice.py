@@ -132,3 +132,13 @@ def test_diff_text_says_what_explains_the_change_and_groups_dma_queues(cases):
     assert re.search(r"DMA payload [\d.]+ KB -> [\d.]+ KB \(-[\d.]+%\)", text)
     assert re.search(r"new in B: \d+ x dma dma_copy hbm->sbuf f32->bf16 costing [\d.]+ us", text)
     assert "dma x16" in text and not re.search(r"^dma\d+ ", text, re.M)
+
+
+def test_layout_copies_are_their_own_finding(cases):
+    rec = rules(cases["cnn"]).get("layout-copies")
+    con_copies = sum(1 for k in cases["cnn"]["instruction_kinds"] if k["kind"] == "dma_copy sbuf->sbuf")
+    assert con_copies and rec is not None
+    assert rec["numbers"]["copies"] == sum(k["count"] for k in cases["cnn"]["instruction_kinds"]
+                                           if k["kind"] == "dma_copy sbuf->sbuf")
+    assert "im2col" in rec["message"] and rec["axis"] == "work"
+    assert sum(x["copy_us"] for x in cases["cnn"]["layers"]) == pytest.approx(rec["numbers"]["copy_us"], abs=0.01)
