@@ -45,7 +45,8 @@ class Finding:
     axis: str = "schedule"         # or "work"
     kind: str = "upper_bound"      # or "estimate"
     method: str = ""               # how the saving is computed
-    always: bool = False           # shown even when it saves nothing (it explains a large layer)
+    always: bool = False           # shown even when it saves nothing (it explains a large cost)
+    lead: bool = False             # ranked first: it says what the numbers mean (a layer at its roof)
 
 
 @dataclass
@@ -138,7 +139,7 @@ def _at_roof(c: Context) -> list[Finding]:
                 f"{c.us(headroom):.1f} us (its time above the roofline floor); {fix}"),
             claims, {"layer": layer["name"], "headroom_us": round(c.us(headroom), 3)},
             layers=(layer["layer"],), method="the layer's time above its roofline floor",
-            always=layer["critical_cycles"] >= AT_ROOF_SHARE * c.cycles))
+            always=layer["critical_cycles"] >= AT_ROOF_SHARE * c.cycles, lead=True))
     return out
 
 
@@ -312,7 +313,8 @@ def _layout_copies(c: Context) -> list[Finding]:
             f"read the input through a strided access pattern in the matmul instead, or lay the tensor out "
             f"once as the consumer needs it (up to {c.us(save):.1f} us)"),
         dict.fromkeys(steps, 1.0), {"copies": count, "copy_us": round(c.us(total), 3), "copy_bytes": nbytes},
-        axis="work", method="the layout copies' time on the critical path")]
+        axis="work", method="the layout copies' time on the critical path",
+        always=total >= AT_ROOF_SHARE * dma_busy)]
 
 
 def _dma_critical(c: Context) -> list[Finding]:
@@ -403,7 +405,7 @@ def _rank(c: Context, findings: list[Finding]) -> list[tuple[Finding, float]]:
         draw(best, value)
         ranked.append((best, value))
     # layers at their roof first (they say what the numbers mean), then by saving
-    ranked.sort(key=lambda item: (not item[0].always, -item[1]))
+    ranked.sort(key=lambda item: (not (item[0].lead and item[0].always), -item[1]))
     return ranked
 
 
