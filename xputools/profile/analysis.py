@@ -160,6 +160,7 @@ class CriticalStep:
     dtype: str = ""
     fabric_bytes: int = 0   # DMA: bytes on the fabric
     transfer_end: int = 0   # DMA: last byte moved (end - latency); else end
+    pe_n: int = 0           # matmul/transpose: moving columns streamed
 
 
 @dataclass
@@ -427,7 +428,7 @@ def _critical_path(instrs, by_id, streams) -> list[CriticalStep]:
         gap = current.issue - (pred.end if pred is not None else 0)
         steps.append(CriticalStep(current.id, current.engine, current.layer, current.issue, current.end,
                                   via, max(0, gap), current.kind, current.dtype, current.fabric_bytes,
-                                  current.transfer_end))
+                                  current.transfer_end, current.pe_n))
         current = pred
     steps.reverse()
     return steps

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -35,6 +37,18 @@ def prof() -> None:
     """
 
 
+@contextmanager
+def output_errors():
+    """An output that cannot be written (exists, is an input, no directory, disk full) is one line
+    and exit 2, like any other bad usage."""
+    from device_model.fileio import OutputError
+
+    try:
+        yield
+    except OutputError as exc:
+        raise UserError(str(exc)) from None
+
+
 # ---- record ------------------------------------------------------------------------------------
 def _free_pair(trace: Path) -> tuple[Path, Path]:
     """`trace` and its database if both are free, else the first NAME-N pair that is (the same
@@ -52,22 +66,26 @@ def _free_pair(trace: Path) -> tuple[Path, Path]:
         n += 1
 
 
-def output_paths(source: Path, output: Path | None, gzip: bool, force: bool) -> tuple[Path, Path]:
-    """Where record writes: an explicit -o is refused if it (or its database) exists, unless --force;
-    default names (SOURCE.pftrace in the current directory) never overwrite."""
+def output_paths(source: Path, output: Path | None, gzip: bool, force: bool,
+                 inputs=()) -> tuple[Path, Path]:
+    """Where record writes: an explicit -o is refused if it (or its database) exists, unless --force,
+    or if it is one of the command's inputs; default names (SOURCE.pftrace in the current directory)
+    never overwrite."""
+    from device_model.fileio import check_output
+
     from .database import db_path_for
 
     if output is None:
-        return _free_pair(Path.cwd() / (source.stem + (".pftrace.gz" if gzip else ".pftrace")))
-    if not output.parent.exists():
-        raise UserError(f"-o {output}: directory {output.parent} does not exist")
+        trace, db = _free_pair(Path.cwd() / (source.stem + (".pftrace.gz" if gzip else ".pftrace")))
+        if not os.access(trace.parent, os.W_OK):
+            raise UserError(f"{trace}: the current directory {trace.parent} is not writable; pass -o elsewhere")
+        return trace, db
     if output.is_dir():
         raise UserError(f"-o {output}: is a directory; give a file name such as "
                         f"{output / (source.stem + '.pftrace')}")
     db = db_path_for(output)
-    existing = [p for p in (output, db) if p.exists()]
-    if existing and not force:
-        raise UserError(f"{existing[0]} exists; pass --force to overwrite it, or choose another -o")
+    check_output(output, force=force, inputs=[source, *inputs])
+    check_output(db, force=force, inputs=[source, *inputs])
     return output, db
 
 
@@ -144,16 +162,19 @@ def record_cmd(source: Path, output: Path | None, force: bool, inputs_path: Path
         raise UserError(f"{source}: no such file")
     if output is not None and output.name.endswith(".gz"):
         gzip = True
-    trace, db = output_paths(source, output, gzip, force)
+    inputs = [inputs_path] if inputs_path else []
+    with output_errors():
+        trace, db = output_paths(source, output, gzip, force, inputs)
     program = load_program_or_model(source, compile_kw)
     feeds = read_npz(inputs_path) if inputs_path else random_inputs(program, seed)
     if batch is None and source.suffix == ".onnx":
         import onnx
 
         batch = guess_batch(program, onnx.load(str(source), load_external_data=False))
-    result = _record_run(program, feeds, trace, db, stderr_is_terminal(),
-                         source=str(source), batch=batch, flows=flows, layers=layers,
-                         max_slices=max_slices, gzip=gzip)
+    with output_errors():
+        result = _record_run(program, feeds, trace, db, stderr_is_terminal(),
+                             source=str(source), batch=batch, flows=flows, layers=layers,
+                             max_slices=max_slices, gzip=gzip, force=force, inputs=inputs)
     stats = result.trace
     note = f", {result.dropped} slices left out (--max-slices)" if result.dropped else ""
     click.echo(f"wrote {trace} ({stats.slices:,} slices, {stats.counters:,} counter samples, "
@@ -249,17 +270,14 @@ def sweep_cmd(model: Path, batches: str, latency_slo: float | None, output: Path
         raise UserError(f"{model}: no such file")
     if model.suffix != ".onnx":
         raise UserError(f"{model}: sweep needs an ONNX model (it recompiles per batch size)")
+    from device_model.fileio import check_output
+
     sizes = parse_batches(batches)
     plot_path = None
     if not no_plot:
-        if output is None:
-            plot_path = fresh_output_path(Path.cwd() / f"{model.stem}.sweep.png")
-        else:
-            if output.exists() and not force:
-                raise UserError(f"{output} exists; pass --force to overwrite it, or choose another -o")
-            if not output.parent.exists():
-                raise UserError(f"-o {output}: directory {output.parent} does not exist")
-            plot_path = output
+        plot_path = output if output is not None else fresh_output_path(Path.cwd() / f"{model.stem}.sweep.png")
+        with output_errors():   # before the long sweep, not after it
+            check_output(plot_path, force=force, inputs=[model])
     options = build_options(**compile_kw)
     given = dict(options.shapes)
     tty = stderr_is_terminal()
@@ -274,8 +292,10 @@ def sweep_cmd(model: Path, batches: str, latency_slo: float | None, output: Path
     else:
         points = run_sweep(model, sizes, options, given)
     if plot_path is not None:
-        plot_sweep(points, latency_slo, plot_path,
-                   f"{model.stem}: throughput and latency by batch ({options.precision})")
+        with output_errors():
+            plot_sweep(points, latency_slo, plot_path,
+                       f"{model.stem}: throughput and latency by batch ({options.precision})", force=force,
+                       inputs=[model])
     report = sweep_report(model.stem, points, latency_slo, str(plot_path) if plot_path else None)
     click.echo(json.dumps(report, indent=2) if as_json else render_sweep(report))
 

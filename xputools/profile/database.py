@@ -70,7 +70,7 @@ CREATE TABLE critical_path (
     layer INTEGER NOT NULL,
     layer_name TEXT NOT NULL, start_cycle INTEGER NOT NULL, end_cycle INTEGER NOT NULL,
     via TEXT NOT NULL, gap_cycles INTEGER NOT NULL, dtype TEXT NOT NULL, fabric_bytes INTEGER NOT NULL,
-    transfer_end_cycle INTEGER NOT NULL);
+    transfer_end_cycle INTEGER NOT NULL, pe_n INTEGER NOT NULL);
 CREATE INDEX instructions_by_layer ON instructions(layer);
 CREATE INDEX counters_by_name ON counters(name, cycle);
 """
@@ -95,19 +95,22 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_database(path: Path, profile: Profile, extra_meta: dict | None = None) -> None:
-    """Write `profile` to a new SQLite file at `path` (replaced if it exists)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    con = sqlite3.connect(tmp)
-    try:
-        con.executescript(SCHEMA)
-        with con:
-            _fill(con, profile, extra_meta or {})
-    finally:
-        con.close()
-    tmp.replace(path)
+def write_database(path: Path, profile: Profile, extra_meta: dict | None = None, *, force: bool = True,
+                   inputs=()) -> None:
+    """Write `profile` to a new SQLite file at `path`, whole or not at all (device_model.fileio:
+    replaced only with `force`, never over one of `inputs`, nothing left behind on failure)."""
+    from device_model.fileio import atomic_output
+
+    with atomic_output(path, force=force, inputs=inputs) as tmp:
+        con = sqlite3.connect(tmp)
+        try:
+            con.executescript(SCHEMA)
+            with con:
+                _fill(con, profile, extra_meta or {})
+        except sqlite3.OperationalError as exc:   # disk full / I/O error inside SQLite
+            raise OSError(28 if "full" in str(exc) else 5, str(exc)) from None
+        finally:
+            con.close()
 
 
 def _insert(con: sqlite3.Connection, table: str, rows: list[dict]) -> None:
@@ -169,9 +172,9 @@ def _fill(con: sqlite3.Connection, profile: Profile, extra_meta: dict) -> None:
     con.executemany("INSERT INTO counters VALUES (?,?,?,?)", [
         (c.name, c.unit, t, float(v)) for c in profile.counters for t, v in c.samples])
     names = {i: name for i, (name, _op) in enumerate(profile.origins)}
-    con.executemany("INSERT INTO critical_path VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", [
+    con.executemany("INSERT INTO critical_path VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
         (i, s.instr, s.engine, s.kind, s.layer, names.get(s.layer, "(no layer)"), s.start, s.end, s.via,
-         s.gap, s.dtype, s.fabric_bytes, s.transfer_end)
+         s.gap, s.dtype, s.fabric_bytes, s.transfer_end, s.pe_n)
         for i, s in enumerate(profile.critical_path)])
 
 

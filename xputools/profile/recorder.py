@@ -160,16 +160,26 @@ def run_with_recorder(program: Program, feeds: dict, arch=None,
 
 def record(program: Program, feeds: dict, trace_path: str | Path, db_path: str | Path | None = None, *,
            source: str = "", batch: int | None = None, flows: bool = False, layers: str | None = None,
-           max_slices: int | None = None, gzip: bool | None = None, observers=()) -> RecordResult:
+           max_slices: int | None = None, gzip: bool | None = None, observers=(), force: bool = True,
+           inputs=()) -> RecordResult:
     """Run `program` once on `feeds` with a Recorder; write the trace and the profile database.
 
-    Existing files at the paths are replaced (the CLI decides whether that is allowed). A run that
-    hangs or faults still writes both; the result carries the error (`raise_for_status()`).
+    Both files are written whole or not at all (device_model.fileio): an existing file is replaced
+    only with `force`, a path in `inputs` is never written over (OutputError), and a failure (disk
+    full, no permission) leaves nothing behind. A run that hangs or faults still writes both; the
+    result carries the error (`raise_for_status()`).
     """
+    from device_model.fileio import atomic_output, check_output
+
     from .database import db_path_for
 
     trace_path = Path(trace_path)
     db_path = Path(db_path) if db_path is not None else db_path_for(trace_path)
+    inputs = [p for p in (*inputs, source) if p]
+    check_output(trace_path, force=force, inputs=inputs)
+    check_output(db_path, force=force, inputs=[*inputs, trace_path])
+    if gzip is None:
+        gzip = trace_path.name.endswith(".gz")
     arch = load_arch(program.arch_name)
     window = parse_layer_window(layers, program.origins) if layers else None
     capture, error = run_with_recorder(program, feeds, arch, observers)
@@ -192,11 +202,12 @@ def record(program: Program, feeds: dict, trace_path: str | Path, db_path: str |
     trace_meta["batch"] = trace_meta["batch"] or "unknown"
     trace_meta.update(profile_db=db_path.name, flows=flows, layers=layers or "all",
                       instructions=len(profile.selected))
-    stats, plan = export_trace(profile, trace_path, flows=flows, max_slices=max_slices, gzip=gzip,
-                               metadata=trace_meta)
-    write_database(db_path, profile, {
-        "trace": trace_path.name, "trace_sha256": file_sha256(trace_path), "trace_bytes": stats.bytes,
-        "trace_slices": stats.slices, "trace_dropped_slices": plan.dropped,
-        "max_slices": max_slices if max_slices is not None else "", "flows": flows,
-        "trace_flows": stats.flows})
+    with atomic_output(trace_path, force=force, inputs=inputs) as tmp_trace:
+        stats, plan = export_trace(profile, tmp_trace, flows=flows, max_slices=max_slices, gzip=gzip,
+                                   metadata=trace_meta)
+        write_database(db_path, profile, {
+            "trace": trace_path.name, "trace_sha256": file_sha256(tmp_trace), "trace_bytes": stats.bytes,
+            "trace_slices": stats.slices, "trace_dropped_slices": plan.dropped,
+            "max_slices": max_slices if max_slices is not None else "", "flows": flows,
+            "trace_flows": stats.flows}, force=force, inputs=[*inputs, trace_path])
     return RecordResult(profile, trace_path, db_path, stats, plan.dropped, error)
