@@ -165,3 +165,31 @@ def test_layer_window_spec():
     for bad, words in (("7", "out of range"), ("z:x", "comes after"), ("q", "no layer named")):
         with pytest.raises(UserError, match=words):
             parse_layer_window(bad, origins)
+
+
+def test_allocations_of_a_known_program(chain):
+    p = chain.profile
+    by_engine = {r.engine: r for r in p.instrs}
+    allocs = {(a.space, a.lo): a for a in p.allocations}
+    load, memset, relu = allocs[("sbuf", 0x0)], allocs[("sbuf", 0x400)], allocs[("sbuf", 0x200)]
+    assert (load.first, load.last, load.reads) == (by_engine["dma0"].issue, by_engine["act"].end, 1)
+    assert (memset.first, memset.last, memset.reads) == (by_engine["dve"].issue, by_engine["dve"].end, 0)
+    assert (relu.first, relu.last, relu.reads) == (by_engine["act"].issue, by_engine["dma1"].end, 1)
+    assert load.bytes == 128 * 64 * 4 and load.pcount == 128
+    reserved = {c.name: c.samples for c in p.counters}["SBUF reserved"]
+    assert max(v for _, v in reserved) == 2 * 128 * 64 * 4 and reserved[-1][1] == 0
+
+
+def test_accumulating_matmuls_extend_one_psum_value():
+    from xputools.profile.allocation import allocations
+    from xputools.profile.analysis import InstrRecord
+
+    prog = assemble("""
+.arch xpu1
+pe matmul dst=psum[0:+128]@0x0{1:128}:f32 stat=sbuf[0:+128]@0x0{1:128}:bf16 mov=sbuf[0:+128]@0x100{1:128}:bf16 start=1
+pe matmul dst=psum[0:+128]@0x0{1:128}:f32 stat=sbuf[0:+128]@0x0{1:128}:bf16 mov=sbuf[0:+128]@0x100{1:128}:bf16 start=0
+pe matmul dst=psum[0:+128]@0x0{1:128}:f32 stat=sbuf[0:+128]@0x0{1:128}:bf16 mov=sbuf[0:+128]@0x100{1:128}:bf16 start=1
+""")
+    recs = [InstrRecord(i, "pe", i, ins, -1, 10 * i, 10 * i + 10, 0) for i, ins in enumerate(prog.instrs)]
+    psum = [a for a in allocations(recs) if a.space == "psum"]
+    assert [(a.first, a.last) for a in psum] == [(0, 20), (20, 30)]    # accumulate extends; start=1 replaces

@@ -19,6 +19,8 @@ from device_model.isa import ENGINE_INDEX, ENGINES, Instr, attr, engine_kind
 from device_model.program import Program
 from device_model.timing import bytes_per_cycle, contiguous_runs, dma_bytes
 
+from .allocation import allocations, reserved_series
+
 COMPUTE_KINDS = ("pe", "act", "dve", "pool")
 KINDS = COMPUTE_KINDS + ("dma", "host")
 SHARE_THRESHOLD = 0.5   # of a layer's time: host / sync labels
@@ -215,6 +217,7 @@ class Profile:
     flows: list              # [(releaser id, waiter id, sem)] inside the window
     time_range: tuple        # (first cycle, last cycle) of the window
     origins: list            # [(name, op_type)] of the program
+    allocations: list = field(default_factory=list)   # allocation.Allocation of the window
 
 
 # ---------------------------------------------------------------------------------- static info
@@ -360,12 +363,18 @@ def build_profile(program: Program, arch: Arch, capture: Capture, meta: dict,
     layers = _layer_stats(selected, origins, arch, meta.get("precision", ""), critical)
     engines = _engine_stats(instrs, by_id, time_range, critical)
     counters = _counters(instrs, capture.signals, time_range, arch)
+    allocs = allocations(selected)
+    for space, name in (("sbuf", "SBUF reserved"), ("psum", "PSUM reserved")):
+        lo, hi = time_range
+        series = [(min(max(t, lo), hi), v) for t, v in reserved_series(allocs, space)]
+        counters.insert(2 if space == "sbuf" else 3, Counter(name, "bytes", series))
     meta = dict(meta)
     meta.update(cycles=total, status=capture.status, instructions=len(instrs),
                 selected_instructions=len(selected), compute_dma=compute_dma_overlap(selected))
     if capture.problem:
         meta["problem"] = capture.problem
-    return Profile(meta, instrs, selected, layers, engines, critical, counters, flows, time_range, origins)
+    return Profile(meta, instrs, selected, layers, engines, critical, counters, flows, time_range, origins,
+                   allocs)
 
 
 def compute_dma_overlap(recs) -> dict:

@@ -193,8 +193,12 @@ def record_cmd(source: Path, output: Path | None, force: bool, inputs_path: Path
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable (schema xpu-prof-summary v1).")
 @click.option("--top", type=click.IntRange(min=1), default=None,
               help="Layers and instruction kinds listed (text default 10; JSON default all).")
+@click.option("--csv", "csv_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Also write the database's tables as DIR/layers.csv, engines.csv, instructions.csv, "
+                   "dma_transfers.csv, critical_path.csv, allocations.csv.")
+@click.option("--force", is_flag=True, help="Overwrite existing --csv files.")
 @debug_option
-def summary_cmd(profile: Path, as_json: bool, top: int | None) -> None:
+def summary_cmd(profile: Path, as_json: bool, top: int | None, csv_dir: Path | None, force: bool) -> None:
     """The bottleneck report of a recorded profile (PROFILE = the .pftrace or its .profile.db):
     latency and throughput, per-engine busy/wait/idle, per-layer time, FLOPs and bound label, the
     critical path, DMA bandwidth, top instruction kinds and ranked recommendations.
@@ -203,11 +207,18 @@ def summary_cmd(profile: Path, as_json: bool, top: int | None) -> None:
     Examples:
       xpu-prof summary cnn.pftrace
       xpu-prof summary cnn.profile.db --json | jq '.layers[0]'
+      xpu-prof summary cnn.pftrace --csv tables/      # per-instruction, layer, engine... CSV
     """
     from .database import open_profile
     from .summary import DEFAULT_TOP, build_summary, render_summary
 
     data = open_profile(profile)
+    if csv_dir is not None:
+        from .export import export_csv
+
+        with output_errors():
+            paths = export_csv(data.path, csv_dir, force=force, inputs=[profile])
+        click.echo(f"wrote {len(paths)} CSV tables to {csv_dir}", err=True)
     if as_json:
         click.echo(json.dumps(build_summary(data, top), indent=2))
     else:
@@ -298,6 +309,44 @@ def sweep_cmd(model: Path, batches: str, latency_slo: float | None, output: Path
                        inputs=[model])
     report = sweep_report(model.stem, points, latency_slo, str(plot_path) if plot_path else None)
     click.echo(json.dumps(report, indent=2) if as_json else render_sweep(report))
+
+
+# ---- roofline ----------------------------------------------------------------------------------
+@prof.command("roofline")
+@click.argument("profile", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="The plot (PNG) to write (default: NAME.roofline.png in the current directory, "
+                   "never overwriting).")
+@click.option("--force", is_flag=True, help="Overwrite an existing -o plot.")
+@click.option("--no-plot", is_flag=True, help="Print the table only.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable (schema xpu-prof-roofline v1).")
+@debug_option
+def roofline_cmd(profile: Path, output: Path | None, force: bool, no_plot: bool, as_json: bool) -> None:
+    """Each layer at its arithmetic intensity (FLOPs per HBM byte) and achieved TFLOP/s against the
+    arch's HBM roof and compute roofs: a table, and a log-log plot (PNG).
+
+    \b
+    Examples:
+      xpu-prof roofline cnn.pftrace                      # cnn.roofline.png + the table
+      xpu-prof roofline cnn.profile.db -o roof.png --force
+      xpu-prof roofline cnn.pftrace --no-plot --json
+    """
+    from device_model.fileio import check_output
+
+    from .database import DB_SUFFIX, open_profile
+    from .roofline import plot_roofline, render_roofline, roofline
+
+    data = open_profile(profile)
+    result = roofline(data)
+    if not no_plot:
+        stem = profile.name.split(DB_SUFFIX)[0].split(".pftrace")[0]
+        path = output if output is not None else fresh_output_path(Path.cwd() / f"{stem}.roofline.png")
+        with output_errors():
+            check_output(path, force=force, inputs=[profile, data.path])
+            plot_roofline(result, path, force=force, inputs=[profile, data.path])
+        result["plot"] = str(path)
+    click.echo(json.dumps(result, indent=2) if as_json else render_roofline(result)
+               + (f"\nplot: {result['plot']}" if result.get("plot") else ""))
 
 
 # ---- validate ----------------------------------------------------------------------------------

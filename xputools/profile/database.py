@@ -71,11 +71,16 @@ CREATE TABLE critical_path (
     layer_name TEXT NOT NULL, start_cycle INTEGER NOT NULL, end_cycle INTEGER NOT NULL,
     via TEXT NOT NULL, gap_cycles INTEGER NOT NULL, dtype TEXT NOT NULL, fabric_bytes INTEGER NOT NULL,
     transfer_end_cycle INTEGER NOT NULL, pe_n INTEGER NOT NULL);
+CREATE TABLE allocations (
+    id INTEGER PRIMARY KEY, space TEXT NOT NULL, partition_start INTEGER NOT NULL, partitions INTEGER NOT NULL,
+    offset INTEGER NOT NULL, bytes_per_partition INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    layer INTEGER NOT NULL, writer INTEGER NOT NULL, start_cycle INTEGER NOT NULL, end_cycle INTEGER NOT NULL,
+    reads INTEGER NOT NULL);
 CREATE INDEX instructions_by_layer ON instructions(layer);
 CREATE INDEX counters_by_name ON counters(name, cycle);
 """
 TABLES = ("meta", "engines", "engine_waits", "layers", "instructions", "dma_transfers", "counters",
-          "critical_path")
+          "critical_path", "allocations")
 
 
 def db_path_for(trace: Path) -> Path:
@@ -171,6 +176,9 @@ def _fill(con: sqlite3.Connection, profile: Profile, extra_meta: dict) -> None:
         for r in profile.selected if r.instr.op == "dma_copy"])
     con.executemany("INSERT INTO counters VALUES (?,?,?,?)", [
         (c.name, c.unit, t, float(v)) for c in profile.counters for t, v in c.samples])
+    con.executemany("INSERT INTO allocations VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", [
+        (i, a.space, a.pstart, a.pcount, a.lo, a.hi - a.lo, a.bytes, a.layer, a.writer, a.first, a.last, a.reads)
+        for i, a in enumerate(profile.allocations)])
     names = {i: name for i, (name, _op) in enumerate(profile.origins)}
     con.executemany("INSERT INTO critical_path VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
         (i, s.instr, s.engine, s.kind, s.layer, names.get(s.layer, "(no layer)"), s.start, s.end, s.via,
@@ -195,6 +203,7 @@ class ProfileData:
     dma_queues: list = None       # per queue: transfers, bytes, fabric_bytes, hbm_bytes, busy_cycles, runs
     dma_sizes: list = None        # payload bytes of every transfer
     pe_flops_by_dtype: dict = None  # matmul dtype -> FLOPs
+    allocations_top: list = None    # the largest SBUF/PSUM reservations by bytes x cycles
 
     @property
     def clock_ghz(self) -> float:
@@ -308,7 +317,13 @@ def _read(con: sqlite3.Connection, path: Path, meta: dict) -> ProfileData:
     dma["active_cycles"] = _active_cycles(con)
     peaks = {row["name"]: row["peak"] for row in
              con.execute("SELECT name, MAX(value) AS peak FROM counters GROUP BY name")}
-    return ProfileData(path, meta, engines, waits, layers, critical, kinds, dma, peaks, queues, sizes, pe_flops)
+    allocs = _rows(con, """
+        SELECT a.space, a.partition_start, a.partitions, a.offset, a.bytes_per_partition, a.bytes,
+               COALESCE(l.name, '(no layer)') AS layer_name, a.start_cycle, a.end_cycle, a.reads
+        FROM allocations a LEFT JOIN layers l ON l.layer = a.layer
+        ORDER BY a.bytes * (a.end_cycle - a.start_cycle) DESC, a.id LIMIT 10""")
+    return ProfileData(path, meta, engines, waits, layers, critical, kinds, dma, peaks, queues, sizes, pe_flops,
+                       allocs)
 
 
 def _active_cycles(con: sqlite3.Connection) -> int:

@@ -61,8 +61,13 @@ def build_summary(data: ProfileData, top: int | None = None) -> dict:
     summary["overlap"] = _overlap(data)
     summary["memory"] = {"sbuf_peak_bytes": int(data.counter_peaks.get("SBUF in use", 0)),
                          "psum_peak_bytes": int(data.counter_peaks.get("PSUM in use", 0)),
+                         "sbuf_reserved_peak_bytes": int(data.counter_peaks.get("SBUF reserved", 0)),
+                         "psum_reserved_peak_bytes": int(data.counter_peaks.get("PSUM reserved", 0)),
                          "sbuf_capacity_bytes": int(numbers.get("sbuf_bytes", 0)),
-                         "psum_capacity_bytes": int(numbers.get("psum_bytes", 0))}
+                         "psum_capacity_bytes": int(numbers.get("psum_bytes", 0)),
+                         "largest_allocations": [
+                             {**a, "us": round(data.us(a["end_cycle"] - a["start_cycle"]), 3)}
+                             for a in data.allocations_top]}
     summary["instruction_kind_count"] = len(data.kinds)
     summary["instruction_kinds"] = _kinds(data, top)
     summary["recommendations"] = rank_numbers(recommendations(data, summary))
@@ -259,6 +264,11 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+def _alloc_text(a: dict) -> str:
+    return (f"{a['space'].upper()}[{a['partition_start']}:+{a['partitions']}]@{a['offset']:#x} "
+            f"{_fmt_bytes(a['bytes'])} for {_fmt_us(a['us'])} ({a['layer_name']}, {a['reads']} reads)")
+
+
 def _size_label(b: dict) -> str:
     lo, hi = b["min_bytes"], b["max_bytes"]
     return f">={_fmt_bytes(lo)}" if hi is None else (f"<{_fmt_bytes(hi)}" if not lo else
@@ -351,10 +361,12 @@ def render_summary(s: dict, top: int = DEFAULT_TOP) -> str:
                      f"{o['compute_overlapped_pct']:.0f}% of compute time overlaps DMA")
     m = s["memory"]
     if m["sbuf_capacity_bytes"]:
-        lines.append(f"memory in flight: SBUF peak {_fmt_bytes(m['sbuf_peak_bytes'])} of "
-                     f"{_fmt_bytes(m['sbuf_capacity_bytes'])}, "
-                     f"PSUM peak {_fmt_bytes(m['psum_peak_bytes'])} of "
-                     f"{_fmt_bytes(m['psum_capacity_bytes'])}")
+        lines.append(f"memory: SBUF reserved peak {_fmt_bytes(m['sbuf_reserved_peak_bytes'])} (touched in flight "
+                     f"{_fmt_bytes(m['sbuf_peak_bytes'])}) of {_fmt_bytes(m['sbuf_capacity_bytes'])}, "
+                     f"PSUM reserved {_fmt_bytes(m['psum_reserved_peak_bytes'])} (in flight "
+                     f"{_fmt_bytes(m['psum_peak_bytes'])}) of {_fmt_bytes(m['psum_capacity_bytes'])}"
+                     + (f"; largest: {_alloc_text(m['largest_allocations'][0])}" if m["largest_allocations"]
+                        else ""))
     kinds = s["instruction_kinds"][:5]
     if kinds:
         lines.append("top instruction kinds: " + "; ".join(
