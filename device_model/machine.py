@@ -180,7 +180,8 @@ class Machine:
                 operands = operands or _host_operands(program, host_op)
             else:
                 e.execs.append(build_executor(ins, self.memory, self.arch))
-                cost = dma_bytes(ins, self.arch) if e.kind == "dma" else compute_cycles(ins, self.arch)
+                prev = e.instrs[-2] if len(e.instrs) > 1 else None
+                cost = dma_bytes(ins, self.arch) if e.kind == "dma" else compute_cycles(ins, self.arch, prev)
             if rng is not None:
                 cost += int(rng.integers(0, cost_jitter[1] + 1)) * (8 if e.kind == "dma" else 1)
             e.costs.append(cost)

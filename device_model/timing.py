@@ -34,21 +34,43 @@ def _vector_cycles(arch: Arch, kind: str, elements_per_partition: int) -> int:
     return eng["fixed_cycles"] + math.ceil(elements_per_partition / eng["elements_per_cycle"])
 
 
-def compute_cycles(ins: Instr, arch: Arch) -> int:
-    """Cycles a non-DMA instruction occupies its engine (DMA: see dma_bytes and the scheduler)."""
+def pe_stream_cycles(ins: Instr, arch: Arch) -> int:
+    """Cycles a PE instruction streams its moving operand: N columns at the dtype's rate (a
+    transpose streams an identity with N = K)."""
+    per_column = arch.raw["pe"]["cycles_per_column"]
+    if ins.op == "matmul":
+        mov = ins.operands["mov"]
+        return mov.free_size * per_column.get(mov.dtype, 4)
+    src = ins.operands["src"]
+    k = src.pcount if src.partitioned else src.shape[0]
+    return k * per_column.get(src.dtype, 4)
+
+
+def pe_cycles(ins: Instr, arch: Arch, prev: Instr | None = None) -> int:
+    """A matmul/transpose on the weight-stationary R x C array (docs/timing.md, "The PE"):
+
+        stationary load (R, minus what hid behind the previous PE instruction's stream)
+        + skew fill/drain (R + C - 2) + N x cycles_per_column + fixed_cycles (PSUM write-back)
+
+    The next stationary tile loads while the previous instruction streams when it waits for
+    nothing (its data is already there): back-to-back matmuls then hide up to R load cycles."""
+    pe = arch.raw["pe"]
+    rows, cols = pe["rows"], pe["cols"]
+    load = rows
+    if prev is not None and prev.op in ("matmul", "transpose") and not ins.waits:
+        load -= min(rows, pe_stream_cycles(prev, arch))
+    return load + rows + cols - 2 + pe_stream_cycles(ins, arch) + pe["fixed_cycles"]
+
+
+def compute_cycles(ins: Instr, arch: Arch, prev: Instr | None = None) -> int:
+    """Cycles a non-DMA instruction occupies its engine (DMA: see dma_bytes and the scheduler);
+    `prev` is the instruction before it on the same engine (the PE hides stationary loads)."""
     op = ins.op
     if op == "nop":
         return 1
     kind = engine_kind(ins.engine)
-    pe = arch.raw["pe"]
-    if op == "matmul":
-        mov = ins.operands["mov"]
-        n = mov.free_size
-        return pe["fixed_cycles"] + n * pe["cycles_per_column"].get(mov.dtype, 4)
-    if op == "transpose":  # matmul of src (stationary) with an identity (moving, N = K)
-        src = ins.operands["src"]
-        k = src.pcount if src.partitioned else src.shape[0]
-        return pe["fixed_cycles"] + k * pe["cycles_per_column"].get(src.dtype, 4)
+    if op in ("matmul", "transpose"):
+        return pe_cycles(ins, arch, prev)
     # vector-style engines: cost by the larger free size streamed per partition
     sizes = [ap.free_size for name, ap in ins.operands.items() if name not in _SIDE_OPERANDS]
     if op == "preduce":  # one partition-row at a time through the reduction tree

@@ -47,3 +47,38 @@ def host_fallback_model(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, path)
     return path
+
+
+def _save(model, path: Path) -> Path:
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def add_model(path: Path, n: int = 4096, graph_name: str = "main_graph") -> Path:
+    """x[n, n] + y[n, n] in f32, fixed shapes (no batch dimension); the graph has a generic name."""
+    vis = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Add", ["x", "y"], ["z"], name="add")], graph_name, vis,
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [n, n])])
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def conv_model(path: Path, channels: int = 64, size: int = 56, seed: int = 0) -> Path:
+    """One 3x3 conv, `channels` -> `channels`, pad 1, on a 1 x channels x size x size input."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array((rng.standard_normal((channels, channels, 3, 3)) * 0.05).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3])],
+        "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, size, size])], [w])
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def matmul_model(path: Path, m: int = 512, k: int = 512, n: int = 512, seed: int = 0) -> Path:
+    """x[m, k] @ w[k, n] with a constant weight."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array((rng.standard_normal((k, n)) * 0.05).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")], "gemm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], [w])
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)

@@ -116,7 +116,7 @@ def test_bound_rules():
     mem = _stats(hbm_bytes=int(0.7 * 1000 * bw_per_cycle), hbm_bytes_in_time=0.7 * 1000 * bw_per_cycle,
                  dma_active=900, roof_engine="dve", peak_flops=1e11, flops=1000)
     label, reason = classify(mem, arch)
-    assert label == "memory" and "HBM roof 70%" in reason and "< ridge" in reason
+    assert label == "memory" and "HBM at 70% of its 400 GB/s roof" in reason and "< ridge" in reason
     cmp_ = _stats(pe_flops=int(0.8 * 1000 * pe_per_cycle), flops=int(0.8 * 1000 * pe_per_cycle),
                   roof_engine="pe", peak_flops=arch.peak_flops("bf16"), dtype="bf16",
                   hbm_bytes=4096, hbm_bytes_in_time=4096.0, compute_active=950)
@@ -130,6 +130,31 @@ def test_bound_rules():
     assert classify(below, arch)[0] == "latency"
 
 
+def test_an_op_at_a_large_share_of_peak_compute_is_compute_bound_whatever_its_intensity():
+    # the bf16 512^3 GEMM case: 64.6% of peak, but f32 bytes put its intensity below the ridge
+    arch = load_arch("xpu1")
+    pe_per_cycle = arch.peak_flops("bf16") / (arch.clock_ghz * 1e9)
+    flops = int(0.646 * 1000 * pe_per_cycle)
+    st = _stats(pe_flops=flops, flops=flops, roof_engine="pe", peak_flops=arch.peak_flops("bf16"), dtype="bf16",
+                hbm_bytes=flops // 100, hbm_bytes_in_time=0.3 * (flops // 100), pe_active=700, compute_active=700)
+    label, reason = classify(st, arch)
+    assert label == "compute" and "64.6% of its peak" in reason and "< ridge" in reason
+
+
+def test_a_busy_but_underfilled_pe_is_named_with_its_array_occupancy():
+    # the 3x3 64->64 conv case: PE busy 80%, a quarter of the array, 17.6% of peak
+    arch = load_arch("xpu1")
+    pe_per_cycle = arch.peak_flops("bf16") / (arch.clock_ghz * 1e9)
+    flops = int(0.176 * 1000 * pe_per_cycle)
+    st = _stats(pe_flops=flops, flops=flops, roof_engine="pe", peak_flops=arch.peak_flops("bf16"), dtype="bf16",
+                pe_active=800, compute_active=850, pe_busy=800, pe_cells=800 * 0.25, pe_rows=64, pe_cols=64,
+                pe_n=504)
+    label, reason = classify(st, arch)
+    assert label == "compute"
+    assert "PE busy 80%" in reason and "64 of 128 rows x 64 of 128 columns" in reason and "25% array" in reason
+    assert "fixed per-instruction costs" not in reason
+
+
 def test_layer_window_spec():
     origins = [Origin("x"), Origin("a:b"), Origin("y"), Origin("z")]
     assert parse_layer_window("a:b", origins) == (1, 1)
@@ -140,3 +165,31 @@ def test_layer_window_spec():
     for bad, words in (("7", "out of range"), ("z:x", "comes after"), ("q", "no layer named")):
         with pytest.raises(UserError, match=words):
             parse_layer_window(bad, origins)
+
+
+def test_allocations_of_a_known_program(chain):
+    p = chain.profile
+    by_engine = {r.engine: r for r in p.instrs}
+    allocs = {(a.space, a.lo): a for a in p.allocations}
+    load, memset, relu = allocs[("sbuf", 0x0)], allocs[("sbuf", 0x400)], allocs[("sbuf", 0x200)]
+    assert (load.first, load.last, load.reads) == (by_engine["dma0"].issue, by_engine["act"].end, 1)
+    assert (memset.first, memset.last, memset.reads) == (by_engine["dve"].issue, by_engine["dve"].end, 0)
+    assert (relu.first, relu.last, relu.reads) == (by_engine["act"].issue, by_engine["dma1"].end, 1)
+    assert load.bytes == 128 * 64 * 4 and load.pcount == 128
+    reserved = {c.name: c.samples for c in p.counters}["SBUF reserved"]
+    assert max(v for _, v in reserved) == 2 * 128 * 64 * 4 and reserved[-1][1] == 0
+
+
+def test_accumulating_matmuls_extend_one_psum_value():
+    from xputools.profile.allocation import allocations
+    from xputools.profile.analysis import InstrRecord
+
+    prog = assemble("""
+.arch xpu1
+pe matmul dst=psum[0:+128]@0x0{1:128}:f32 stat=sbuf[0:+128]@0x0{1:128}:bf16 mov=sbuf[0:+128]@0x100{1:128}:bf16 start=1
+pe matmul dst=psum[0:+128]@0x0{1:128}:f32 stat=sbuf[0:+128]@0x0{1:128}:bf16 mov=sbuf[0:+128]@0x100{1:128}:bf16 start=0
+pe matmul dst=psum[0:+128]@0x0{1:128}:f32 stat=sbuf[0:+128]@0x0{1:128}:bf16 mov=sbuf[0:+128]@0x100{1:128}:bf16 start=1
+""")
+    recs = [InstrRecord(i, "pe", i, ins, -1, 10 * i, 10 * i + 10, 0) for i, ins in enumerate(prog.instrs)]
+    psum = [a for a in allocations(recs) if a.space == "psum"]
+    assert [(a.first, a.last) for a in psum] == [(0, 20), (20, 30)]    # accumulate extends; start=1 replaces

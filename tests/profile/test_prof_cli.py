@@ -13,14 +13,15 @@ from xputools.cli import cli as xpu_root
 from xputools.profile.cli import prof
 from xputools.profile.summary import SUMMARY_SCHEMA, SUMMARY_VERSION
 
-SUMMARY_KEYS = {"schema", "version", "profile", "trace", "model", "arch", "precision", "batch", "status",
-                "problem", "clock_ghz", "latency", "throughput", "window", "trace_info", "engines",
-                "layer_count", "layers", "critical_path", "dma", "memory", "instruction_kind_count",
+SUMMARY_KEYS = {"schema", "version", "profile", "trace", "model", "graph", "arch", "precision", "batch", "status",
+                "problem", "clock_ghz", "latency", "throughput", "compute", "window", "trace_info", "engines",
+                "layer_count", "layers", "critical_path", "dma", "overlap", "memory", "instruction_kind_count",
                 "instruction_kinds", "recommendations"}
-LAYER_KEYS = {"layer", "name", "op_type", "time_us", "share_pct", "span_us", "start_cycle", "end_cycle",
-              "critical_us", "critical_pct", "busy_us", "instructions", "dtype", "flops", "tflops",
+LAYER_KEYS = {"layer", "name", "op_type", "time_us", "share_pct", "span_us", "first_issue_cycle", "start_cycle",
+              "end_cycle", "critical_us", "critical_pct", "busy_us", "instructions", "dtype", "flops", "tflops",
               "peak_tflops", "peak_pct", "roof_engine", "dma_bytes", "hbm_bytes", "dma_gbps", "dma_pct",
-              "compute_pct", "idle_pct", "host_us", "bound", "bound_reason"}
+              "compute_pct", "idle_pct", "host_us", "pe_occupancy_pct", "pe_shape", "overlap_pct", "copy_us",
+              "bound", "bound_reason"}
 
 
 def run(*args, root=prof):
@@ -45,7 +46,7 @@ def test_record_writes_trace_and_database_and_prints_the_summary(mlp_profile):
     assert len(stdout.splitlines()) <= 45      # one screen
     con = sqlite3.connect(db)
     meta = dict(con.execute("SELECT key, value FROM meta"))
-    assert meta["schema_version"] == "1" and meta["model"] == "mlp" and meta["arch"] == "xpu1"
+    assert meta["schema_version"] == "2" and meta["model"] == "mlp" and meta["arch"] == "xpu1"
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"meta", "engines", "engine_waits", "layers", "instructions", "dma_transfers", "counters",
             "critical_path"} <= tables
@@ -67,8 +68,9 @@ def test_summary_json_schema(mlp_profile):
     for e in s["engines"]:
         assert e["busy_pct"] + e["wait_pct"] + e["idle_pct"] == pytest.approx(100, abs=0.2)
     assert s["critical_path"]["covers_latency"] and s["critical_path"]["cycles"] == s["latency"]["cycles"]
-    assert s["throughput"]["inferences_per_s"] == pytest.approx(
-        s["batch"] / (s["latency"]["cycles"] / 1.4e9), rel=1e-3)
+    assert s["throughput"]["runs_per_s"] == pytest.approx(1 / (s["latency"]["cycles"] / 1.4e9), rel=1e-3)
+    # the mlp's input has a fixed leading dimension > 1: that is not said to be a batch
+    assert s["batch"] is None and s["throughput"]["inferences_per_s"] is None
     for r in s["recommendations"]:
         assert {"rank", "rule", "message", "impact_us", "impact_pct", "numbers"} <= set(r)
     ranks = [r["impact_us"] for r in s["recommendations"]]
@@ -150,8 +152,14 @@ def test_broken_trace_fails_validate_and_summary(mlp_profile, tmp_path, damage):
     elif damage == "garbage":
         broken.write_bytes(b"this is not a trace at all" * 10)
     else:
-        middle = len(data) // 2
-        broken.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:])
+        from xputools.profile.trace_validate import validate_trace
+
+        # the first byte flip from the middle on that breaks the structure (a flip inside a string
+        # payload still parses; those are caught by the database's checksum, tested below)
+        for at in range(len(data) // 2, len(data)):
+            broken.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:])
+            if validate_trace(broken):
+                break
     (tmp_path / "mlp.profile.db").write_bytes(trace.with_name("mlp.profile.db").read_bytes())
     code, out, err = run("validate", broken)
     assert code == 1 and "invalid trace" in err

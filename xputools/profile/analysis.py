@@ -10,20 +10,23 @@ import math
 from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from device_model.arch import Arch
 from device_model.dtypes import itemsize
 from device_model.engines import instr_bytes, instr_flops
 from device_model.isa import ENGINE_INDEX, ENGINES, Instr, attr, engine_kind
 from device_model.program import Program
-from device_model.timing import bytes_per_cycle, dma_bytes
+from device_model.timing import bytes_per_cycle, contiguous_runs, dma_bytes
 
 from ..compiler.precision import PRECISIONS as PRECISION_DTYPES
+from .allocation import allocations, reserved_series
 
 COMPUTE_KINDS = ("pe", "act", "dve", "pool")
 KINDS = COMPUTE_KINDS + ("dma", "host")
 SHARE_THRESHOLD = 0.5   # of a layer's time: host / sync labels
 ROOF_THRESHOLD = 0.5    # of the roofline: memory / compute labels
+NEAR_PEAK = 0.8         # of the roofline: said to be near peak
 MAX_BANDWIDTH_WINDOWS = 1000
 MIN_WINDOW_CYCLES = 256
 NO_LAYER = -1
@@ -48,8 +51,12 @@ class InstrRecord:
     hbm_bytes: int = 0   # DMA: payload bytes on its HBM side(s)
     fabric_bytes: int = 0  # DMA: bytes it costs on the fabric (payload + per-run overhead)
     transfer_end: int = 0  # DMA: when its last byte moved (end - latency); else end
+    runs: int = 0        # DMA: contiguous runs (descriptor elements) it pays the run overhead for
     sbuf: int = 0        # distinct SBUF bytes its operands touch
     psum: int = 0
+    pe_rows: int = 0     # matmul/transpose: PE array rows used (K, the contraction on partitions)
+    pe_cols: int = 0     # ... columns used (M, stationary columns)
+    pe_n: int = 0        # ... moving free size streamed (N)
     released_by: int = -1     # id of the instruction whose signal released its last-met wait
     release_sem: int = -1
     critical: bool = False
@@ -91,9 +98,28 @@ class LayerStats:
     dma_count: int = 0
     host_bytes: int = 0
     critical: int = 0
+    own: float = 0.0          # its share of the run: cycles when it is active, split evenly among
+                              # the layers active at the same cycle (the layers' own times sum to
+                              # at most the latency)
+    pe_active: int = 0        # union of its PE instruction intervals within its time
+    pe_busy: int = 0          # summed PE cycles (matmul + transpose)
+    pe_cells: float = 0.0     # sum over PE instructions of cycles x rows x cols used
+    pe_rows: int = 0          # the most common rows x cols x N of its PE work (by cycles)
+    pe_cols: int = 0
+    pe_n: int = 0
+    overlap: int = 0          # cycles within its time when compute and DMA both run
+    copy_cycles: int = 0      # sbuf->sbuf DMA (layout copies, e.g. im2col): summed cycles
+    copy_count: int = 0
+    copy_bytes: int = 0
+    floor: float = 0.0        # roofline lower bound on its time (roof_floor)
     bound: str = ""
     reason: str = ""
     lane: int = 0
+
+    @property
+    def pe_occupancy(self) -> float:
+        """Share of the PE array's cells its PE work used, weighted by cycles (0 without PE work)."""
+        return self.pe_cells / self.pe_busy if self.pe_busy else 0.0
 
     @property
     def span(self) -> int:
@@ -133,6 +159,10 @@ class CriticalStep:
     via: str      # how it follows the previous step: "start", "engine" (same-engine order) or "sN"
     gap: int = 0  # cycles between the previous step's end and this start (0 on a tight chain)
     kind: str = ""
+    dtype: str = ""
+    fabric_bytes: int = 0   # DMA: bytes on the fabric
+    transfer_end: int = 0   # DMA: last byte moved (end - latency); else end
+    pe_n: int = 0           # matmul/transpose: moving columns streamed
 
 
 @dataclass
@@ -143,12 +173,33 @@ class Counter:
     group: str = ""
 
 
+class Completion(NamedTuple):
+    """One completed instruction as the Recorder saw it."""
+
+    engine: str
+    index: int    # position in its engine's stream
+    issue: int
+    end: int
+    wait: int     # cycles its engine sat free, blocked on semaphores, before the issue
+
+
+class Signal(NamedTuple):
+    """One semaphore update as the Recorder saw it."""
+
+    sem: int
+    old: int
+    new: int
+    time: int
+    engine: str
+    index: int
+
+
 @dataclass
 class Capture:
     """What a Recorder saw during one run."""
 
-    completed: list          # [(engine, index, issue, end, wait)] in completion order
-    signals: list            # [(sem, old, new, cycle, engine, index)] in application order
+    completed: list          # [Completion] in completion order
+    signals: list            # [Signal] in application order
     cycles: int              # device time when the run stopped
     status: str = "complete"  # complete | hang | fault
     problem: str = ""        # the hang report / fault message
@@ -166,6 +217,7 @@ class Profile:
     flows: list              # [(releaser id, waiter id, sem)] inside the window
     time_range: tuple        # (first cycle, last cycle) of the window
     origins: list            # [(name, op_type)] of the program
+    allocations: list = field(default_factory=list)   # allocation.Allocation of the window
 
 
 # ---------------------------------------------------------------------------------- static info
@@ -219,7 +271,15 @@ def _fill_static(rec: InstrRecord, program: Program, arch: Arch, latency: int) -
         sides = (ins.operands["src"], ins.operands["dst"])
         rec.hbm_bytes = max((ap.nbytes for ap in sides if ap.space == "hbm"), default=0)
         rec.fabric_bytes = dma_bytes(ins, arch)
+        rec.runs = max(contiguous_runs(sides[0]), contiguous_runs(sides[1]))
         rec.transfer_end = max(rec.issue, rec.end - latency)
+    elif ins.op == "matmul":
+        stat, mov = ins.operands["stat"], ins.operands["mov"]
+        rec.pe_rows, rec.pe_cols, rec.pe_n = _pe_shape(stat), stat.free_size, mov.free_size
+    elif ins.op == "transpose":
+        src = ins.operands["src"]
+        rec.pe_rows, rec.pe_cols = _pe_shape(src), src.free_size
+        rec.pe_n = rec.pe_rows
     elif ins.op == "host_call":
         host_op = program.host_ops[attr(ins, "op")]
         rec.bytes = sum(program.tensor(n).nbytes for n in [*host_op.inputs, *host_op.outputs] if n)
@@ -234,20 +294,27 @@ def _fill_static(rec: InstrRecord, program: Program, arch: Arch, latency: int) -
             rec.psum += _distinct_bytes(ap)
 
 
+def _pe_shape(ap) -> int:
+    """Rows of the PE array an operand on partitions fills (its partition count)."""
+    return ap.pcount if ap.partitioned else ap.shape[0]
+
+
 # ---------------------------------------------------------------------------------- intervals
-def union_length(intervals) -> int:
-    total = 0
-    cur_start = cur_end = None
+def merged_intervals(intervals) -> list[tuple[int, int]]:
+    """Intervals merged where they touch or overlap, in time order."""
+    merged: list[list[int]] = []
     for start, end in sorted(intervals):
-        if cur_end is None or start > cur_end:
-            if cur_end is not None:
-                total += cur_end - cur_start
-            cur_start, cur_end = start, end
-        elif end > cur_end:
-            cur_end = end
-    if cur_end is not None:
-        total += cur_end - cur_start
-    return total
+        if end <= start:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(a, b) for a, b in merged]
+
+
+def union_length(intervals) -> int:
+    return sum(end - start for start, end in merged_intervals(intervals))
 
 
 def _overlap(start: int, end: int, lo: int, hi: int) -> int:
@@ -296,12 +363,26 @@ def build_profile(program: Program, arch: Arch, capture: Capture, meta: dict,
     layers = _layer_stats(selected, origins, arch, meta.get("precision", ""), critical)
     engines = _engine_stats(instrs, by_id, time_range, critical)
     counters = _counters(instrs, capture.signals, time_range, arch)
+    allocs = allocations(selected)
+    for space, name in (("sbuf", "SBUF reserved"), ("psum", "PSUM reserved")):
+        lo, hi = time_range
+        series = [(min(max(t, lo), hi), v) for t, v in reserved_series(allocs, space)]
+        counters.insert(2 if space == "sbuf" else 3, Counter(name, "bytes", series))
     meta = dict(meta)
     meta.update(cycles=total, status=capture.status, instructions=len(instrs),
-                selected_instructions=len(selected))
+                selected_instructions=len(selected), compute_dma=compute_dma_overlap(selected))
     if capture.problem:
         meta["problem"] = capture.problem
-    return Profile(meta, instrs, selected, layers, engines, critical, counters, flows, time_range, origins)
+    return Profile(meta, instrs, selected, layers, engines, critical, counters, flows, time_range, origins,
+                   allocs)
+
+
+def compute_dma_overlap(recs) -> dict:
+    """Cycles when a compute engine runs, when a DMA runs, and when both do (HTA's overlap)."""
+    compute = [(r.issue, r.end) for r in recs if engine_kind(r.engine) in COMPUTE_KINDS]
+    dma = [(r.issue, r.end) for r in recs if engine_kind(r.engine) == "dma"]
+    c, d = union_length(compute), union_length(dma)
+    return {"compute_cycles": c, "dma_cycles": d, "overlap_cycles": c + d - union_length(compute + dma)}
 
 
 def _resolve_releases(instrs, signals, streams, by_id) -> list[tuple[int, int, int]]:
@@ -355,7 +436,8 @@ def _critical_path(instrs, by_id, streams) -> list[CriticalStep]:
             pred, via = None, "start"
         gap = current.issue - (pred.end if pred is not None else 0)
         steps.append(CriticalStep(current.id, current.engine, current.layer, current.issue, current.end,
-                                  via, max(0, gap), current.kind))
+                                  via, max(0, gap), current.kind, current.dtype, current.fabric_bytes,
+                                  current.transfer_end, current.pe_n))
         current = pred
     steps.reverse()
     return steps
@@ -373,6 +455,7 @@ def _layer_stats(selected, origins, arch: Arch, precision: str, critical) -> lis
     crit_by_layer: dict[int, int] = defaultdict(int)
     for step in critical:
         crit_by_layer[step.layer] += step.end - step.start
+    pe_array = arch.raw["pe"]["rows"] * arch.raw["pe"]["cols"]
     layers = []
     for layer in sorted(groups):
         recs = groups[layer]
@@ -383,9 +466,10 @@ def _layer_stats(selected, origins, arch: Arch, precision: str, critical) -> lis
         dependent = [r.issue for r in recs if not is_prefetch(r)]
         st.start = min(dependent) if dependent else st.first_issue
         st.instructions = len(recs)
-        compute, dma, host = [], [], []
+        compute, dma, host, pe = [], [], [], []
         flops_by_engine: dict[str, int] = defaultdict(int)
         dtypes: dict[str, int] = defaultdict(int)
+        pe_shapes: dict[tuple, int] = defaultdict(int)
         for r in recs:
             kind = engine_kind(r.engine)
             st.busy[kind] += r.cycles
@@ -403,26 +487,64 @@ def _layer_stats(selected, origins, arch: Arch, precision: str, critical) -> lis
                     inside = _overlap(r.issue, r.transfer_end, st.start, st.last_end)
                     st.hbm_bytes_in_time += (r.hbm_bytes * inside / moving if moving
                                              else r.hbm_bytes * (r.issue >= st.start))
+                if r.instr.operands["src"].space == "sbuf" and r.instr.operands["dst"].space == "sbuf":
+                    st.copy_cycles += r.cycles
+                    st.copy_count += 1
+                    st.copy_bytes += r.bytes
             elif kind == "host":
                 host.append(interval)
                 st.host_bytes += r.bytes
             else:
                 compute.append(interval)
+            if r.pe_rows:
+                pe.append(interval)
+                st.pe_busy += r.cycles
+                st.pe_cells += r.cycles * r.pe_rows * r.pe_cols / pe_array
+                pe_shapes[(r.pe_rows, r.pe_cols, r.pe_n)] += r.cycles
             if r.instr.op == "matmul":
                 st.pe_flops += r.flops
                 dtypes[r.dtype] += r.flops
         st.compute_active = union_length(compute)
+        st.pe_active = union_length(pe)
+        if pe_shapes:
+            st.pe_rows, st.pe_cols, st.pe_n = max(pe_shapes, key=lambda k: (pe_shapes[k], k))
         st.dma_active = union_length(dma)
         st.host_active = union_length(host)
         st.active = union_length(compute + dma + host)
+        st.overlap = st.compute_active + st.dma_active - union_length(compute + dma)
         st.dtype = (max(dtypes, key=dtypes.get) if dtypes
                     else PRECISION_DTYPES.get(precision, ""))
         st.critical = crit_by_layer.get(layer, 0)
         _roofline(st, flops_by_engine, arch)
+        st.floor = roof_floor(st, arch)
         st.bound, st.reason = classify(st, arch)
         layers.append(st)
     _assign_lanes(layers)
+    _own_times(layers, groups)
     return layers
+
+
+def _own_times(layers: list[LayerStats], groups: dict) -> None:
+    """Each cycle in which some layers have an instruction running is split evenly among them, so
+    a layer's own time never counts time it spent waiting for others and the own times of all
+    layers add up to at most the latency."""
+    edges: list[tuple[int, int, int]] = []   # (time, +1 start / -1 end, position in `layers`)
+    for pos, st in enumerate(layers):
+        for start, end in merged_intervals((r.issue, r.end) for r in groups[st.layer]):
+            edges += ((start, 1, pos), (end, -1, pos))
+    edges.sort()
+    active: set[int] = set()
+    last = 0
+    for t, step, pos in edges:
+        if active and t > last:
+            share = (t - last) / len(active)
+            for p in active:
+                layers[p].own += share
+        last = t
+        if step > 0:
+            active.add(pos)
+        else:
+            active.discard(pos)
 
 
 def _roofline(st: LayerStats, flops_by_engine: dict, arch: Arch) -> None:
@@ -447,6 +569,22 @@ def roof_work(st: LayerStats) -> int:
     return st.pe_flops if st.roof_engine == "pe" else st.flops
 
 
+def pe_fill_text(rows: int, cols: int, n: int, occupancy: float, arch: Arch) -> str:
+    """How much of the PE array a layer's matmuls fill, in words."""
+    pe = arch.raw["pe"]
+    return (f"its matmuls fill {rows} of {pe['rows']} rows x {cols} of {pe['cols']} columns "
+            f"(N {n} of {pe['max_n']}; {100 * occupancy:.0f}% array occupancy)")
+
+
+def roof_floor(st: LayerStats, arch: Arch) -> float:
+    """Cycles the layer needs at best: its HBM bytes at full bandwidth or its work at the roof's
+    peak, whichever is longer (the roofline's lower bound on its time)."""
+    hz = arch.clock_ghz * 1e9
+    mem = st.hbm_bytes_in_time / arch.hbm_bytes_per_second() * hz
+    cmp_ = roof_work(st) / st.peak_flops * hz if st.peak_flops else 0.0
+    return max(mem, cmp_)
+
+
 def classify(st: LayerStats, arch: Arch) -> tuple[str, str]:
     """The bound label and the numbers behind it (rules in docs/profile-format.md, "Bound labels")."""
     span = st.time
@@ -465,23 +603,35 @@ def classify(st: LayerStats, arch: Arch) -> tuple[str, str]:
     u_cmp = work / st.peak_flops / seconds if st.peak_flops else 0.0
     ridge = st.peak_flops / bw if st.peak_flops else 0.0
     intensity = work / st.hbm_bytes if st.hbm_bytes else math.inf
-    memory_side = st.hbm_bytes > 0 and (not st.peak_flops or intensity < ridge)
     dma_gbps = (st.hbm_bytes_in_time / (st.dma_active / (arch.clock_ghz * 1e9)) / 1e9
                 if st.dma_active else 0.0)
-    mem_text = (f"DMA active {pct(st.dma_active)} of its time, {dma_gbps:.0f} GB/s of "
-                f"{bw / 1e9:.0f} while active, HBM roof {100 * u_mem:.0f}%")
+    mem_text = (f"HBM at {100 * u_mem:.0f}% of its {bw / 1e9:.0f} GB/s roof over its time (DMA active "
+                f"{pct(st.dma_active)} of it, {dma_gbps:.0f} GB/s while active)")
     cmp_text = (f"{st.roof_engine or 'compute'} at {100 * u_cmp:.1f}% of its peak "
                 f"{st.peak_flops / 1e12:.3g} TFLOP/s over its time")
-    ai_text = (f"intensity {intensity:.1f} FLOP/B {'<' if memory_side else '>='} ridge {ridge:.1f}"
+    ai_text = (f"intensity {intensity:.1f} FLOP/B {'<' if intensity < ridge else '>='} ridge {ridge:.1f}"
                if st.hbm_bytes and st.peak_flops else "")
-    if memory_side and u_mem >= ROOF_THRESHOLD:
-        return "memory", "; ".join(t for t in (mem_text, ai_text) if t)
-    if not memory_side and st.peak_flops and u_cmp >= ROOF_THRESHOLD:
-        return "compute", "; ".join(t for t in (cmp_text, ai_text) if t)
-    side = mem_text if memory_side else cmp_text
-    return "latency", (f"{side}: below {ROOF_THRESHOLD:.0%} of the roof"
-                       + (f"; {ai_text}" if ai_text else "")
-                       + " (fixed per-instruction costs and DMA latency dominate)")
+    join = lambda *parts: "; ".join(t for t in parts if t)   # noqa: E731
+    # a roof reached decides, whichever side the intensity puts the layer on: an op at a large share
+    # of peak compute is compute-bound even if its bytes alone would make it memory-bound
+    if max(u_mem, u_cmp) >= ROOF_THRESHOLD:
+        if u_cmp >= u_mem:
+            near = " (near peak)" if u_cmp >= NEAR_PEAK else ""
+            return "compute", join(cmp_text + near, ai_text)
+        near = " (near peak)" if u_mem >= NEAR_PEAK else ""
+        return "memory", join(mem_text + near, ai_text)
+    engine_active = st.pe_active if st.roof_engine == "pe" else st.compute_active
+    if engine_active >= SHARE_THRESHOLD * span:
+        engine = (st.roof_engine or "compute").upper()
+        if st.roof_engine == "pe":
+            fill = pe_fill_text(st.pe_rows, st.pe_cols, st.pe_n, st.pe_occupancy, arch)
+            return "compute", join(f"PE busy {pct(engine_active)} of its time but {fill}, so it reaches "
+                                   f"{100 * u_cmp:.1f}% of peak", ai_text)
+        return "compute", join(f"{engine} busy {pct(engine_active)} of its time at {100 * u_cmp:.1f}% of its "
+                               f"peak (few partitions or short rows per instruction)", ai_text)
+    side = mem_text if st.dma_active >= st.compute_active else cmp_text
+    return "latency", join(f"{side}: no engine busy half its time and no roof at {ROOF_THRESHOLD:.0%}",
+                           ai_text) + " (fixed per-instruction costs and DMA latency dominate)"
 
 
 def _assign_lanes(layers: list[LayerStats]) -> None:

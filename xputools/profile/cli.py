@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -29,6 +31,18 @@ def prof() -> None:
     """
 
 
+@contextmanager
+def output_errors():
+    """An output that cannot be written (exists, is an input, no directory, disk full) is one line
+    and exit 2, like any other bad usage."""
+    from device_model.fileio import OutputError
+
+    try:
+        yield
+    except OutputError as exc:
+        raise UserError(str(exc)) from None
+
+
 # ---- record ------------------------------------------------------------------------------------
 def _free_pair(trace: Path) -> tuple[Path, Path]:
     """`trace` and its database if both are free, else the first NAME-N pair that is (the same
@@ -46,22 +60,26 @@ def _free_pair(trace: Path) -> tuple[Path, Path]:
         n += 1
 
 
-def output_paths(source: Path, output: Path | None, gzip: bool, force: bool) -> tuple[Path, Path]:
-    """Where record writes: an explicit -o is refused if it (or its database) exists, unless --force;
-    default names (SOURCE.pftrace in the current directory) never overwrite."""
+def output_paths(source: Path, output: Path | None, gzip: bool, force: bool,
+                 inputs=()) -> tuple[Path, Path]:
+    """Where record writes: an explicit -o is refused if it (or its database) exists, unless --force,
+    or if it is one of the command's inputs; default names (SOURCE.pftrace in the current directory)
+    never overwrite."""
+    from device_model.fileio import check_output
+
     from .database import db_path_for
 
     if output is None:
-        return _free_pair(Path.cwd() / (source.stem + (".pftrace.gz" if gzip else ".pftrace")))
-    if not output.parent.exists():
-        raise UserError(f"-o {output}: directory {output.parent} does not exist")
+        trace, db = _free_pair(Path.cwd() / (source.stem + (".pftrace.gz" if gzip else ".pftrace")))
+        if not os.access(trace.parent, os.W_OK):
+            raise UserError(f"{trace}: the current directory {trace.parent} is not writable; pass -o elsewhere")
+        return trace, db
     if output.is_dir():
         raise UserError(f"-o {output}: is a directory; give a file name such as "
                         f"{output / (source.stem + '.pftrace')}")
     db = db_path_for(output)
-    existing = [p for p in (output, db) if p.exists()]
-    if existing and not force:
-        raise UserError(f"{existing[0]} exists; pass --force to overwrite it, or choose another -o")
+    check_output(output, force=force, inputs=[source, *inputs])
+    check_output(db, force=force, inputs=[source, *inputs])
     return output, db
 
 
@@ -138,16 +156,19 @@ def record_cmd(source: Path, output: Path | None, force: bool, inputs_path: Path
         raise UserError(f"{source}: no such file")
     if output is not None and output.name.endswith(".gz"):
         gzip = True
-    trace, db = output_paths(source, output, gzip, force)
+    inputs = [inputs_path] if inputs_path else []
+    with output_errors():
+        trace, db = output_paths(source, output, gzip, force, inputs)
     program = program_from_path(source, compile_kw)
     feeds = read_npz(inputs_path) if inputs_path else random_inputs(program, seed)
     if batch is None and source.suffix == ".onnx":
         import onnx
 
         batch = guess_batch(program, onnx.load(str(source), load_external_data=False))
-    result = _record_run(program, feeds, trace, db, stderr_is_terminal(),
-                         source=str(source), batch=batch, flows=flows, layers=layers,
-                         max_slices=max_slices, gzip=gzip)
+    with output_errors():
+        result = _record_run(program, feeds, trace, db, stderr_is_terminal(),
+                             source=str(source), batch=batch, flows=flows, layers=layers,
+                             max_slices=max_slices, gzip=gzip, force=force, inputs=inputs)
     stats = result.trace
     note = f", {result.dropped} slices left out (--max-slices)" if result.dropped else ""
     click.echo(f"wrote {trace} ({stats.slices:,} slices, {stats.counters:,} counter samples, "
@@ -166,8 +187,12 @@ def record_cmd(source: Path, output: Path | None, force: bool, inputs_path: Path
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable (schema xpu-prof-summary v1).")
 @click.option("--top", type=click.IntRange(min=1), default=None,
               help="Layers and instruction kinds listed (text default 10; JSON default all).")
+@click.option("--csv", "csv_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Also write the database's tables as DIR/layers.csv, engines.csv, instructions.csv, "
+                   "dma_transfers.csv, critical_path.csv, allocations.csv.")
+@click.option("--force", is_flag=True, help="Overwrite existing --csv files.")
 @debug_option
-def summary_cmd(profile: Path, as_json: bool, top: int | None) -> None:
+def summary_cmd(profile: Path, as_json: bool, top: int | None, csv_dir: Path | None, force: bool) -> None:
     """The bottleneck report of a recorded profile (PROFILE = the .pftrace or its .profile.db):
     latency and throughput, per-engine busy/wait/idle, per-layer time, FLOPs and bound label, the
     critical path, DMA bandwidth, top instruction kinds and ranked recommendations.
@@ -176,11 +201,18 @@ def summary_cmd(profile: Path, as_json: bool, top: int | None) -> None:
     Examples:
       xpu-prof summary cnn.pftrace
       xpu-prof summary cnn.profile.db --json | jq '.layers[0]'
+      xpu-prof summary cnn.pftrace --csv tables/      # per-instruction, layer, engine... CSV
     """
     from .database import open_profile
     from .summary import DEFAULT_TOP, build_summary, render_summary
 
     data = open_profile(profile)
+    if csv_dir is not None:
+        from .export import export_csv
+
+        with output_errors():
+            paths = export_csv(data.path, csv_dir, force=force, inputs=[profile])
+        click.echo(f"wrote {len(paths)} CSV tables to {csv_dir}", err=True)
     if as_json:
         click.echo(json.dumps(build_summary(data, top), indent=2))
     else:
@@ -243,17 +275,14 @@ def sweep_cmd(model: Path, batches: str, latency_slo: float | None, output: Path
         raise UserError(f"{model}: no such file")
     if model.suffix != ".onnx":
         raise UserError(f"{model}: sweep needs an ONNX model (it recompiles per batch size)")
+    from device_model.fileio import check_output
+
     sizes = parse_batches(batches)
     plot_path = None
     if not no_plot:
-        if output is None:
-            plot_path = fresh_output_path(Path.cwd() / f"{model.stem}.sweep.png")
-        else:
-            if output.exists() and not force:
-                raise UserError(f"{output} exists; pass --force to overwrite it, or choose another -o")
-            if not output.parent.exists():
-                raise UserError(f"-o {output}: directory {output.parent} does not exist")
-            plot_path = output
+        plot_path = output if output is not None else fresh_output_path(Path.cwd() / f"{model.stem}.sweep.png")
+        with output_errors():   # before the long sweep, not after it
+            check_output(plot_path, force=force, inputs=[model])
     options = build_options(**compile_kw)
     given = dict(options.shapes)
     tty = stderr_is_terminal()
@@ -268,10 +297,50 @@ def sweep_cmd(model: Path, batches: str, latency_slo: float | None, output: Path
     else:
         points = run_sweep(model, sizes, options, given)
     if plot_path is not None:
-        plot_sweep(points, latency_slo, plot_path,
-                   f"{model.stem}: throughput and latency by batch ({options.precision})")
+        with output_errors():
+            plot_sweep(points, latency_slo, plot_path,
+                       f"{model.stem}: throughput and latency by batch ({options.precision})", force=force,
+                       inputs=[model])
     report = sweep_report(model.stem, points, latency_slo, str(plot_path) if plot_path else None)
     click.echo(json.dumps(report, indent=2) if as_json else render_sweep(report))
+
+
+# ---- roofline ----------------------------------------------------------------------------------
+@prof.command("roofline")
+@click.argument("profile", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="The plot (PNG) to write (default: NAME.roofline.png in the current directory, "
+                   "never overwriting).")
+@click.option("--force", is_flag=True, help="Overwrite an existing -o plot.")
+@click.option("--no-plot", is_flag=True, help="Print the table only.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable (schema xpu-prof-roofline v1).")
+@debug_option
+def roofline_cmd(profile: Path, output: Path | None, force: bool, no_plot: bool, as_json: bool) -> None:
+    """Each layer at its arithmetic intensity (FLOPs per HBM byte) and achieved TFLOP/s against the
+    arch's HBM roof and compute roofs: a table, and a log-log plot (PNG).
+
+    \b
+    Examples:
+      xpu-prof roofline cnn.pftrace                      # cnn.roofline.png + the table
+      xpu-prof roofline cnn.profile.db -o roof.png --force
+      xpu-prof roofline cnn.pftrace --no-plot --json
+    """
+    from device_model.fileio import check_output
+
+    from .database import DB_SUFFIX, open_profile
+    from .roofline import plot_roofline, render_roofline, roofline
+
+    data = open_profile(profile)
+    result = roofline(data)
+    if not no_plot:
+        stem = profile.name.split(DB_SUFFIX)[0].split(".pftrace")[0]
+        path = output if output is not None else fresh_output_path(Path.cwd() / f"{stem}.roofline.png")
+        with output_errors():
+            check_output(path, force=force, inputs=[profile, data.path])
+            plot_roofline(result, path, force=force, inputs=[profile, data.path])
+        result["plot"] = str(path)
+    click.echo(json.dumps(result, indent=2) if as_json else render_roofline(result)
+               + (f"\nplot: {result['plot']}" if result.get("plot") else ""))
 
 
 # ---- validate ----------------------------------------------------------------------------------

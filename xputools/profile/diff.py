@@ -3,10 +3,11 @@ change, with the layers present in only one of them."""
 from __future__ import annotations
 
 from .database import ProfileData
-from .summary import _cut, _fmt_us, _short, build_summary
+from .summary import _cut, _fmt_bytes, _fmt_count, _fmt_us, _kind, _short, build_summary
 
 DIFF_SCHEMA = "xpu-prof-diff"
-DIFF_VERSION = 1
+DIFF_VERSION = 2
+TOP_KIND_CHANGES = 5
 
 
 def _change(a: float, b: float) -> dict:
@@ -38,8 +39,12 @@ def diff_profiles(a: ProfileData, b: ProfileData) -> dict:
               "batch": sb["batch"]},
         "latency_us": _change(sa["latency"]["us"], sb["latency"]["us"]),
         "latency_cycles": _change(sa["latency"]["cycles"], sb["latency"]["cycles"]),
-        "throughput": _change(sa["throughput"]["inferences_per_s"], sb["throughput"]["inferences_per_s"]),
+        "throughput": _throughput(sa, sb),
         "dma_bytes": _change(sa["dma"]["bytes"], sb["dma"]["bytes"]),
+        "dma_fabric_bytes": _change(sa["dma"]["fabric_bytes"], sb["dma"]["fabric_bytes"]),
+        "dma_transfers": _change(sa["dma"]["transfers"], sb["dma"]["transfers"]),
+        "flops": _change(sa["compute"]["flops"], sb["compute"]["flops"]),
+        "mfu_pct": _change(sa["compute"]["mfu_pct"], sb["compute"]["mfu_pct"]),
     }
     ea, eb = _keyed(sa["engines"], lambda r: r["engine"]), _keyed(sb["engines"], lambda r: r["engine"])
     engines = []
@@ -53,6 +58,7 @@ def diff_profiles(a: ProfileData, b: ProfileData) -> dict:
         })
     engines.sort(key=lambda r: -abs(r["busy_us"]["delta"]))
     result["engines"] = engines
+    result["engine_kinds"] = _by_kind(engines)
 
     la, lb = _keyed(sa["layers"], lambda r: r["name"]), _keyed(sb["layers"], lambda r: r["name"])
     layers = []
@@ -90,6 +96,61 @@ def diff_profiles(a: ProfileData, b: ProfileData) -> dict:
     return result
 
 
+def _throughput(sa: dict, sb: dict) -> dict:
+    """Inferences/s when both batches are known, else runs/s (the unit says which)."""
+    ta, tb = sa["throughput"], sb["throughput"]
+    if ta["batch"] and tb["batch"]:
+        return {**_change(ta["inferences_per_s"], tb["inferences_per_s"]), "unit": "inferences/s"}
+    return {**_change(ta["runs_per_s"], tb["runs_per_s"]), "unit": "runs/s"}
+
+
+def _by_kind(engines: list[dict]) -> list[dict]:
+    """Engines summed by kind: the 16 DMA queues become one `dma` row, as in `summary`."""
+    rows: dict[str, dict] = {}
+    for e in engines:
+        kind = _kind(e["engine"])
+        row = rows.setdefault(kind, {"engine": kind, "queues": 0, "busy_a": 0.0, "busy_b": 0.0,
+                                     "wait_a": 0.0, "wait_b": 0.0})
+        row["queues"] += 1
+        for key in ("busy", "wait"):
+            row[f"{key}_a"] += e[f"{key}_us"]["a"]
+            row[f"{key}_b"] += e[f"{key}_us"]["b"]
+    out = [{"engine": r["engine"], "queues": r["queues"],
+            "busy_us": _change(round(r["busy_a"], 3), round(r["busy_b"], 3)),
+            "wait_us": _change(round(r["wait_a"], 3), round(r["wait_b"], 3))} for r in rows.values()]
+    out.sort(key=lambda r: -abs(r["busy_us"]["delta"]))
+    return out
+
+
+def _explain(d: dict) -> list[str]:
+    """What changed underneath the latency: bytes, transfers, FLOPs, and the instruction kinds that
+    appeared, vanished or changed the most."""
+    lines = []
+    for key, label, fmt in (("dma_bytes", "DMA payload", _fmt_bytes), ("dma_fabric_bytes", "DMA fabric bytes",
+                                                                         _fmt_bytes),
+                            ("dma_transfers", "DMA transfers", lambda v: f"{v:,}"),
+                            ("flops", "FLOPs", _fmt_count)):
+        ch = d[key]
+        if ch["delta"]:
+            lines.append(f"{label} {fmt(ch['a'])} -> {fmt(ch['b'])}{_pct_text(ch)}")
+    if d["mfu_pct"]["delta"]:
+        lines.append(f"MFU {d['mfu_pct']['a']:.1f}% -> {d['mfu_pct']['b']:.1f}%")
+    out = ["what changed: " + "; ".join(lines)] if lines else []
+    for k in d["instruction_kinds"][:TOP_KIND_CHANGES]:
+        cnt, busy = k["count"], k["busy_us"]
+        if not busy["delta"] and not cnt["delta"]:
+            continue
+        what = f"{k['engine']} {k['kind']}{' ' + k['dtype'] if k['dtype'] else ''}"
+        if not cnt["a"]:
+            out.append(f"  new in B: {cnt['b']:,} x {what} costing {_fmt_us(busy['b'])} of engine time")
+        elif not cnt["b"]:
+            out.append(f"  gone in B: {cnt['a']:,} x {what} ({_fmt_us(busy['a'])} of engine time in A)")
+        else:
+            out.append(f"  {what}: {cnt['a']:,} -> {cnt['b']:,}, engine time {_fmt_us(busy['a'])} -> "
+                       f"{_fmt_us(busy['b'])} ({_signed(busy['delta'], ' us')})")
+    return out
+
+
 def _signed(value: float, unit: str = "") -> str:
     return f"{value:+,.1f}{unit}" if value else f"0{unit}"
 
@@ -105,12 +166,14 @@ def render_diff(d: dict, top: int = 15) -> str:
     lat, tp = d["latency_us"], d["throughput"]
     lines.append(f"latency {_fmt_us(lat['a'])} -> {_fmt_us(lat['b'])}: "
                  f"{_signed(lat['delta'], ' us')}{_pct_text(lat)}"
-                 f"   throughput {tp['a']:,.1f} -> {tp['b']:,.1f} inferences/s{_pct_text(tp)}")
+                 f"   throughput {tp['a']:,.1f} -> {tp['b']:,.1f} {tp['unit']}{_pct_text(tp)}")
+    lines += _explain(d)
     lines.append("")
     lines.append(f"{'engine':<10}{'busy A':>11}{'busy B':>11}{'change':>12}{'wait A':>11}{'wait B':>11}")
-    for e in d["engines"][:top]:
+    for e in d["engine_kinds"][:top]:
         bu, wa = e["busy_us"], e["wait_us"]
-        lines.append(f"{e['engine']:<10}{_fmt_us(bu['a']):>11}{_fmt_us(bu['b']):>11}"
+        name = f"dma x{e['queues']}" if e["engine"] == "dma" else e["engine"]
+        lines.append(f"{name:<10}{_fmt_us(bu['a']):>11}{_fmt_us(bu['b']):>11}"
                      f"{_signed(bu['delta'], ' us'):>12}"
                      f"{_fmt_us(wa['a']):>11}{_fmt_us(wa['b']):>11}")
     lines.append("")

@@ -1,10 +1,10 @@
 """`record`: one timed run on the device with a Recorder attached, then the trace, the profile
 database and the summary's data.
 
-The Recorder only appends a small tuple per completed instruction and per semaphore signal (about
-100 bytes each, far less than the program itself holds per instruction); everything else is
-computed after the run. A run that hangs or faults still yields a trace and a database of what ran,
-marked with the reason.
+The Recorder only appends a small record (a NamedTuple, `Completion` / `Signal`) per completed
+instruction and per semaphore signal (about 100 bytes each, far less than the program itself holds
+per instruction); everything else is computed after the run. A run that hangs or faults still
+yields a trace and a database of what ran, marked with the reason.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from device_model.program import Program
 
 from .. import __version__
 from ..errors import UserError
-from .analysis import Capture, Profile, build_profile
+from .analysis import Capture, Completion, Profile, Signal, build_profile
 from .database import file_sha256, write_database
 from .perfetto_writer import TraceStats
 from .trace_export import export_trace
@@ -27,17 +27,17 @@ class Recorder:
     """Machine observer collecting completed instructions and semaphore signals."""
 
     def __init__(self):
-        self.completed: list[tuple] = []
-        self.signals: list[tuple] = []
+        self.completed: list[Completion] = []
+        self.signals: list[Signal] = []
         self.hang = None
         self._done = self.completed.append
         self._signal = self.signals.append
 
     def on_complete(self, ev) -> None:
-        self._done((ev.engine, ev.index, ev.issue, ev.end, ev.wait))
+        self._done(Completion(ev.engine, ev.index, ev.issue, ev.end, ev.wait))
 
     def on_semaphore(self, ev) -> None:
-        self._signal((ev.sem, ev.old, ev.new, ev.time, ev.engine, ev.index))
+        self._signal(Signal(ev.sem, ev.old, ev.new, ev.time, ev.engine, ev.index))
 
     def on_hang(self, report) -> None:
         self.hang = report
@@ -115,25 +115,26 @@ def arch_numbers(arch) -> dict:
         "psum_bytes": arch.raw["psum"]["partitions"] * arch.psum_bytes,
         "host_call_cycles": arch.raw["host"]["call_cycles"],
         "host_gbps": arch.raw["host"]["gbps"],
+        "pe": {k: arch.raw["pe"][k] for k in ("rows", "cols", "max_n")},
+        "dma_run_overhead_bytes": arch.raw["dma"]["run_overhead_bytes"],
     }
 
 
-def guess_batch(program: Program, model=None) -> int:
-    """The inferences per run: with the ONNX model, its inputs' batch dimension as bound (the first
-    symbolic dimension, see sweep.batch_axes), else dim 0 of its first input; a bare program has
-    no notion of batch: 1 (pass --batch)."""
+def guess_batch(program: Program, model=None) -> int | None:
+    """The inferences per run, when the model says so: its inputs' batch dimension as bound (the
+    first symbolic dimension, see sweep.batch_axes), or 1 when every input has a fixed leading
+    dimension of 1. Otherwise None: a fixed [4096, 4096] input does not say whether it is 4096
+    inferences or one (pass --batch)."""
     if model is None:
-        return 1
+        return None
     from .sweep import batch_axes
 
     shapes = {t.name: tuple(t.shape) for t in program.inputs()}
     for name, axis in batch_axes(model).items():
         if axis < len(shapes.get(name, ())):
             return int(shapes[name][axis])
-    for vi in model.graph.input:
-        if vi.name in shapes and shapes[vi.name]:
-            return int(shapes[vi.name][0])
-    return 1
+    leading = [shapes[vi.name][0] for vi in model.graph.input if shapes.get(vi.name)]
+    return 1 if leading and all(d == 1 for d in leading) else None
 
 
 def run_with_recorder(program: Program, feeds: dict, arch=None,
@@ -151,32 +152,44 @@ def run_with_recorder(program: Program, feeds: dict, arch=None,
         cycles, status, problem = exc.report.time, "hang", exc.report.text()
     except MachineError as exc:
         error = exc
-        cycles = max((c[3] for c in recorder.completed), default=0)
+        cycles = max((c.end for c in recorder.completed), default=0)
         status, problem = "fault", str(exc)
     return Capture(recorder.completed, recorder.signals, cycles, status, problem), error
 
 
 def record(program: Program, feeds: dict, trace_path: str | Path, db_path: str | Path | None = None, *,
            source: str = "", batch: int | None = None, flows: bool = False, layers: str | None = None,
-           max_slices: int | None = None, gzip: bool | None = None, observers=()) -> RecordResult:
+           max_slices: int | None = None, gzip: bool | None = None, observers=(), force: bool = True,
+           inputs=()) -> RecordResult:
     """Run `program` once on `feeds` with a Recorder; write the trace and the profile database.
 
-    Existing files at the paths are replaced (the CLI decides whether that is allowed). A run that
-    hangs or faults still writes both; the result carries the error (`raise_for_status()`).
+    Both files are written whole or not at all (device_model.fileio): an existing file is replaced
+    only with `force`, a path in `inputs` is never written over (OutputError), and a failure (disk
+    full, no permission) leaves nothing behind. A run that hangs or faults still writes both; the
+    result carries the error (`raise_for_status()`).
     """
+    from device_model.fileio import atomic_output, check_output
+
     from .database import db_path_for
 
     trace_path = Path(trace_path)
     db_path = Path(db_path) if db_path is not None else db_path_for(trace_path)
+    inputs = [p for p in (*inputs, source) if p]
+    check_output(trace_path, force=force, inputs=inputs)
+    check_output(db_path, force=force, inputs=[*inputs, trace_path])
+    if gzip is None:
+        gzip = trace_path.name.endswith(".gz")
     arch = program.arch
     window = parse_layer_window(layers, program.origins) if layers else None
     capture, error = run_with_recorder(program, feeds, arch, observers)
     meta = {
-        "model": program.meta.get("model") or Path(source).stem or "program",
+        # named after the file the user gave, not the ONNX graph ("main_graph", "torch_jit")
+        "model": Path(source).stem if source else (program.meta.get("model") or "program"),
+        "graph": program.meta.get("model", ""),
         "source": Path(source).name if source else "",
         "arch": arch.name, "arch_hash": arch.hash, "clock_ghz": arch.clock_ghz,
         "precision": program.meta.get("precision", ""),
-        "batch": int(batch) if batch else guess_batch(program),
+        "batch": int(batch) if batch else None,
         "layers": layers or "", "tool": f"xputools {__version__}",
         "arch_numbers": arch_numbers(arch),
     }
@@ -185,13 +198,15 @@ def record(program: Program, feeds: dict, trace_path: str | Path, db_path: str |
     profile = build_profile(program, arch, capture, meta, window)
     trace_meta = {k: profile.meta[k] for k in ("model", "arch", "arch_hash", "precision", "clock_ghz",
                                                "batch", "cycles", "status", "source")}
+    trace_meta["batch"] = trace_meta["batch"] or "unknown"
     trace_meta.update(profile_db=db_path.name, flows=flows, layers=layers or "all",
                       instructions=len(profile.selected))
-    stats, plan = export_trace(profile, trace_path, flows=flows, max_slices=max_slices, gzip=gzip,
-                               metadata=trace_meta)
-    write_database(db_path, profile, {
-        "trace": trace_path.name, "trace_sha256": file_sha256(trace_path), "trace_bytes": stats.bytes,
-        "trace_slices": stats.slices, "trace_dropped_slices": plan.dropped,
-        "max_slices": max_slices if max_slices is not None else "", "flows": flows,
-        "trace_flows": stats.flows})
+    with atomic_output(trace_path, force=force, inputs=inputs) as tmp_trace:
+        stats, plan = export_trace(profile, tmp_trace, flows=flows, max_slices=max_slices, gzip=gzip,
+                                   metadata=trace_meta)
+        write_database(db_path, profile, {
+            "trace": trace_path.name, "trace_sha256": file_sha256(tmp_trace), "trace_bytes": stats.bytes,
+            "trace_slices": stats.slices, "trace_dropped_slices": plan.dropped,
+            "max_slices": max_slices if max_slices is not None else "", "flows": flows,
+            "trace_flows": stats.flows}, force=force, inputs=[*inputs, trace_path])
     return RecordResult(profile, trace_path, db_path, stats, plan.dropped, error)

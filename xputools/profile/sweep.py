@@ -167,7 +167,9 @@ def render_sweep(report: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_sweep(points: list[SweepPoint], slo_ms: float | None, path: Path, title: str) -> None:
+def plot_sweep(points: list[SweepPoint], slo_ms: float | None, path: Path, title: str, *,
+               force: bool = False, inputs=()) -> None:
+    """Throughput bars and the latency line by batch, as a PNG written whole or not at all."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -197,6 +199,9 @@ def plot_sweep(points: list[SweepPoint], slo_ms: float | None, path: Path, title
         ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper left", fontsize=8)
         ax.set_title(title, fontsize=10)
         fig.tight_layout()
-        fig.savefig(path, format="png", metadata={"Software": None})
+        from device_model.fileio import atomic_output
+
+        with atomic_output(path, force=force, inputs=inputs) as tmp:
+            fig.savefig(tmp, format="png", metadata={"Software": None})
     finally:
         plt.close(fig)

@@ -8,7 +8,8 @@ Tracks, in this order under the device root:
   * "layers": one child lane per set of overlapping ONNX nodes (greedy interval partitioning, so
     overlapping layers never share a lane and nothing is clipped); one slice per node spanning its
     instructions;
-  * counters: "SBUF in use", "PSUM in use" (bytes touched by in-flight instructions), "HBM bandwidth"
+  * counters: "SBUF in use", "PSUM in use" (bytes touched by in-flight instructions), "SBUF reserved",
+    "PSUM reserved" (bytes holding live values, see allocation.py), "HBM bandwidth"
     (GB/s per window) and, under "semaphores", one counter per semaphore the program signals.
 Timestamps are ns of device time: ns(c) = floor(c / clock_ghz + 0.5) for each endpoint, so a slice's
 ns duration is within 1 ns of its cycles / clock_ghz; args.cycles carries the exact cycle count.
@@ -266,6 +267,8 @@ def _plan_counters(plan: TracePlan, profile: Profile, records, ns: _Ns) -> None:
 _COUNTER_DOCS = {
     "SBUF in use": "bytes of SBUF touched by the instructions in flight",
     "PSUM in use": "bytes of PSUM touched by the instructions in flight",
+    "SBUF reserved": "bytes of SBUF holding a live value (written, still to be read)",
+    "PSUM reserved": "bytes of PSUM holding a live value (written, still to be read)",
     "HBM bandwidth": "HBM traffic of DMA transfers, averaged over fixed windows (GB/s)",
 }
 
