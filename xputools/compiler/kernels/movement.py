@@ -13,39 +13,34 @@ import numpy as np
 from device_model.dtypes import itemsize
 from device_model.isa import AP
 
+from ..context import LoweringContext
 from ..errors import CompileError
-from ..tiling import broadcast_strides, row_major_strides
+from ..graph import Node
 from . import kernel
-from .common import is_float
-from .datamove import (
+from .lib.ap import hbm_ap, is_float, new_tile
+from .lib.datamove import (
     STAGE_BYTES,
     DmaCost,
     Filler,
-    Slots,
-    blocks,
     copy_direct,
     copy_region,
     direct_cycles,
-    hbm,
-    loop_excess,
-    pattern,
     progressions,
     row_groups,
     row_slots,
-    sbuf,
-    simplify,
-    volume,
 )
+from .lib.dims import blocks, broadcast_strides, count_stride_dims, loop_excess, merge_dims, row_major_strides, volume
+from .lib.pools import SlotPool
 
 
-def _axis(node, rank: int, default: int = 0) -> int:
+def _axis(node: Node, rank: int, default: int = 0) -> int:
     axis = int(node.attrs.get("axis", default))
     if not -rank <= axis < max(rank, 1):
         raise CompileError(f"{node.name}: axis {axis} is out of range for rank {rank}")
     return axis + rank if axis < 0 else axis
 
 
-def _const_ints(ctx, node, index: int, what: str) -> list[int] | None:
+def _const_ints(ctx: LoweringContext, node: Node, index: int, what: str) -> list[int] | None:
     name = node.input(index)
     if not name:
         return None
@@ -57,14 +52,14 @@ def _const_ints(ctx, node, index: int, what: str) -> list[int] | None:
 
 # ---- aliases ---------------------------------------------------------------------------------------
 @kernel("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
-def reshape(ctx, node) -> None:
+def reshape(ctx: LoweringContext, node: Node) -> None:
     """Same bytes, another shape: the output names the input's HBM region."""
     ctx.alias(node.outputs[0], node.inputs[0])
 
 
 # ---- Concat / Split ----------------------------------------------------------------------------------
 @kernel("Concat")
-def concat(ctx, node) -> None:
+def concat(ctx: LoweringContext, node: Node) -> None:
     out = ctx.output(node.outputs[0])
     axis = _axis(node, len(out.shape))
     inner = math.prod(out.shape[axis + 1:])
@@ -80,7 +75,7 @@ def concat(ctx, node) -> None:
 
 
 @kernel("Split")
-def split(ctx, node) -> None:
+def split(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     axis = _axis(node, len(x.shape))
     inner = math.prod(x.shape[axis + 1:])
@@ -115,7 +110,7 @@ def slice_axis(dim: int, start: int, end: int, step: int) -> tuple[int, int]:
 
 
 @kernel("Slice")
-def slice_(ctx, node) -> None:
+def slice_(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     rank = len(x.shape)
@@ -142,7 +137,7 @@ def slice_(ctx, node) -> None:
 
 # ---- Expand ----------------------------------------------------------------------------------------
 @kernel("Expand")
-def expand(ctx, node) -> None:
+def expand(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     src = broadcast_strides(x.shape, out.shape)
@@ -151,7 +146,7 @@ def expand(ctx, node) -> None:
 
 # ---- Gather ----------------------------------------------------------------------------------------
 @kernel("Gather")
-def gather(ctx, node) -> None:
+def gather(ctx: LoweringContext, node: Node) -> None:
     data = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     axis = _axis(node, len(data.shape))
@@ -175,7 +170,7 @@ def gather(ctx, node) -> None:
         isz = itemsize(data.dtype)
         # copies into one output are ordered one after the other: few runs of indices are cheaper as
         # DMAs, many as a run-time gather from the index table
-        as_copies = sum(direct_cycles(ctx, simplify(d), isz) for _, _, d in copies)
+        as_copies = sum(direct_cycles(ctx, merge_dims(d), isz) for _, _, d in copies)
         if as_copies <= _gather_cycles(ctx, outer, inner, n, isz):
             for dst_off, src_off, dims in copies:
                 copy_region(ctx, out, dst_off, data, src_off, dims)
@@ -183,7 +178,7 @@ def gather(ctx, node) -> None:
     gather_rows(ctx, out, data, ctx.value(node.inputs[1]), outer, rows, inner, n)
 
 
-def _gather_cycles(ctx, outer: int, inner: int, n: int, isz: int) -> float:
+def _gather_cycles(ctx: LoweringContext, outer: int, inner: int, n: int, isz: int) -> float:
     """Estimated cycles of gather_rows: index load and fix-up, then per 128 indices a POOL gather and
     a store (stores into the output are serialized)."""
     cost, pool, P = DmaCost(ctx.arch), ctx.arch.raw["pool"], ctx.arch.partitions
@@ -194,36 +189,36 @@ def _gather_cycles(ctx, outer: int, inner: int, n: int, isz: int) -> float:
     return cost.latency + fixup + gather + math.ceil(n / P) * max(store, gather)
 
 
-def gather_rows(ctx, out, data, indices, outer: int, rows: int, inner: int, n: int) -> None:
+def gather_rows(ctx: LoweringContext, out, data, indices, outer: int, rows: int, inner: int, n: int) -> None:
     """out[o, i, :] = data[o, wrap(indices[i]), :] on POOL, 128 indices per gather."""
-    others = simplify([(outer, rows * inner, n * inner), (inner, 1, 1)])  # (count, src, dst)
+    others = merge_dims([(outer, rows * inner, n * inner), (inner, 1, 1)])  # (count, src, dst)
     parts = []
     for offs, sub in (blocks(others, STAGE_BYTES // itemsize(data.dtype)) if others else [((0, 0), [])]):
         for offs2, sub2 in (loop_excess(sub, 3) if sub else [((0, 0), [])]):
             parts.append(((offs[0] + offs2[0], offs[1] + offs2[1]), sub2))
     P = ctx.arch.partitions
     slots = row_slots(ctx, max(volume(sub) for _, sub in parts) * itemsize(data.dtype))
-    index_slots = Slots(ctx, 6, 4)  # raw, shift, index tiles of two chunks in flight
+    index_slots = SlotPool.block(ctx, 6, 4)  # raw, shift, index tiles of two chunks in flight
     for p0 in range(0, n, P):
         pc = min(P, n - p0)
         raw = index_slots.tile(pc, 1, "i32")
-        ctx.em.emit("dma", "dma_copy", {"dst": raw, "src": hbm(indices, p0, ((1, pc),))})
+        ctx.em.emit("dma", "dma_copy", {"dst": raw, "src": hbm_ap(indices, p0, ((1, pc),))})
         shift = index_slots.tile(pc, 1, "i32")  # rows where the index is negative (ONNX counts from the end)
         ctx.em.emit("dve", "tensor_scalar", {"dst": shift, "src": raw}, op0="lt", s0=0, op1="mul", s1=rows)
         idx = index_slots.tile(pc, 1, "i32")
         ctx.em.emit("dve", "tensor_tensor", {"dst": idx, "a": raw, "b": shift}, op="add")
         for (so, do), sub in parts:
-            table = hbm(data, so, ((inner, rows),) + tuple((s, c) for c, s, _ in sub))
+            table = hbm_ap(data, so, ((inner, rows),) + tuple((s, c) for c, s, _ in sub))
             tile = slots.tile(pc, volume(sub), data.dtype)
             ctx.em.emit("pool", "gather", {"dst": tile, "table": table, "idx": idx})
             ctx.em.emit("dma", "dma_copy", {
-                "dst": hbm(out, p0 * inner + do, ((inner, pc),) + tuple((d, c) for c, _, d in sub)),
+                "dst": hbm_ap(out, p0 * inner + do, ((inner, pc),) + tuple((d, c) for c, _, d in sub)),
                 "src": tile})
 
 
 # ---- Transpose --------------------------------------------------------------------------------------
 @kernel("Transpose")
-def transpose(ctx, node) -> None:
+def transpose(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     rank = len(x.shape)
@@ -234,7 +229,7 @@ def transpose(ctx, node) -> None:
     if out.size == 0:
         return
     xs, os_ = row_major_strides(x.shape), row_major_strides(out.shape)
-    dims = simplify([(out.shape[i], os_[i], xs[perm[i]]) for i in range(rank)])
+    dims = merge_dims([(out.shape[i], os_[i], xs[perm[i]]) for i in range(rank)])
     if not dims or dims[-1][2] == 1:  # the innermost axis stays: contiguous runs on both sides
         copy_region(ctx, out, 0, x, 0, dims)
         return
@@ -275,7 +270,7 @@ class _TransposePlan:
     contiguous runs along the output's innermost axis b. c and d are optional extra axes folded in
     when a or b is short; every other axis is a loop. 64-bit elements move as pairs of 32-bit words."""
 
-    def __init__(self, ctx, dims, dtype: str):
+    def __init__(self, ctx: LoweringContext, dims, dtype: str):
         pe = ctx.arch.raw["pe"]
         self.kmax, self.mmax = min(pe["rows"], ctx.arch.partitions, pe["max_n"]), pe["cols"]
         self.wdtype, self.pdtype, self.w = _PE_WORDS[dtype]
@@ -368,10 +363,10 @@ class _TransposePlan:
 
     def _store_dims(self, tile: _Tile, n: int, delta: int):
         w = self.w
-        return pattern([(tile.dn, self._stride(self.id, 1) * w), (tile.an, self._stride(self.ia, 1) * w),
+        return count_stride_dims([(tile.dn, self._stride(self.id, 1) * w), (tile.an, self._stride(self.ia, 1) * w),
                         (n, delta * w), (tile.cn, self._stride(self.ic, 1) * w), (tile.width * w, 1)])
 
-    def _estimate(self, ctx) -> float:
+    def _estimate(self, ctx: LoweringContext) -> float:
         cost = DmaCost(ctx.arch)
         isz = itemsize(self.dtype)
         pe = ctx.arch.raw["pe"]
@@ -390,7 +385,7 @@ class _TransposePlan:
         busiest = max(fabric / cost.bytes_per_cycle, pe_cycles, copy_cycles / 2)  # copies alternate DVE/ACT
         return cost.cycles(len(groups) + 1, 0.0, busiest)
 
-    def emit(self, ctx, out, x) -> None:
+    def emit(self, ctx: LoweringContext, out, x) -> None:
         w, wd, pd = self.w, self.wdtype, self.pdtype
         store_dtype = wd if w > 1 or wd != self.dtype else self.dtype
         s = lambda i: self._stride(i, 2) * w  # noqa: E731 - strides in 32-bit words for 64-bit data
@@ -398,14 +393,14 @@ class _TransposePlan:
         for group in self._store_groups(self.tiles()):
             m = group[0].dn * group[0].an
             width = group[0].width * group[0].cn * w
-            buf = sbuf(ctx, m, width * len(group), store_dtype) if len(group) > 1 else None
+            buf = new_tile(ctx, m, width * len(group), store_dtype) if len(group) > 1 else None
             for j, (_, off_s, cn, dn, an, bs) in enumerate(group):
                 ps = ctx.em.psum.alloc(width * 4)
                 col = 0
                 for b0, bn in bs:
                     k = cn * bn
-                    tile = sbuf(ctx, k, m * w, wd)
-                    src_dims = pattern([(cn, s(self.ic)), (bn, s(self.ib)), (dn, s(self.id)), (an * w, 1)])
+                    tile = new_tile(ctx, k, m * w, wd)
+                    src_dims = count_stride_dims([(cn, s(self.ic)), (bn, s(self.ib)), (dn, s(self.id)), (an * w, 1)])
                     src = self._word_ap(x, off_s + b0 * self.dims[self.ib][2], src_dims, wd)
                     ctx.em.emit("dma", "dma_copy", {"dst": tile, "src": src})
                     for word in range(w):
@@ -464,7 +459,7 @@ def index_pieces(src: list[int]) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def _pad_amounts(ctx, node, rank: int) -> tuple[list[int], list[int]]:
+def _pad_amounts(ctx: LoweringContext, node: Node, rank: int) -> tuple[list[int], list[int]]:
     pads = _const_ints(ctx, node, 1, "pads") or []
     axes = _const_ints(ctx, node, 3, "axes")
     axes = [a + rank if a < 0 else a for a in axes] if axes is not None else list(range(rank))
@@ -476,7 +471,7 @@ def _pad_amounts(ctx, node, rank: int) -> tuple[list[int], list[int]]:
     return before, after
 
 
-def _pad_value(ctx, node, dtype: str):
+def _pad_value(ctx: LoweringContext, node: Node, dtype: str):
     name = node.input(2)
     c = ctx.const(name) if name else None
     if name and c is None:
@@ -486,7 +481,7 @@ def _pad_value(ctx, node, dtype: str):
 
 
 @kernel("Pad")
-def pad(ctx, node) -> None:
+def pad(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     mode = node.attrs.get("mode", "constant")
@@ -502,7 +497,7 @@ def pad(ctx, node) -> None:
         _pad_cells(ctx, x, out, maps, value)
 
 
-def _pad_cells(ctx, x, out, maps, value) -> None:
+def _pad_cells(ctx: LoweringContext, x, out, maps, value) -> None:
     """Every box of the output whose source along each axis is one run: a copy or a fill."""
     xs, os_ = row_major_strides(x.shape), row_major_strides(out.shape)
     pieces = [index_pieces(m) for m in maps]
@@ -515,7 +510,7 @@ def _pad_cells(ctx, x, out, maps, value) -> None:
             copies.append((dst_off, sum(p[2] * s for p, s in zip(cell, xs)),
                            [(p[1], s, p[3] * xs_) for p, s, xs_ in zip(cell, os_, xs)]))
     if fills:
-        longest = max((simplify(d) or [(1, 1)])[-1][0] for _, d in fills)
+        longest = max((merge_dims(d) or [(1, 1)])[-1][0] for _, d in fills)
         filler = Filler(ctx, out, value, longest)
         for dst_off, dims in fills:
             filler.fill(dst_off, dims)
@@ -523,7 +518,7 @@ def _pad_cells(ctx, x, out, maps, value) -> None:
         copy_region(ctx, out, dst_off, x, src_off, dims)
 
 
-def _pad_staged(ctx, x, out, mode, before, after, maps, value) -> bool:
+def _pad_staged(ctx: LoweringContext, x, out, mode, before, after, maps, value) -> bool:
     """Pads on the innermost (<= 3) axes with a small padded block per row of the unpadded outer axes:
     build each block in SBUF (memset or edge/reflect copies around the loaded interior) and store the
     rows contiguously. False when that layout does not apply."""
@@ -545,21 +540,21 @@ def _pad_staged(ctx, x, out, mode, before, after, maps, value) -> bool:
     interior = sum(before[a] * bs[a - k] for a in range(k, rank))
     axes_k = range(k, rank)
     for r0, p, nch in groups:
-        tile = sbuf(ctx, p, nch * block, out.dtype)
+        tile = new_tile(ctx, p, nch * block, out.dtype)
         if mode == "constant":
             ctx.em.emit("dve", "memset", {"dst": tile}, value=value)
         dst = AP("sbuf", tile.offset + interior * isz,
                  ((block, nch),) + tuple((bs[a - k], x.shape[a]) for a in axes_k), out.dtype, 0, p)
-        src = hbm(x, r0 * in_block, ((in_block * nch, p), (1, nch * in_block)))
+        src = hbm_ap(x, r0 * in_block, ((in_block * nch, p), (1, nch * in_block)))
         ctx.em.emit("dma", "dma_copy", {"dst": dst, "src": src})
         if mode != "constant":
             _pad_borders(ctx, tile, out, x, k, before, maps, bs, block, nch, p)
-        ctx.em.emit("dma", "dma_copy", {"dst": hbm(out, r0 * block, ((block * nch, p), (1, nch * block))),
+        ctx.em.emit("dma", "dma_copy", {"dst": hbm_ap(out, r0 * block, ((block * nch, p), (1, nch * block))),
                                         "src": tile})
     return True
 
 
-def _pad_borders(ctx, tile, out, x, k, before, maps, bs, block, nch, p) -> None:
+def _pad_borders(ctx: LoweringContext, tile, out, x, k, before, maps, bs, block, nch, p) -> None:
     """Edge/reflect borders, innermost axis first: along axis a, every border run copies from the
     interior slices of the block (axes inside a are complete by then, axes outside a interior)."""
     rank = len(x.shape)
