@@ -44,6 +44,7 @@ from .lib.conv import (
     auto_pad,
     channel_units,
     check_out,
+    conv_operands,
     conv_spec,
     int_attrs,
     load_band,
@@ -69,11 +70,7 @@ class Pack:
 
 @kernel("Conv")
 def conv(ctx: LoweringContext, node: Node) -> None:
-    x = ctx.value(node.inputs[0])
-    w_shape = tuple(ctx.graph.values[node.inputs[1]].shape)
-    out = ctx.output(node.outputs[0])
-    if len(x.shape) not in (3, 4):
-        raise CompileError(f"{node.name}: Conv on rank {len(x.shape)} is not lowered (1-D and 2-D only)")
+    x, w_shape, out = conv_operands(ctx, node)
     wc = ctx.const(node.inputs[1])
     spec = conv_spec(node, x.shape, w_shape, out.shape, wc, None if wc is not None else ctx.value(node.inputs[1]))
     run_conv(ctx, node, spec, x, out)
@@ -81,12 +78,7 @@ def conv(ctx: LoweringContext, node: Node) -> None:
 
 @kernel("ConvTranspose")
 def conv_transpose(ctx: LoweringContext, node: Node) -> None:
-    x = ctx.value(node.inputs[0])
-    w_shape = tuple(ctx.graph.values[node.inputs[1]].shape)
-    out = ctx.output(node.outputs[0])
-    if len(x.shape) not in (3, 4):
-        raise CompileError(f"{node.name}: ConvTranspose on rank {len(x.shape)} is not lowered "
-                           "(1-D and 2-D only)")
+    x, w_shape, out = conv_operands(ctx, node)
     sp = len(x.shape) - 2
     n, cin = x.shape[:2]
     g = int(node.attrs.get("group", 1))

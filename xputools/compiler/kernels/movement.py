@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -13,7 +14,7 @@ import numpy as np
 from device_model.dtypes import itemsize
 from device_model.isa import AP
 
-from ..context import LoweringContext
+from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
 from ..graph import Node
 from . import kernel
@@ -58,36 +59,38 @@ def reshape(ctx: LoweringContext, node: Node) -> None:
 
 
 # ---- Concat / Split ----------------------------------------------------------------------------------
+def _slab_copier(ctx: LoweringContext, shape: tuple[int, ...], axis: int) -> Callable[..., None]:
+    """copy(dst, dst_pos, src, src_pos, k): k positions along `axis` (over all outer and inner
+    elements of a tensor of `shape`) between two tensors that differ only in that axis's length."""
+    inner, outer = math.prod(shape[axis + 1:]), math.prod(shape[:axis])
+
+    def copy(dst: DeviceValue, dst_pos: int, src: DeviceValue, src_pos: int, k: int) -> None:
+        if k and outer:
+            copy_region(ctx, dst, dst_pos * inner, src, src_pos * inner,
+                        [(outer, dst.shape[axis] * inner, src.shape[axis] * inner), (k * inner, 1, 1)])
+    return copy
+
+
 @kernel("Concat")
 def concat(ctx: LoweringContext, node: Node) -> None:
     out = ctx.output(node.outputs[0])
     axis = _axis(node, len(out.shape))
-    inner = math.prod(out.shape[axis + 1:])
-    outer = math.prod(out.shape[:axis])
-    length = out.shape[axis]
-    pos = 0
+    copy, pos = _slab_copier(ctx, out.shape, axis), 0
     for name in node.present_inputs():
         v = ctx.value(name)
-        k = v.shape[axis] if v.shape else 1
-        if k and outer:
-            copy_region(ctx, out, pos * inner, v, 0, [(outer, length * inner, k * inner), (k * inner, 1, 1)])
-        pos += k
+        copy(out, pos, v, 0, v.shape[axis])
+        pos += v.shape[axis]
 
 
 @kernel("Split")
 def split(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     axis = _axis(node, len(x.shape))
-    inner = math.prod(x.shape[axis + 1:])
-    outer = math.prod(x.shape[:axis])
-    pos = 0
+    copy, pos = _slab_copier(ctx, x.shape, axis), 0
     for name in node.outputs:  # the static output shapes give the split sizes
         out = ctx.output(name)
-        k = out.shape[axis]
-        if k and outer:
-            copy_region(ctx, out, 0, x, pos * inner,
-                        [(outer, k * inner, x.shape[axis] * inner), (k * inner, 1, 1)])
-        pos += k
+        copy(out, 0, x, pos, out.shape[axis])
+        pos += out.shape[axis]
     if pos != x.shape[axis]:
         raise CompileError(f"{node.name}: outputs cover {pos} of the {x.shape[axis]} elements "
                            f"along axis {axis}")

@@ -32,7 +32,7 @@ from ..errors import CompileError
 from ..graph import Node
 from . import kernel
 from .lib.ap import hbm_pattern, sbuf_ap, sub
-from .lib.conv import Band, channel_units, conv_spec, load_band, weight_block
+from .lib.conv import Band, channel_units, conv_operands, conv_spec, load_band, weight_block
 from .lib.epilogue import act_function
 from .lib.pe import Mat, load_kmajor, pe_limits
 from .lib.pools import SlotPool, padded
@@ -432,12 +432,8 @@ def _matmul_rows_on_partitions(ctx: LoweringContext, node: Node, p, x, wv, out, 
 
 @kernel("XpuQLinearConv")
 def qlinear_conv(ctx: LoweringContext, node: Node) -> None:
-    x = ctx.value(node.inputs[0])
+    x, _, out = conv_operands(ctx, node)
     w = _const(ctx, node, 3, "weight").astype(np.int8)
-    out = ctx.output(node.outputs[0])
-    if len(x.shape) not in (3, 4):
-        raise CompileError(f"{node.name}: XpuQLinearConv on rank {len(x.shape)} is not lowered "
-                           "(1-D and 2-D only)")
     if out.size == 0:
         return
     QConvLowering(ctx, node, x, w, out).run()

@@ -1,14 +1,4 @@
-"""Reductions: ReduceSum/Mean/Max/Min/L2 (the planner and the tiled reduction are lib/rows.py).
-
-A reduction is planned on the input's coalesced dims (size-1 dims dropped, neighbours of the same
-kind merged), each kept (K) or reduced (R), e.g. [K, R], [R, K], [K, R, K]. One dim goes on the
-partitions, split as rows of `m` consecutive elements (so a contiguous innermost dim still gives
-DMA runs of m elements); the others are cut into chunks so a tile fits the SBUF budget. A tile is
-DMAed in HBM order (long runs) and reduced through an SBUF access pattern that puts its reduced dims
-innermost (one DVE `reduce`). Reduced dims cut across tiles are combined with DVE tensor_tensor;
-a reduced dim on the partitions is finished with POOL `preduce`. The cheapest candidate layout by
-the device's cost model wins.
-"""
+"""Reductions: ReduceSum/Mean/Max/Min/L2, planned and tiled by lib/rows.py (whose docstring says how)."""
 from __future__ import annotations
 
 import math

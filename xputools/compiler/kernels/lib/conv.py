@@ -9,7 +9,7 @@ import numpy as np
 
 from device_model.isa import AP
 
-from ...context import DeviceValue
+from ...context import DeviceValue, LoweringContext
 from ...emitter import Emitter
 from ...errors import CompileError
 from ...graph import Node
@@ -59,6 +59,16 @@ class Unit:
     cin_tiles: list   # (c0, ct)
     cout_tiles: list  # (o0, ot)
     weights: dict = field(default_factory=dict)  # (j, i) -> HBM DeviceValue or None
+
+
+def conv_operands(ctx: LoweringContext, node: Node) -> tuple[DeviceValue, tuple[int, ...], DeviceValue]:
+    """(input, weight shape, output) of a 1-D or 2-D convolution node; other ranks are not lowered."""
+    x = ctx.value(node.inputs[0])
+    w_shape = tuple(ctx.graph.values[node.inputs[1]].shape)
+    out = ctx.output(node.outputs[0])
+    if len(x.shape) not in (3, 4):
+        raise CompileError(f"{node.name}: {node.op_type} on rank {len(x.shape)} is not lowered (1-D and 2-D only)")
+    return x, w_shape, out
 
 
 # ---- attributes ---------------------------------------------------------------------------------
