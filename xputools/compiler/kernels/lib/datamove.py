@@ -54,9 +54,11 @@ class DmaCost:
         self.bytes_per_cycle = min(arch.raw["hbm"]["bandwidth_gbps"], dma["queue_gbps"]) / arch.clock_ghz
 
     def fabric(self, elems: int, isz: int, nruns: int) -> float:
+        """Bytes a transfer occupies the fabric for: payload plus the per-run overhead."""
         return elems * isz + nruns * self.overhead
 
     def cycles(self, serial_dmas: int, fabric_bytes: float, extra: float = 0.0) -> float:
+        """Cycles of `serial_dmas` DMAs one after the other moving `fabric_bytes`, plus `extra`."""
         return serial_dmas * self.latency + fabric_bytes / self.bytes_per_cycle + extra
 
 

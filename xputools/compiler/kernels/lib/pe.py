@@ -70,12 +70,15 @@ class Mat:
     sg: int = 0
 
     def t(self) -> "Mat":
+        """The transposed matrices."""
         return replace(self, sr=self.sc, sc=self.sr)
 
     def shift(self, elems: int) -> "Mat":
+        """The same matrices `elems` elements further on."""
         return replace(self, off=self.off + elems)
 
     def at(self, g: int = 0, r: int = 0, c: int = 0) -> "Mat":
+        """The matrices starting at element (g, r, c)."""
         return replace(self, off=self.off + g * self.sg + r * self.sr + c * self.sc)
 
     def ap(self, rows: int, groups: int, cols: int, dtype: str | None = None) -> AP:

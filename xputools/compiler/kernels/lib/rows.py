@@ -96,9 +96,11 @@ class RowTile:
         return math.prod(d.n for d in self.dims if not d.red)
 
     def x_dims(self) -> tuple[tuple[int, int], ...]:
+        """The tile's input elements in HBM: (stride, count) dims, partitions first."""
         return ap_dims([(self.ps, self.q)] + [(d.s, d.n) for d in self.dims])
 
     def y_dims(self, partitions: bool = True) -> tuple[tuple[int, int], ...]:
+        """The tile's output elements in HBM (the partition dim first unless `partitions` is False)."""
         head = [(self.po, self.q)] if partitions else []
         return ap_dims(head + [(d.o, d.n) for d in self.dims if not d.red])
 
