@@ -31,7 +31,7 @@ import numpy as np
 from device_model.dtypes import itemsize
 from device_model.isa import AP
 
-from ..context import LoweringContext
+from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
 from ..graph import Node
 from . import kernel
@@ -162,7 +162,7 @@ class Plan:
     phase_elems: int = 0  # de-interleaved band: elements per column phase region
 
 
-def _extent(spec: ConvSpec, axis: int):
+def _extent(spec: ConvSpec, axis: int) -> tuple[int, int]:
     """(min, max) input offset over all taps of all passes along rows (0) or columns (1)."""
     vals = [t[1 + axis] for ps in spec.passes for t in ps.taps] or [0]
     return min(vals), max(vals)
@@ -173,7 +173,7 @@ class ConvLowering:
     per block of output pixels: input bands per channel tile, matmuls per PSUM tile, epilogue into
     an output tile, one store."""
 
-    def __init__(self, ctx: LoweringContext, node: Node, spec: ConvSpec, x, out):
+    def __init__(self, ctx: LoweringContext, node: Node, spec: ConvSpec, x: DeviceValue, out: DeviceValue):
         self.ctx, self.node, self.spec, self.x, self.out = ctx, node, spec, x, out
         self.em = ctx.em
         self.lim = pe_limits(ctx)
@@ -227,7 +227,7 @@ class ConvLowering:
                 raise CompileError(f"{self.node.name}: one output row of this convolution needs {need} "
                                    f"bytes of SBUF per partition ({budget} available)")
 
-    def _tap_packs(self):
+    def _tap_packs(self) -> tuple[list[Pack] | None, int]:
         """Taps grouped so that one matmul contracts over (channel, tap) pairs, their windows stacked
         on partitions by one SBUF-to-SBUF DMA per pack. Only for a conv with constant weights whose
         input channels fit one tile, and only when it pays (PE time saved against DMA time). With
@@ -277,14 +277,14 @@ class ConvLowering:
         return packs, isw
 
     # -- weights ----------------------------------------------------------------------------------
-    def _weight_layout(self, ct: int):
+    def _weight_layout(self, ct: int) -> tuple[int, int]:
         """(partitions, stationary blocks of `ot` columns) of a weight tile: one block per tap, or
         one per pack with its (channel, tap) pairs on partitions."""
         if self.packs is None:
             return ct, self.spec.taps
         return ct * max(len(pk.taps) for pk in self.packs), len(self.packs)
 
-    def _weight_const(self, ci, co):
+    def _weight_const(self, ci: tuple[int, int], co: tuple[int, int]) -> np.ndarray:
         block = weight_block(self.spec, ci, co)  # [ct, taps, ot]
         if self.packs is None:
             return block.reshape(ci[1], -1)
@@ -296,7 +296,7 @@ class ConvLowering:
             arr[:ct * len(idx), k * ot:(k + 1) * ot] = block[:, idx, :].reshape(ct * len(idx), ot)
         return arr
 
-    def _load_weight(self, u: Unit, j: int, i: int):
+    def _load_weight(self, u: Unit, j: int, i: int) -> AP:
         (c0, ct), (o0, ot) = u.cin_tiles[i], u.cout_tiles[j]
         rows, cols = self._weight_layout(ct)
         tile = sbuf_ap(self.w_pool.take(), rows, cols * ot, self.dtype)
@@ -378,13 +378,13 @@ class ConvLowering:
                        for i in range(len(u.cin_tiles))]
                 self._block_outputs(blk, u, bands, wts, o0, ot, bias.get((ui, j)))
 
-    def _load_bands(self, blk: Block, u: Unit):
+    def _load_bands(self, blk: Block, u: Unit) -> list[AP]:
         return [self._load_band(blk, c0, ct) for c0, ct in u.cin_tiles]
 
-    def _band_origin(self, blk: Block):
+    def _band_origin(self, blk: Block) -> tuple[int, int]:
         return blk.q0 * self.spec.ish + self.ch_lo, blk.p0 * self.spec.isw + self.cw_lo
 
-    def _load_band(self, blk: Block, c0: int, ct: int):
+    def _load_band(self, blk: Block, c0: int, ct: int) -> AP:
         """Input rows x columns a block reads, of channels [c0, c0+ct) of its images, zero outside
         the image, as an SBUF tile [ct, nb*br*bc]."""
         spec, p = self.spec, self.plan
@@ -413,7 +413,8 @@ class ConvLowering:
         s_ = self.deint
         return c if s_ == 1 else (c % s_) * self.plan.phase_elems + c // s_
 
-    def _block_outputs(self, blk: Block, u: Unit, bands, wts, o0: int, ot: int, bias) -> None:
+    def _block_outputs(self, blk: Block, u: Unit, bands: list[AP], wts: list[AP], o0: int, ot: int,
+                       bias: AP | None) -> None:
         """All output pixels of a block for output channels [o0, o0+ot): PSUM tiles, epilogues
         into one SBUF tile (phases interleaved), one store."""
         spec, em, plan = self.spec, self.em, self.plan
@@ -442,7 +443,8 @@ class ConvLowering:
                   ((ohw, ot), (spec.cout * ohw, blk.nb), (spec.ow, rows_out), (1, cols_out)))
         em.emit("dma", "dma_copy", {"dst": dst, "src": res})
 
-    def _steps(self, blk: Block, u: Unit, bands, wts, ot: int, ps: Pass, qs: int, qn: int, pss: int, pn: int):
+    def _steps(self, blk: Block, u: Unit, bands: list[AP], wts: list[AP], ot: int, ps: Pass, qs: int, qn: int,
+               pss: int, pn: int) -> list[tuple[AP, AP]]:
         """(stationary, moving) operand pairs accumulated into one PSUM tile: sub-grid rows
         [qs, qs+qn) x columns [pss, pss+pn) of pass `ps`."""
         spec, em = self.spec, self.em
@@ -450,7 +452,7 @@ class ConvLowering:
         r_lo, c_lo = self._band_origin(blk)
         window = ((br * row, blk.nb), (spec.ish * row, qn), (1 if self.deint > 1 else spec.isw, pn))
 
-        def at(ch, cw):  # element offset in the band of the window of the tap reading (ch, cw)
+        def at(ch: int, cw: int) -> int:  # element offset in the band of the window of the tap reading (ch, cw)
             return (qs * spec.ish + ch - r_lo) * row + self._col(pss * spec.isw + cw - c_lo)
 
         steps = []
@@ -472,5 +474,6 @@ class ConvLowering:
         return steps
 
 
-def run_conv(ctx: LoweringContext, node: Node, spec: ConvSpec, x, out) -> None:
+def run_conv(ctx: LoweringContext, node: Node, spec: ConvSpec, x: DeviceValue, out: DeviceValue) -> None:
+    """Emit a Conv or ConvTranspose described by `spec`."""
     ConvLowering(ctx, node, spec, x, out).run()

@@ -2,15 +2,17 @@
 broadcasting done by the DMA access patterns (stride 0)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
-from ..context import LoweringContext
+from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
 from ..graph import Node
 from . import kernel
 from .lib.ap import MAX_FREE, hbm_ap, is_float, load, new_tile, store
 from .lib.dims import broadcast_strides, row_major_strides
-from .lib.tiling import elementwise_tiles
+from .lib.tiling import Tile, elementwise_tiles
 
 # ONNX op -> (ACT function, extra attrs from the node)
 ACT_UNARY = {
@@ -26,12 +28,12 @@ BINARY = {
 }
 
 
-def _tiles(ctx: LoweringContext, out, inputs):
+def _tiles(ctx: LoweringContext, out: DeviceValue, inputs: list[DeviceValue]) -> Iterator[Tile]:
     strides = [row_major_strides(out.shape)] + [broadcast_strides(v.shape, out.shape) for v in inputs]
     return elementwise_tiles(out.shape, strides, ctx.arch.partitions, MAX_FREE)
 
 
-def _work_dtype(v) -> str:
+def _work_dtype(v: DeviceValue) -> str:
     return "f32" if is_float(v.dtype) else ("i32" if v.dtype in ("i8", "u8", "i16", "i32") else v.dtype)
 
 
@@ -51,7 +53,7 @@ def unary(ctx: LoweringContext, node: Node) -> None:
         store(ctx, dst, hbm_ap(out, o_off, o_dims))
 
 
-def _scalar_const(ctx: LoweringContext, name):
+def _scalar_const(ctx: LoweringContext, name: str) -> float | None:
     """A float constant with a single element, as a Python float (immediate operand), or None."""
     c = ctx.const(name)
     if c is None or c.size != 1 or not np.issubdtype(c.dtype, np.floating):
@@ -59,7 +61,7 @@ def _scalar_const(ctx: LoweringContext, name):
     return float(c.reshape(-1)[0])
 
 
-def _free_is_broadcast(dims, row_count: int) -> bool:
+def _free_is_broadcast(dims: tuple[tuple[int, int], ...], row_count: int) -> bool:
     """True when an operand's tile pattern repeats one value along the free axis (stride 0)."""
     return all(s == 0 for s, _ in dims[row_count:])
 
@@ -75,7 +77,7 @@ def binary(ctx: LoweringContext, node: Node) -> None:
     _binary_into(ctx, names[0], names[1], out, op, node)
 
 
-def _binary_into(ctx: LoweringContext, a_name, b_name, out, op, node: Node) -> None:
+def _binary_into(ctx: LoweringContext, a_name: str, b_name: str, out: DeviceValue, op: str, node: Node) -> None:
     imm = _scalar_const(ctx, b_name) if is_float(out.dtype) or op in ("eq", "gt", "lt", "ge", "le") else None
     rev = 0
     if imm is None:
@@ -116,7 +118,7 @@ def _binary_into(ctx: LoweringContext, a_name, b_name, out, op, node: Node) -> N
         store(ctx, dst, hbm_ap(out, o_off, o_dims))
 
 
-def _variadic(ctx: LoweringContext, node: Node, names, out, op) -> None:
+def _variadic(ctx: LoweringContext, node: Node, names: list[str], out: DeviceValue, op: str) -> None:
     if len(names) == 1:
         _copy(ctx, ctx.value(names[0]), out)
         return
@@ -130,7 +132,7 @@ def _variadic(ctx: LoweringContext, node: Node, names, out, op) -> None:
             ctx.values[acc] = target
 
 
-def _copy(ctx: LoweringContext, src, out) -> None:
+def _copy(ctx: LoweringContext, src: DeviceValue, out: DeviceValue) -> None:
     strides = [row_major_strides(out.shape), broadcast_strides(src.shape, out.shape)]
     for t in elementwise_tiles(out.shape, strides, ctx.arch.partitions, 1 << 20):
         (o_off, o_dims), (s_off, s_dims) = t.patterns

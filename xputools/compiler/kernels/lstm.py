@@ -28,7 +28,7 @@ from device_model.isa import AP
 
 from ..context import LoweringContext
 from ..errors import CompileError
-from ..graph import Node
+from ..graph import Graph, Node
 from . import kernel
 from .lib.ap import hbm_pattern, sbuf_ap, sub
 from .lib.pe import Mat, device_cast, load_kmajor, pe_limits
@@ -74,7 +74,7 @@ def plan_lstm(seq: int, batch: int, inputs: int, hidden: int, dirs: int, isz: in
         chunk = max(1, chunk // 2)
 
 
-def lstm_problem(node: Node, graph) -> str | None:
+def lstm_problem(node: Node, graph: Graph) -> str | None:
     """Why the device cannot run this LSTM node (support rule), or None."""
     acts = node.attrs.get("activations")
     if acts and [str(a).lower() for a in acts] not in (DEFAULT_ACTIVATIONS, DEFAULT_ACTIVATIONS * 2):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -192,7 +192,8 @@ def _gather_cycles(ctx: LoweringContext, outer: int, inner: int, n: int, isz: in
     return cost.latency + fixup + gather + math.ceil(n / P) * max(store, gather)
 
 
-def gather_rows(ctx: LoweringContext, out, data, indices, outer: int, rows: int, inner: int, n: int) -> None:
+def gather_rows(ctx: LoweringContext, out: DeviceValue, data: DeviceValue, indices: DeviceValue, outer: int, rows: int,
+                inner: int, n: int) -> None:
     """out[o, i, :] = data[o, wrap(indices[i]), :] on POOL, 128 indices per gather."""
     others = merge_dims([(outer, rows * inner, n * inner), (inner, 1, 1)])  # (count, src, dst)
     parts = []
@@ -273,7 +274,7 @@ class _TransposePlan:
     contiguous runs along the output's innermost axis b. c and d are optional extra axes folded in
     when a or b is short; every other axis is a loop. 64-bit elements move as pairs of 32-bit words."""
 
-    def __init__(self, ctx: LoweringContext, dims, dtype: str):
+    def __init__(self, ctx: LoweringContext, dims: list[tuple[int, ...]], dtype: str):
         pe = ctx.arch.raw["pe"]
         self.kmax, self.mmax = min(pe["rows"], ctx.arch.partitions, pe["max_n"]), pe["cols"]
         self.wdtype, self.pdtype, self.w = _PE_WORDS[dtype]
@@ -298,7 +299,7 @@ class _TransposePlan:
         self.group_bytes = cost.latency * cost.bytes_per_cycle
         self.cycles = self._estimate(ctx)
 
-    def _fold_axis(self, short: bool, preferred: list[int], taken) -> int | None:
+    def _fold_axis(self, short: bool, preferred: list[int], taken: tuple[int | None, ...]) -> int | None:
         if not short:
             return None
         spare = [i for i in range(len(self.dims)) if i not in taken]
@@ -307,10 +308,10 @@ class _TransposePlan:
                 return i
         return max(spare, key=lambda i: self.dims[i][0], default=None)
 
-    def _count(self, i):
+    def _count(self, i: int | None) -> int:
         return self.dims[i][0] if i is not None else 1
 
-    def tiles(self):
+    def tiles(self) -> Iterator[_Tile]:
         """One _Tile per PSUM tile."""
         d = self.dims
         C, D, A, B = (self._count(i) for i in (self.ic, self.id, self.ia, self.ib))
@@ -329,13 +330,13 @@ class _TransposePlan:
                             yield _Tile(off_d, off_s, min(self.cc, C - c0), min(self.dc, D - d0),
                                         min(self.ac, A - a0), bs)
 
-    def _off(self, i, j, col):
+    def _off(self, i: int | None, j: int, col: int) -> int:
         return j * self.dims[i][col] if i is not None else 0
 
-    def _stride(self, i, col):
+    def _stride(self, i: int | None, col: int) -> int:
         return self.dims[i][col] if i is not None else 0
 
-    def _store_groups(self, tiles) -> list[list]:
+    def _store_groups(self, tiles: Iterable[_Tile]) -> list[list[_Tile]]:
         """Consecutive tiles of one shape whose destinations are evenly spaced: one SBUF buffer and
         one store for the group (stores into one tensor are serialized, each paying DMA latency)."""
         groups: list[list] = []
@@ -347,7 +348,7 @@ class _TransposePlan:
                 groups.append([t])
         return groups
 
-    def _joins(self, group, t: _Tile) -> bool:
+    def _joins(self, group: list[_Tile], t: _Tile) -> bool:
         first = group[0]
         shape = lambda x: (x.cn, x.dn, x.an, [n for _, n in x.bs])  # noqa: E731
         if shape(t) != shape(first):
@@ -361,13 +362,13 @@ class _TransposePlan:
         return len(self._store_dims(first, len(group) + 1, delta // len(group))) <= 4
 
     @staticmethod
-    def _delta(group) -> int:
+    def _delta(group: list[_Tile]) -> int:
         return group[1].first - group[0].first
 
-    def _store_dims(self, tile: _Tile, n: int, delta: int):
+    def _store_dims(self, tile: _Tile, n: int, delta: int) -> tuple[tuple[int, int], ...]:
         w = self.w
         return count_stride_dims([(tile.dn, self._stride(self.id, 1) * w), (tile.an, self._stride(self.ia, 1) * w),
-                        (n, delta * w), (tile.cn, self._stride(self.ic, 1) * w), (tile.width * w, 1)])
+                                  (n, delta * w), (tile.cn, self._stride(self.ic, 1) * w), (tile.width * w, 1)])
 
     def _estimate(self, ctx: LoweringContext) -> float:
         cost = DmaCost(ctx.arch)
@@ -388,7 +389,7 @@ class _TransposePlan:
         busiest = max(fabric / cost.bytes_per_cycle, pe_cycles, copy_cycles / 2)  # copies alternate DVE/ACT
         return cost.cycles(len(groups) + 1, 0.0, busiest)
 
-    def emit(self, ctx: LoweringContext, out, x) -> None:
+    def emit(self, ctx: LoweringContext, out: DeviceValue, x: DeviceValue) -> None:
         w, wd, pd = self.w, self.wdtype, self.pdtype
         store_dtype = wd if w > 1 or wd != self.dtype else self.dtype
         s = lambda i: self._stride(i, 2) * w  # noqa: E731 - strides in 32-bit words for 64-bit data
@@ -425,7 +426,7 @@ class _TransposePlan:
                                     self._store_dims(group[0], len(group), self._delta(group)), store_dtype)
                 ctx.em.emit("dma", "dma_copy", {"dst": dst, "src": buf})
 
-    def _word_ap(self, value, elem_offset: int, dims, dtype: str) -> AP:
+    def _word_ap(self, value: DeviceValue, elem_offset: int, dims: tuple[tuple[int, int], ...], dtype: str) -> AP:
         return AP("hbm", value.offset + elem_offset * itemsize(value.dtype), dims, dtype)
 
 
@@ -474,7 +475,7 @@ def _pad_amounts(ctx: LoweringContext, node: Node, rank: int) -> tuple[list[int]
     return before, after
 
 
-def _pad_value(ctx: LoweringContext, node: Node, dtype: str):
+def _pad_value(ctx: LoweringContext, node: Node, dtype: str) -> float | int:
     name = node.input(2)
     c = ctx.const(name) if name else None
     if name and c is None:
@@ -500,7 +501,8 @@ def pad(ctx: LoweringContext, node: Node) -> None:
         _pad_cells(ctx, x, out, maps, value)
 
 
-def _pad_cells(ctx: LoweringContext, x, out, maps, value) -> None:
+def _pad_cells(ctx: LoweringContext, x: DeviceValue, out: DeviceValue, maps: list[list[int]],
+               value: float | int) -> None:
     """Every box of the output whose source along each axis is one run: a copy or a fill."""
     xs, os_ = row_major_strides(x.shape), row_major_strides(out.shape)
     pieces = [index_pieces(m) for m in maps]
@@ -521,7 +523,8 @@ def _pad_cells(ctx: LoweringContext, x, out, maps, value) -> None:
         copy_region(ctx, out, dst_off, x, src_off, dims)
 
 
-def _pad_staged(ctx: LoweringContext, x, out, mode, before, after, maps, value) -> bool:
+def _pad_staged(ctx: LoweringContext, x: DeviceValue, out: DeviceValue, mode: str, before: list[int], after: list[int],
+                maps: list[list[int]], value: float | int) -> bool:
     """Pads on the innermost (<= 3) axes with a small padded block per row of the unpadded outer axes:
     build each block in SBUF (memset or edge/reflect copies around the loaded interior) and store the
     rows contiguously. False when that layout does not apply."""
@@ -557,7 +560,8 @@ def _pad_staged(ctx: LoweringContext, x, out, mode, before, after, maps, value) 
     return True
 
 
-def _pad_borders(ctx: LoweringContext, tile, out, x, k, before, maps, bs, block, nch, p) -> None:
+def _pad_borders(ctx: LoweringContext, tile: AP, out: DeviceValue, x: DeviceValue, k: int, before: list[int],
+                 maps: list[list[int]], bs: tuple[int, ...], block: int, nch: int, p: int) -> None:
     """Edge/reflect borders, innermost axis first: along axis a, every border run copies from the
     interior slices of the block (axes inside a are complete by then, axes outside a interior)."""
     rank = len(x.shape)

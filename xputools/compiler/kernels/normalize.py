@@ -8,19 +8,20 @@ the free axis with stride-0 access patterns.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
 from device_model.dtypes import itemsize
 from device_model.isa import AP
 
-from ..context import LoweringContext
+from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
-from ..graph import Node
+from ..graph import Graph, Node
 from . import kernel
 from .lib.ap import hbm_ap, strided, tile_columns
 from .lib.pools import RingTiles
-from .lib.rows import BUDGET, Dim, best_plan, canonical_dims, row_tiles
+from .lib.rows import BUDGET, Dim, RowTile, best_plan, canonical_dims, row_tiles
 
 LAYERNORM_MAX_ROW = 7680  # x plus replicated scale and bias rows must fit half of SBUF
 LAYERNORM_BATCH = 4096    # free elements per tile when several short rows share a partition
@@ -34,7 +35,7 @@ def _axis(node: Node, rank: int, default: int) -> int:
 
 
 # ---- Softmax / LogSoftmax ------------------------------------------------------------------------
-def softmax_problem(node: Node, graph) -> str | None:
+def softmax_problem(node: Node, graph: Graph) -> str | None:
     """Why the device cannot run this Softmax/LogSoftmax node (support rule), or None: rows longer
     than a tile are done in two passes, but only along the innermost axis."""
     shape = graph.values[node.input(0)].shape
@@ -77,7 +78,7 @@ def softmax(ctx: LoweringContext, node: Node) -> None:
         ctx.em.emit("dma", "dma_copy", {"dst": hbm_ap(out, t.x_off, t.x_dims()), "src": y})
 
 
-def _softmax_tile(ctx: LoweringContext, tiles: RingTiles, t, xt: AP, log: bool, mode: str) -> AP:
+def _softmax_tile(ctx: LoweringContext, tiles: RingTiles, t: RowTile, xt: AP, log: bool, mode: str) -> AP:
     em = ctx.em
     q, f = t.q, t.free
     if t.kept_free == 1:  # one row per partition: per-partition scalars, exp and its sum in one go
@@ -113,7 +114,7 @@ def _softmax_tile(ctx: LoweringContext, tiles: RingTiles, t, xt: AP, log: bool, 
     return e
 
 
-def _softmax_two_pass(ctx: LoweringContext, x, out, row: int, log: bool, mode: str) -> None:
+def _softmax_two_pass(ctx: LoweringContext, x: DeviceValue, out: DeviceValue, row: int, log: bool, mode: str) -> None:
     """Rows longer than a tile: pass 1 keeps a running max and a running sum of exp(x - max)
     (rescaled when the max grows), pass 2 writes the result chunk by chunk."""
     em = ctx.em
@@ -172,7 +173,7 @@ class Replicated:
     """n elements of an HBM value (from element `start`) copied to every partition of a [rows, n]
     tile (stride-0 partition pattern), reloaded whenever the ring allocator may reuse its bytes."""
 
-    def __init__(self, ctx: LoweringContext, tiles: RingTiles, src, rows: int, n: int, start: int = 0):
+    def __init__(self, ctx: LoweringContext, tiles: RingTiles, src: DeviceValue, rows: int, n: int, start: int = 0):
         self.ctx, self.tiles, self.src, self.rows, self.n, self.start = ctx, tiles, src, rows, n, start
         self.tile: AP | None = None
 
@@ -184,7 +185,7 @@ class Replicated:
         return self.tile
 
 
-def layernorm_param(graph, node: Node, index: int) -> tuple[str, np.ndarray | None] | None:
+def layernorm_param(graph: Graph, node: Node, index: int) -> tuple[str, np.ndarray | None] | None:
     """How LayerNormalization input `index` (scale/bias) reaches the device: ("const", values
     expanded to the normalised shape), ("value", None) for a run-time tensor of exactly that shape,
     or None when it cannot (it varies along the leading axes)."""
@@ -206,7 +207,7 @@ def layernorm_param(graph, node: Node, index: int) -> tuple[str, np.ndarray | No
     return ("value", None) if shape == tail else None
 
 
-def layernorm_problem(node: Node, graph) -> str | None:
+def layernorm_problem(node: Node, graph: Graph) -> str | None:
     """Why the device cannot run this LayerNormalization node (support rule), or None."""
     shape = graph.values[node.input(0)].shape
     axis = int(node.attrs.get("axis", -1))
@@ -286,7 +287,8 @@ def _used(ctx: LoweringContext, name: str) -> bool:
     return name in g.output_names or bool(g.consumers(name))
 
 
-def _layernorm_row(ctx: LoweringContext, tiles: RingTiles, t, xt: AP, eps: float, mode: str):
+def _layernorm_row(ctx: LoweringContext, tiles: RingTiles, t: RowTile, xt: AP, eps: float,
+                   mode: str) -> tuple[AP, AP, AP]:
     """One row per partition: DVE stats gives mean and variance at once."""
     em = ctx.em
     st = tiles.new(t.q, 2)
@@ -299,7 +301,8 @@ def _layernorm_row(ctx: LoweringContext, tiles: RingTiles, t, xt: AP, eps: float
     return xt, mean, rstd
 
 
-def _layernorm_rows(ctx: LoweringContext, tiles: RingTiles, t, xt: AP, row: int, eps: float, mode: str):
+def _layernorm_rows(ctx: LoweringContext, tiles: RingTiles, t: RowTile, xt: AP, row: int, eps: float,
+                    mode: str) -> tuple[AP, AP, AP]:
     """Several short rows per partition: sums over the row axis of [q, m, row] views."""
     em = ctx.em
     q, m = t.q, t.kept_free
@@ -367,7 +370,7 @@ def batch_norm(ctx: LoweringContext, node: Node) -> None:
             em.emit("dma", "dma_copy", {"dst": hbm_ap(y, row0 * spatial + f0, rows), "src": xt})
 
 
-def _batchnorm_coefficients(ctx: LoweringContext, node: Node, c: int):
+def _batchnorm_coefficients(ctx: LoweringContext, node: Node, c: int) -> DeviceValue:
     """[2, C] f32 in HBM: a = scale / sqrt(var + eps), then b = B - mean * a. Folded at compile time
     from constants, else computed on the device (channels along the free axis of one partition)."""
     eps = float(np.float32(node.attrs.get("epsilon", 1e-5)))
@@ -397,7 +400,7 @@ def _rows(tile: AP, q: int) -> AP:
     return AP(tile.space, tile.offset, tile.dims, tile.dtype, tile.pstart, q)
 
 
-def _channel_row_tiles(n: int, c: int, parts: int):
+def _channel_row_tiles(n: int, c: int, parts: int) -> Iterator[tuple[int, int, int]]:
     """(first row of the (n, c) row space, rows, first channel) per tile; a tile starts at a
     channel 0 when several images share it, so its channel pattern is c0.. repeated."""
     if c <= parts:

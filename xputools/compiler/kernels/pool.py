@@ -17,9 +17,10 @@ import numpy as np
 
 from device_model.isa import AP
 
-from ..context import LoweringContext
+from ..context import DeviceValue, LoweringContext
+from ..emitter import Emitter
 from ..errors import CompileError
-from ..graph import Node
+from ..graph import Graph, Node
 from . import kernel
 from .lib.ap import hbm_ap
 from .lib.dims import ap_dims
@@ -55,7 +56,7 @@ class Axis:
         return ((taps >= lo) & (taps < hi)).sum(axis=1)
 
 
-def pool_axes(node: Node, x_shape, y_shape) -> tuple[Axis, Axis]:
+def pool_axes(node: Node, x_shape: tuple[int, ...], y_shape: tuple[int, ...]) -> tuple[Axis, Axis]:
     """(rows axis, cols axis) of the pool; a 1-D pool has a trivial cols axis."""
     spatial = len(x_shape) - 2
     if spatial not in (1, 2):
@@ -97,7 +98,7 @@ def band_rows(rows: Axis, cols: Axis, budget: int = BUDGET) -> int:
     return max(1, min(rows.out, (budget // width - rows.span) // rows.s + 1))
 
 
-def pool_problem(node: Node, graph) -> str | None:
+def pool_problem(node: Node, graph: Graph) -> str | None:
     """Why the device cannot run this MaxPool/AveragePool node (support rule), or None."""
     x, y = graph.values[node.input(0)].shape, graph.values[node.outputs[0]].shape
     try:
@@ -202,7 +203,7 @@ def pool(ctx: LoweringContext, node: Node) -> None:
                                     "src": out})
 
 
-def _load_bands(em, tiles: RingTiles, x, band: AP, w: Work, rows: Axis, cols: Axis, width: int,
+def _load_bands(em: Emitter, tiles: RingTiles, x: DeviceValue, band: AP, w: Work, rows: Axis, cols: Axis, width: int,
                 pad: float) -> None:
     """Copy each band's input rows into its partitions of `band` ([height, width] per partition)
     and set the padding around them to `pad`. Bands with the same padding share instructions."""
@@ -237,14 +238,15 @@ def _load_bands(em, tiles: RingTiles, x, band: AP, w: Work, rows: Axis, cols: Ax
             em.emit(tiles.queue, "dma_copy", {"dst": dst, "src": src})
 
 
-def _memset(em, band: AP, p0: int, pn: int, offset: int, dims, value: float) -> None:
+def _memset(em: Emitter, band: AP, p0: int, pn: int, offset: int, dims: list[tuple[int, int]], value: float) -> None:
     if any(n <= 0 for _, n in dims):
         return
     ap = AP("sbuf", band.offset + offset * 4, ap_dims(dims), "f32", p0, pn)
     em.emit("pool", "memset", {"dst": ap}, value=value)
 
 
-def _pool_band(em, tiles: RingTiles, band: AP, rows: Axis, cols: Axis, out_rows: int, width: int, op: str) -> AP:
+def _pool_band(em: Emitter, tiles: RingTiles, band: AP, rows: Axis, cols: Axis, out_rows: int, width: int,
+               op: str) -> AP:
     """Reduce every window of the band: [out_rows, cols.out] per partition."""
     q = band.pcount
     height = (out_rows - 1) * rows.s + rows.span
@@ -268,7 +270,7 @@ def _pool_band(em, tiles: RingTiles, band: AP, rows: Axis, cols: Axis, out_rows:
     return out
 
 
-def _window(tile: AP, kept, red) -> tuple[AP, int]:
+def _window(tile: AP, kept: list[tuple[int, int]], red: list[tuple[int, int]]) -> tuple[AP, int]:
     """A view of `tile` with the kept dims then the window dims (each group merged on its own),
     and the number of window dims."""
     k = [d for d in ap_dims(kept) if d[1] > 1]

@@ -19,6 +19,7 @@ doing the round-half-even and saturation.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,14 +28,15 @@ from device_model.dtypes import itemsize
 from device_model.isa import AP
 from device_model.numerics import HARDSIGMOID_ALPHA, HARDSIGMOID_BETA
 
-from ..context import LoweringContext
+from ..context import DeviceValue, LoweringContext
+from ..emitter import Emitter
 from ..errors import CompileError
 from ..graph import Node
 from . import kernel
 from .lib.ap import hbm_pattern, sbuf_ap, sub
 from .lib.conv import Band, channel_units, conv_operands, conv_spec, load_band, weight_block
 from .lib.epilogue import act_function
-from .lib.pe import Mat, load_kmajor, pe_limits
+from .lib.pe import Mat, PeLimits, load_kmajor, pe_limits
 from .lib.pools import SlotPool, padded
 
 PSUM_I32 = 512      # i32 accumulators per PSUM bank row
@@ -90,7 +92,7 @@ def qparams(ctx: LoweringContext, node: Node, w_int: np.ndarray, channel_axis: i
     return p
 
 
-def _const(ctx: LoweringContext, node: Node, index: int, what: str, optional: bool = False):
+def _const(ctx: LoweringContext, node: Node, index: int, what: str, optional: bool = False) -> np.ndarray | None:
     name = node.input(index)
     if not name:
         if optional:
@@ -110,7 +112,7 @@ def _folds_quantize(p: QParams) -> bool:
 
 # ---- epilogue pieces ---------------------------------------------------------------------------------
 
-def _dve_act(em, tile: AP, act) -> None:
+def _dve_act(em: Emitter, tile: AP, act: dict) -> None:
     """The activations the DVE applies in place (Clip, HardSigmoid with other parameters, Relu)."""
     name = act["name"]
     if name == "Relu":
@@ -132,7 +134,7 @@ def _dve_act(em, tile: AP, act) -> None:
         raise CompileError(f"fused activation {name} is not supported by the int8 epilogue")
 
 
-def _requantize(em, src: AP, dst: AP, scale: float | None, zero: int, mid: AP | None) -> None:
+def _requantize(em: Emitter, src: AP, dst: AP, scale: float | None, zero: int, mid: AP | None) -> None:
     """dst (i8/u8) = saturate(round(src / scale) + zero); scale None: src is already src/scale
     rounded (an i32 tile)."""
     if scale is None:
@@ -208,7 +210,7 @@ class ChannelEpilogue:
 
 # ---- loads ---------------------------------------------------------------------------------------------
 
-def to_int8(em, tile: AP, pool: SlotPool, p: QParams, mid_pool: SlotPool | None = None) -> AP:
+def to_int8(em: Emitter, tile: AP, pool: SlotPool, p: QParams, mid_pool: SlotPool | None = None) -> AP:
     """The PE operand for a loaded activation tile: i8 as it is; u8 shifted (q - 128); a float
     tile quantized (round(x / s) + z, saturated: for a uint8 quantization the saturation to
     [0, 255] followed by the shift equals saturating round(x / s) + z - 128 to int8)."""
@@ -257,7 +259,8 @@ class XLoader:
     when X is uint8 or float). Resident: all K tiles of the current rows stay loaded (reused by
     every output tile); otherwise each use loads its tile."""
 
-    def __init__(self, ctx: LoweringContext, x, p: QParams, k: int, k_tiles, mt_max: int, resident: bool):
+    def __init__(self, ctx: LoweringContext, x: DeviceValue, p: QParams, k: int, k_tiles: list[tuple[int, int]],
+                 mt_max: int, resident: bool):
         self.ctx, self.x, self.p, self.k, self.k_tiles = ctx, x, p, k, k_tiles
         self.raw = "f32" if p.quantize_input else x.dtype
         self.resident = resident
@@ -273,7 +276,7 @@ class XLoader:
         return 2 * nk if resident else 3
 
     @staticmethod
-    def bytes(p: QParams, x, nk: int, mt_max: int, resident: bool) -> int:
+    def bytes(p: QParams, x: DeviceValue, nk: int, mt_max: int, resident: bool) -> int:
         raw = 4 if p.quantize_input else itemsize(x.dtype)
         return (XLoader.count(nk, resident) * (padded(mt_max * raw) + padded(mt_max))
                 + 2 * padded(4 * mt_max))
@@ -292,7 +295,7 @@ class XLoader:
         return self._tiles[ki]
 
 
-def _fit_rows(node: Node, lim, rows_max: int, need) -> tuple[int, bool]:
+def _fit_rows(node: Node, lim: PeLimits, rows_max: int, need: Callable[[int, bool], int]) -> tuple[int, bool]:
     """(rows per tile, X resident) within the SBUF budget: `need(rows, resident)` gives the bytes;
     resident X first, then fewer rows, then X reloaded per use."""
     for resident in (True, False):
@@ -307,7 +310,8 @@ def _fit_rows(node: Node, lim, rows_max: int, need) -> tuple[int, bool]:
                        f"partition, {lim.sbuf_budget} available)")
 
 
-def _weight_tiles(ctx: LoweringContext, wv, k_tiles, n: int, pool: SlotPool) -> list[AP]:
+def _weight_tiles(ctx: LoweringContext, wv: DeviceValue, k_tiles: list[tuple[int, int]], n: int,
+                  pool: SlotPool) -> list[AP]:
     tiles = []
     for k0, kt in k_tiles:
         tile = sbuf_ap(pool.take(), kt, n, "i8")
@@ -316,7 +320,8 @@ def _weight_tiles(ctx: LoweringContext, wv, k_tiles, n: int, pool: SlotPool) -> 
     return tiles
 
 
-def _matmul_channels_on_partitions(ctx: LoweringContext, node: Node, p, x, wv, out, m, k, n, lim) -> None:
+def _matmul_channels_on_partitions(ctx: LoweringContext, node: Node, p: QParams, x: DeviceValue, wv: DeviceValue,
+                                   out: DeviceValue, m: int, k: int, n: int, lim: PeLimits) -> None:
     """out^T[n, m] = W^T X^T: channels on partitions, one ACT epilogue, transposed store (few rows)."""
     em = ctx.em
     k_tiles = [(k0, min(lim.k, k - k0)) for k0 in range(0, k, lim.k)]
@@ -343,7 +348,8 @@ def _matmul_channels_on_partitions(ctx: LoweringContext, node: Node, p, x, wv, o
             em.emit("dma", "dma_copy", {"dst": hbm_pattern(out, m0 * n + n0, ((1, nt), (n, mt))), "src": res})
 
 
-def _matmul_rows_on_partitions(ctx: LoweringContext, node: Node, p, x, wv, out, m, k, n, lim) -> None:
+def _matmul_rows_on_partitions(ctx: LoweringContext, node: Node, p: QParams, x: DeviceValue, wv: DeviceValue,
+                               out: DeviceValue, m: int, k: int, n: int, lim: PeLimits) -> None:
     """out[m, n] with rows on partitions: scale and bias vary along the free axis, so they are
     [rows, N] tiles (broadcast over partitions by the loading DMA) applied by the DVE."""
     em = ctx.em
@@ -372,7 +378,7 @@ def _matmul_rows_on_partitions(ctx: LoweringContext, node: Node, p, x, wv, out, 
     psum_pool = SlotPool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
     row_tiles = {}
 
-    def scale_bias_rows(n0: int, nt: int):
+    def scale_bias_rows(n0: int, nt: int) -> list[AP]:
         """Scale and bias for columns [n0, n0+nt), repeated on every partition by the DMA."""
         if n0 not in row_tiles:
             if not rows_cached:
@@ -455,7 +461,7 @@ class QConvLowering:
     per kernel tap and input-channel tile, or, for few input channels, one matmul per pack of taps
     stacked on partitions; i32 PSUM; the channel epilogue; one store."""
 
-    def __init__(self, ctx: LoweringContext, node: Node, x, w: np.ndarray, out):
+    def __init__(self, ctx: LoweringContext, node: Node, x: DeviceValue, w: np.ndarray, out: DeviceValue):
         self.ctx, self.node, self.em, self.x, self.out = ctx, node, ctx.em, x, out
         self.lim = pe_limits(ctx)
         self.spec = conv_spec(node, x.shape, w.shape, out.shape, w)
@@ -489,7 +495,7 @@ class QConvLowering:
     def lim_fixed(self) -> int:
         return int(self.ctx.arch.raw["pe"]["fixed_cycles"])
 
-    def _blocks(self, cap: int):
+    def _blocks(self, cap: int) -> list[tuple[int, int, int, int, int, int]]:
         """(n0, nb, r0, rt, c0, ct) output blocks of at most `cap` pixels (<= one PSUM bank; one
         image per block with tap packs: the stacking DMA has no dim left for images)."""
         sp = self.spec
@@ -562,7 +568,7 @@ class QConvLowering:
         w_values = {key: self.ctx.new_const(f"w{n}", np.ascontiguousarray(a))
                     for n, (key, a) in enumerate(w_consts.items())}
 
-        def load_weight(key):
+        def load_weight(key: tuple[int, int, int]) -> AP:
             rows, cols = w_consts[key].shape
             tile = sbuf_ap(w_pool.take(), rows, cols, "i8")
             em.emit("dma", "dma_copy", {"dst": tile, "src": w_values[key].flat()})
@@ -611,7 +617,8 @@ class QConvLowering:
                               ((ohw, ot), (sp.cout * ohw, nb), (sp.ow, rt), (1, ct)))
                     em.emit("dma", "dma_copy", {"dst": dst, "src": res})
 
-    def _load_band(self, pool, n0, nb, r0, rt, c0, ct, ci0, cit, br, bc) -> AP:
+    def _load_band(self, pool: SlotPool, n0: int, nb: int, r0: int, rt: int, c0: int, ct: int, ci0: int, cit: int,
+                   br: int, bc: int) -> AP:
         """Input rows/columns of the block for channels [ci0, ci0+cit) as an int8 tile, the outside
         of the image holding the activation's zero point (0.0 for a float input, which quantizes
         to it)."""

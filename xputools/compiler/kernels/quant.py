@@ -20,7 +20,8 @@ import numpy as np
 
 from device_model.isa import AP
 
-from ..context import LoweringContext
+from ..context import DeviceValue, LoweringContext
+from ..emitter import Emitter
 from ..errors import CompileError
 from ..graph import Node
 from . import kernel
@@ -29,7 +30,7 @@ from .lib.dims import broadcast_strides, row_major_strides
 from .lib.tiling import elementwise_tiles
 
 
-def quant_params(ctx: LoweringContext, node: Node, axis_shape_from: str):
+def quant_params(ctx: LoweringContext, node: Node, axis_shape_from: str) -> tuple[np.ndarray, np.ndarray, int]:
     """(scale f32 array, zero point int64 array, axis) of a Q/DQ node; scalars have shape ()."""
     scale = ctx.const(node.input(1))
     if scale is None:
@@ -51,19 +52,21 @@ def quant_params(ctx: LoweringContext, node: Node, axis_shape_from: str):
     return scale, zp, axis
 
 
-def _broadcast_const(ctx: LoweringContext, hint: str, values: np.ndarray, axis: int, rank: int, dtype) -> object:
+def _broadcast_const(ctx: LoweringContext, hint: str, values: np.ndarray, axis: int, rank: int,
+                     dtype: np.dtype | type) -> DeviceValue:
     """A per-axis constant placed so that it broadcasts along the other dims of a rank-`rank`
     tensor: shape [C, 1, ..., 1] with the trailing ones after `axis`."""
     shape = (values.size,) + (1,) * (rank - 1 - axis)
     return ctx.new_const(hint, np.ascontiguousarray(values.reshape(shape).astype(dtype)))
 
 
-def _scalar_or_none(values: np.ndarray):
+def _scalar_or_none(values: np.ndarray) -> np.generic | None:
     flat = values.reshape(-1)
     return flat[0] if flat.size == 1 or np.all(flat == flat[0]) else None
 
 
-def _elementwise_q(ctx: LoweringContext, node: Node, x, out, scale, zp, axis, quantize: bool) -> None:
+def _elementwise_q(ctx: LoweringContext, node: Node, x: DeviceValue, out: DeviceValue, scale: np.ndarray,
+                   zp: np.ndarray, axis: int, quantize: bool) -> None:
     """Shared tiling of Q (quantize=True) and DQ."""
     rank = len(out.shape)
     strides = [row_major_strides(out.shape), broadcast_strides(x.shape, out.shape)]
@@ -107,7 +110,8 @@ def _elementwise_q(ctx: LoweringContext, node: Node, x, out, scale, zp, axis, qu
         store(ctx, dst, hbm_ap(out, o_off, o_dims))
 
 
-def _alu(em, dst: AP, src: AP, op0: str, v0, op1: str | None = None, v1=None) -> None:
+def _alu(em: Emitter, dst: AP, src: AP, op0: str, v0: float | int | AP, op1: str | None = None,
+         v1: float | int | AP | None = None) -> None:
     """dst = (src op0 v0) [op1 v1]: v a number or a [P,1] AP (tensor_scalar), or a full tile
     (tensor_tensor, one stage)."""
     if isinstance(v0, AP) and v0.free_size > 1:

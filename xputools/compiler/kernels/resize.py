@@ -13,7 +13,7 @@ import numpy as np
 from device_model.dtypes import itemsize
 from device_model.isa import AP
 
-from ..context import LoweringContext
+from ..context import DeviceValue, LoweringContext
 from ..emitter import SBUF_BLOCK
 from ..errors import CompileError
 from ..graph import Node
@@ -32,7 +32,8 @@ def _attr(node: Node, name: str, default: str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-def resize_scales(ctx: LoweringContext, node: Node, in_shape, out_shape) -> list[np.float32]:
+def resize_scales(ctx: LoweringContext, node: Node, in_shape: tuple[int, ...],
+                  out_shape: tuple[int, ...]) -> list[np.float32]:
     """Per-axis float32 scale as ORT uses it: the given scales, or out/in when sizes are given."""
     rank = len(in_shape)
     axes = node.attrs.get("axes")
@@ -52,7 +53,7 @@ def resize_scales(ctx: LoweringContext, node: Node, in_shape, out_shape) -> list
     return scales
 
 
-def original_coords(coord_mode: str, in_len: int, out_len: int, scale) -> np.ndarray:
+def original_coords(coord_mode: str, in_len: int, out_len: int, scale: np.float32) -> np.ndarray:
     """x_original for every output index, in float32 like ORT's get_original_coordinate."""
     x = np.arange(out_len, dtype=F32)
     half = F32(0.5)
@@ -69,7 +70,7 @@ def original_coords(coord_mode: str, in_len: int, out_len: int, scale) -> np.nda
     raise CompileError(f"Resize coordinate_transformation_mode {coord_mode!r} is not supported on the device")
 
 
-def nearest_map(coord_mode: str, nearest_mode: str, in_len: int, out_len: int, scale) -> list[int]:
+def nearest_map(coord_mode: str, nearest_mode: str, in_len: int, out_len: int, scale: np.float32) -> list[int]:
     x = original_coords(coord_mode, in_len, out_len, scale).astype(np.float64)  # exact widening
     if nearest_mode == "round_prefer_floor":
         tie = x == np.trunc(x) + 0.5
@@ -85,7 +86,7 @@ def nearest_map(coord_mode: str, nearest_mode: str, in_len: int, out_len: int, s
     return [int(v) for v in np.clip(idx, 0, in_len - 1)]
 
 
-def linear_matrix(coord_mode: str, in_len: int, out_len: int, scale) -> np.ndarray:
+def linear_matrix(coord_mode: str, in_len: int, out_len: int, scale: np.float32) -> np.ndarray:
     """W[out, in]: out = W @ in along one axis, with ORT's bilinear weights."""
     x = np.clip(original_coords(coord_mode, in_len, out_len, scale), F32(0), F32(in_len - 1))
     x1 = np.minimum(x.astype(np.int64), in_len - 1)
@@ -144,7 +145,7 @@ def resize(ctx: LoweringContext, node: Node) -> None:
         raise CompileError(f"{node.name}: Resize mode {mode!r} is not supported on the device")
 
 
-def _copy_maps(ctx: LoweringContext, x, out, maps) -> None:
+def _copy_maps(ctx: LoweringContext, x: DeviceValue, out: DeviceValue, maps: list[list[int]]) -> None:
     xs, os_ = row_major_strides(x.shape), row_major_strides(out.shape)
     per_axis = [axis_pieces(m) for m in maps]
     for cell in itertools.product(*per_axis):
@@ -170,7 +171,8 @@ class _LinearResize:
 
     RESIDENT_BYTES = 16 * 1024  # per partition: matrices up to this size stay in SBUF
 
-    def __init__(self, ctx: LoweringContext, node: Node, x, out, wh, ww):
+    def __init__(self, ctx: LoweringContext, node: Node, x: DeviceValue, out: DeviceValue, wh: np.ndarray,
+                 ww: np.ndarray):
         self.ctx, self.x, self.out = ctx, x, out
         cd = ctx.compute_dtype(node)
         self.cd = cd if cd in LINEAR_DTYPES else "bf16"
@@ -214,9 +216,9 @@ class _LinearResize:
         self.loads = SlotPool.block(ctx, 16, max(self.mmax, self.nmax, self.kmax) * self.isz)
         self.y1 = SlotPool.block(ctx, 2 * len(self.wk), self.mmax * self.isz)
 
-    def _load(self, tile: AP, matrix, row0: int, rows: int, row_len: int, col0: int, cols: int) -> AP:
-        self.ctx.em.emit("dma", "dma_copy", {"dst": tile, "src": hbm_ap(matrix, row0 * row_len + col0,
-                                                                     count_stride_dims([(rows, row_len), (cols, 1)]))})
+    def _load(self, tile: AP, matrix: DeviceValue, row0: int, rows: int, row_len: int, col0: int, cols: int) -> AP:
+        src = hbm_ap(matrix, row0 * row_len + col0, count_stride_dims([(rows, row_len), (cols, 1)]))
+        self.ctx.em.emit("dma", "dma_copy", {"dst": tile, "src": src})
         return tile
 
     def _matrix(self, which: str, row0: int, rows: int, col0: int, cols: int) -> AP:
@@ -256,5 +258,5 @@ class _LinearResize:
                         em.emit("pe", "matmul", {"dst": dst, "stat": y1[w0], "mov": mov}, start=int(i == 0))
                     em.emit("dma", "dma_copy", {
                         "dst": hbm_ap(self.out, img0 * Ho * Wo + ho0 * Wo + wo0,
-                                   count_stride_dims([(hoc, Wo), (gn, Ho * Wo), (woc, 1)])),
+                                      count_stride_dims([(hoc, Wo), (gn, Ho * Wo), (woc, 1)])),
                         "src": dst})

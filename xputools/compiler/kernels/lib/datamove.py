@@ -157,7 +157,7 @@ def _emit_staged(ctx: LoweringContext, dst: DeviceValue, dst_off: int, src: Devi
             ctx.em.emit("dma", "dma_copy", {
                 "dst": raw,
                 "src": hbm_ap(src, s_base + r0 * row_s,
-                           count_stride_dims([(p, row_s * nch), (nch, row_s), (plan.span, 1)]))})
+                              count_stride_dims([(p, row_s * nch), (nch, row_s), (plan.span, 1)]))})
             out = new_tile(ctx, p, nch * f, dtype)
             src_dims = ((plan.span, nch),) + tuple((s, c) for c, _, s in plan.free)
             ctx.em.emit(engines[k % 2], "copy",
@@ -165,7 +165,7 @@ def _emit_staged(ctx: LoweringContext, dst: DeviceValue, dst_off: int, src: Devi
             k += 1
             ctx.em.emit("dma", "dma_copy", {
                 "dst": hbm_ap(dst, d_base + r0 * row_d,
-                           count_stride_dims([(p, row_d * nch), (nch, row_d)] + stride_column(plan.free, 1))),
+                              count_stride_dims([(p, row_d * nch), (nch, row_d)] + stride_column(plan.free, 1))),
                 "src": out})
 
 
