@@ -48,10 +48,11 @@ from .lib.conv import (
     conv_spec,
     int_attrs,
     load_band,
-    weight_block,
+    output_block,
+    stationary_weights,
 )
 from .lib.epilogue import epilogue_for
-from .lib.pe import device_cast, operand_dtype, pe_limits
+from .lib.pe import accumulate, device_cast, operand_dtype, pe_limits
 from .lib.pools import SlotPool, padded
 
 
@@ -285,16 +286,8 @@ class ConvLowering:
         return ct * max(len(pk.taps) for pk in self.packs), len(self.packs)
 
     def _weight_const(self, ci: tuple[int, int], co: tuple[int, int]) -> np.ndarray:
-        block = weight_block(self.spec, ci, co)  # [ct, taps, ot]
-        if self.packs is None:
-            return block.reshape(ci[1], -1)
-        rows, cols = self._weight_layout(ci[1])
-        ct, ot = ci[1], co[1]
-        arr = np.zeros((rows, cols * ot), np.float32)
-        for k, pk in enumerate(self.packs):
-            idx = [t for t, _, _ in pk.taps]
-            arr[:ct * len(idx), k * ot:(k + 1) * ot] = block[:, idx, :].reshape(ct * len(idx), ot)
-        return arr
+        packs = None if self.packs is None else [[t for t, _, _ in pk.taps] for pk in self.packs]
+        return stationary_weights(self.spec, ci, co, packs)
 
     def _load_weight(self, u: Unit, j: int, i: int) -> AP:
         (c0, ct), (o0, ot) = u.cin_tiles[i], u.cout_tiles[j]
@@ -430,17 +423,13 @@ class ConvLowering:
                     pn = min(plan.pt, p_end - pss)
                     acc = AP("psum", self.psum_pool.take(), ((1, blk.nb * qn * pn),), "f32", 0, ot)
                     steps = self._steps(blk, u, bands, wts, ot, ps, qs, qn, pss, pn)
-                    for idx, (stat, mov) in enumerate(steps):
-                        em.emit("pe", "matmul", {"dst": acc, "stat": stat, "mov": mov},
-                                start=1 if idx == 0 else 0)
+                    accumulate(em, acc, steps)
                     if not steps:  # no tap lands on this phase: the output is the bias alone
                         em.emit("dve", "memset", {"dst": acc}, value=0.0)
                     dst_off = (ps.oh0 + qs * spec.osh - oh_lo) * cols_out + (ps.ow0 + pss * spec.osw - ow_lo)
                     dims = ((rows_out * cols_out, blk.nb), (spec.osh * cols_out, qn), (spec.osw, pn))
                     self.epi.emit(self.ctx, acc, sub(res, ot, dst_off, dims), row_bias=bias)
-        ohw = spec.oh * spec.ow
-        dst = hbm_pattern(self.out, blk.n0 * spec.cout * ohw + o0 * ohw + oh_lo * spec.ow + ow_lo,
-                  ((ohw, ot), (spec.cout * ohw, blk.nb), (spec.ow, rows_out), (1, cols_out)))
+        dst = output_block(self.out, spec, blk.n0, blk.nb, o0, ot, oh_lo, rows_out, ow_lo, cols_out)
         em.emit("dma", "dma_copy", {"dst": dst, "src": res})
 
     def _steps(self, blk: Block, u: Unit, bands: list[AP], wts: list[AP], ot: int, ps: Pass, qs: int, qn: int,

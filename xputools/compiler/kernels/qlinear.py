@@ -34,9 +34,9 @@ from ..errors import CompileError
 from ..graph import Node
 from . import kernel
 from .lib.ap import hbm_pattern, sbuf_ap, sub
-from .lib.conv import Band, channel_units, conv_operands, conv_spec, load_band, weight_block
+from .lib.conv import Band, channel_units, conv_operands, conv_spec, load_band, output_block, stationary_weights
 from .lib.epilogue import act_function
-from .lib.pe import Mat, PeLimits, load_kmajor, pe_limits
+from .lib.pe import Mat, PeLimits, accumulate, load_kmajor, pe_limits
 from .lib.pools import SlotPool, padded
 
 PSUM_I32 = 512      # i32 accumulators per PSUM bank row
@@ -517,15 +517,8 @@ class QConvLowering:
         """int8 stationary blocks of one (cout tile, cin tile): [ct, taps*ot] (a block per tap), or
         [ct*taps of the largest pack, packs*ot] (a block per pack)."""
         u = self.units[ui]
-        block = weight_block(self.spec, u.cin_tiles[i], u.cout_tiles[j])  # [ct, taps, ot]
-        ct, _, ot = block.shape
-        if self.packs is None:
-            return block.reshape(ct, -1).astype(np.int8)
-        rows = ct * max(len(pk.taps) for pk in self.packs)
-        arr = np.zeros((rows, len(self.packs) * ot), np.int8)
-        for k, pk in enumerate(self.packs):
-            arr[:ct * len(pk.taps), k * ot:(k + 1) * ot] = block[:, pk.taps, :].reshape(-1, ot)
-        return arr
+        packs = None if self.packs is None else [pk.taps for pk in self.packs]
+        return stationary_weights(self.spec, u.cin_tiles[i], u.cout_tiles[j], packs).astype(np.int8)
 
     # -- main -------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -607,14 +600,10 @@ class QConvLowering:
                         for t, ch, cw in sp.passes[0].taps:
                             off = (ch + self.pads[0]) * bc + (cw + self.pads[1])
                             steps.append((sub(wt, cit, t * ot, ((1, ot),)), sub(bands[i], cit, off, window)))
-                    for idx, (stat, mov) in enumerate(steps):
-                        em.emit("pe", "matmul", {"dst": acc, "stat": stat, "mov": mov},
-                                start=1 if idx == 0 else 0)
+                    accumulate(em, acc, steps)
                     res = sbuf_ap(out_pool.take(), ot, npix, epi.out_dtype())
                     epi.emit(acc, res, o0, mid_pool)
-                    ohw = sp.oh * sp.ow
-                    dst = hbm_pattern(self.out, n0 * sp.cout * ohw + o0 * ohw + r0 * sp.ow + c0,
-                              ((ohw, ot), (sp.cout * ohw, nb), (sp.ow, rt), (1, ct)))
+                    dst = output_block(self.out, sp, n0, nb, o0, ot, r0, rt, c0, ct)
                     em.emit("dma", "dma_copy", {"dst": dst, "src": res})
 
     def _load_band(self, pool: SlotPool, n0: int, nb: int, r0: int, rt: int, c0: int, ct: int, ci0: int, cit: int,

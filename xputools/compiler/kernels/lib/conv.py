@@ -178,6 +178,30 @@ def weight_block(spec: ConvSpec, ci: tuple[int, int], co: tuple[int, int]) -> np
     return block
 
 
+def stationary_weights(spec: ConvSpec, ci: tuple[int, int], co: tuple[int, int],
+                       packs: list[list[int]] | None) -> np.ndarray:
+    """The f32 weight tile of one (cin tile, cout tile): [ct, taps*ot], one stationary block per
+    tap; or, with `packs` (lists of tap indices contracted by one matmul), [ct * the largest pack,
+    packs*ot], one block per pack with its (channel, tap) pairs channel-major on partitions."""
+    block = weight_block(spec, ci, co)  # [ct, taps, ot]
+    ct, _, ot = block.shape
+    if packs is None:
+        return block.reshape(ct, -1)
+    arr = np.zeros((ct * max(len(taps) for taps in packs), len(packs) * ot), np.float32)
+    for k, taps in enumerate(packs):
+        arr[:ct * len(taps), k * ot:(k + 1) * ot] = block[:, taps, :].reshape(-1, ot)
+    return arr
+
+
+def output_block(out: DeviceValue, spec: ConvSpec, n0: int, nb: int, o0: int, ot: int, r0: int, rows: int,
+                 c0: int, cols: int) -> AP:
+    """The NCHW output pixels [r0, r0+rows) x [c0, c0+cols) of channels [o0, o0+ot) of images
+    [n0, n0+nb), channels first (the order of an output tile with channels on partitions)."""
+    ohw = spec.oh * spec.ow
+    return hbm_pattern(out, n0 * spec.cout * ohw + o0 * ohw + r0 * spec.ow + c0,
+                       ((ohw, ot), (spec.cout * ohw, nb), (spec.ow, rows), (1, cols)))
+
+
 # ---- input bands ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from device_model.numerics import cast
 from device_model.timing import contiguous_runs
 
 from ...context import DeviceValue, LoweringContext
+from ...emitter import Emitter
 from ...graph import Node
 from .ap import dims_fit, hbm_pattern, sub
 
@@ -84,6 +85,12 @@ class Mat:
     def ap(self, rows: int, groups: int, cols: int, dtype: str | None = None) -> AP:
         """[rows, groups, cols] from (0, 0, 0), in that element order."""
         return hbm_pattern(self.value, self.off, ((self.sr, rows), (self.sg, groups), (self.sc, cols)), dtype)
+
+
+def accumulate(em: Emitter, acc: AP, steps: list[tuple[AP, AP]]) -> None:
+    """PE matmuls summing stat^T @ mov over `steps` into the PSUM tile `acc` (the first starts it)."""
+    for idx, (stat, mov) in enumerate(steps):
+        em.emit("pe", "matmul", {"dst": acc, "stat": stat, "mov": mov}, start=1 if idx == 0 else 0)
 
 
 def load_kmajor(ctx: LoweringContext, mat: Mat, rows: int, cols: int, groups: int, tile: AP) -> None:
