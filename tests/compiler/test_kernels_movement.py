@@ -12,7 +12,7 @@ from device_util import assert_matches_ort, device_run, one_node_model, ort_run
 from onnx import TensorProto, helper
 
 from xputools.compiler.errors import CompileError
-from xputools.compiler.kernels.datamove import simplify
+from xputools.compiler.kernels.lib.dims import merge_dims
 from xputools.compiler.kernels.movement import index_pieces, slice_axis
 
 
@@ -330,10 +330,10 @@ def test_index_pieces():
     assert index_pieces([2, 1, 0, 1, 2]) == [(0, 1, 2, 0), (1, 1, 1, 0), (2, 3, 0, 1)]
 
 
-def test_simplify_merges_contiguous_dims():
-    assert simplify([(2, 12, 12), (3, 4, 4), (4, 1, 1)]) == [(24, 1, 1)]
-    assert simplify([(2, 12, 0), (1, 5, 5), (3, 4, 0)]) == [(6, 4, 0)]
-    assert simplify([(2, 1, 3), (3, 2, 1)]) == [(2, 1, 3), (3, 2, 1)]
+def test_merge_dims_merges_contiguous_dims():
+    assert merge_dims([(2, 12, 12), (3, 4, 4), (4, 1, 1)]) == [(24, 1, 1)]
+    assert merge_dims([(2, 12, 0), (1, 5, 5), (3, 4, 0)]) == [(6, 4, 0)]
+    assert merge_dims([(2, 1, 3), (3, 2, 1)]) == [(2, 1, 3), (3, 2, 1)]
 
 
 # ---- routing ----------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import pytest
 from device_util import assert_matches_ort, device_run, one_node_model, ort_run
 
 from device_model.arch import load_arch
+from xputools.compiler.kernels.lib.rows import BUDGET
 from xputools.compiler.kernels.normalize import LAYERNORM_MAX_ROW
-from xputools.compiler.kernels.reduce import BUDGET
 
 
 def _rand(shape, scale=1.0, shift=0.0, dtype=np.float32):

@@ -11,7 +11,7 @@ from device_util import assert_matches_ort, device_run, one_node_model, ort_run
 
 from device_model.arch import load_arch
 from xputools.compiler.graph import Graph, Node, Value
-from xputools.compiler.kernels.reduce import BUDGET, canonical_dims, plan_layout
+from xputools.compiler.kernels.lib.rows import BUDGET, canonical_dims, plan_layout
 from xputools.compiler.support import placement
 
 OPS = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL2"]

@@ -1,25 +1,26 @@
 """Kernels: one function per ONNX op (family) that emits the device instructions for a node.
 
-A kernel is `fn(ctx: LoweringContext, node) -> None`, registered with `@kernel("OpType", ...)`.
+A kernel is `fn(ctx: LoweringContext, node: Node) -> None`, registered with `@kernel("OpType", ...)`.
 It reads its inputs with `ctx.value(name)` (HBM, row-major), allocates its outputs with
 `ctx.output(name)` (or `ctx.alias` for pure reshapes) and emits instructions with `ctx.em.emit`.
 Synchronisation is automatic (see emitter.py): emit in a correct sequential order and the emitter
 adds the semaphores. SBUF/PSUM buffers come from `ctx.em.sbuf.alloc(bytes_per_partition)` /
 `ctx.em.psum.alloc(...)`; everything a kernel keeps live at once must fit in half of each memory.
+
+A kernel module holds one op family and imports only `lib/` (the pieces kernels share) and the
+compiler's context, emitter and graph, never another kernel module.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Callable
+from collections.abc import Callable
 
 KERNELS: dict[str, Callable] = {}
-_MODULES = ("elementwise", "movement", "matmul", "conv", "reduce", "normalize", "pool", "resize",
-            "lstm", "quant")
 _loaded = False
 
 
-def kernel(*op_types: str):
-    def register(fn):
+def kernel(*op_types: str) -> Callable[[Callable], Callable]:
+    """Register the decorated function as the kernel of `op_types`."""
+    def register(fn: Callable) -> Callable:
         for op in op_types:
             KERNELS[op] = fn
         return fn
@@ -27,14 +28,22 @@ def kernel(*op_types: str):
 
 
 def kernels() -> dict[str, Callable]:
-    """All registered kernels (kernel modules not written yet are simply absent)."""
+    """All registered kernels, by ONNX op type. Every kernel module is imported by name: a module
+    that is missing or fails to import is an error, never a silent fallback to the host."""
     global _loaded
     if not _loaded:
-        for name in _MODULES:
-            try:
-                importlib.import_module(f"{__name__}.{name}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"{__name__}.{name}":
-                    raise
+        from . import (  # noqa: F401 - importing a kernel module registers its kernels
+            conv,
+            elementwise,
+            lstm,
+            matmul,
+            movement,
+            normalize,
+            pool,
+            qlinear,
+            quant,
+            reduce,
+            resize,
+        )
         _loaded = True
     return KERNELS

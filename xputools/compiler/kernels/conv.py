@@ -24,51 +24,36 @@ the PE.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from device_model.dtypes import itemsize
 from device_model.isa import AP
 
+from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
+from ..graph import Node
 from . import kernel
-from .matmul import Pool, device_cast, epilogue_for, hbm, operand_dtype, padded, pe_limits, sbuf_ap, sub
-
-
-@dataclass
-class Pass:
-    """Output pixels (oh0 + osh*q, ow0 + osw*p) for q < qh, p < qw; tap t reads input pixel
-    (q*ish + ch, p*isw + cw)."""
-
-    oh0: int
-    ow0: int
-    qh: int
-    qw: int
-    taps: list  # (tap index, ch, cw)
-
-
-@dataclass
-class ConvSpec:
-    n: int
-    cin: int
-    h: int
-    w: int
-    cout: int
-    oh: int
-    ow: int
-    groups: int
-    taps: int
-    ish: int
-    isw: int
-    osh: int
-    osw: int
-    passes: list
-    weight: np.ndarray | None  # [groups, taps, cin/group, cout/group] f32, or None (run-time weight)
-    weight_value: object = None  # DeviceValue of a run-time weight
-    transposed: bool = False
-    kernel_hw: tuple = (1, 1)
-    kernel_dil: tuple = (1, 1)
+from .lib.ap import hbm_pattern, sbuf_ap, sub
+from .lib.conv import (
+    Band,
+    ConvSpec,
+    Pass,
+    Unit,
+    auto_pad,
+    channel_units,
+    check_out,
+    conv_operands,
+    conv_spec,
+    int_attrs,
+    load_band,
+    output_block,
+    stationary_weights,
+)
+from .lib.epilogue import epilogue_for
+from .lib.pe import accumulate, device_cast, operand_dtype, pe_limits
+from .lib.pools import SlotPool, padded
 
 
 @dataclass
@@ -82,107 +67,30 @@ class Pack:
     col_step: int
 
 
-@dataclass
-class Unit:
-    """Channels computed together: input-channel tiles accumulate into each output-channel tile."""
-
-    cin_tiles: list   # (c0, ct)
-    cout_tiles: list  # (o0, ot)
-    weights: dict = field(default_factory=dict)  # (j, i) -> HBM DeviceValue or None
-
-
-# ---- attributes ---------------------------------------------------------------------------------
-
-def _ints(node, name, n, default):
-    v = node.attrs.get(name)
-    return list(default) if v is None else [int(x) for x in v]
-
-
-def _conv_geometry(node, x_shape, w_shape):
-    """(kernel, strides, dilations, pads[top, left, bottom, right]) in 2-D form."""
-    sp = len(x_shape) - 2
-    k = list(w_shape[2:])
-    strides = _ints(node, "strides", sp, [1] * sp)
-    dil = _ints(node, "dilations", sp, [1] * sp)
-    pads = _ints(node, "pads", 2 * sp, [0] * (2 * sp))
-    auto = node.attrs.get("auto_pad", "NOTSET")
-    if isinstance(auto, bytes):
-        auto = auto.decode()
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
-        pads = [0] * (2 * sp)
-        for i in range(sp):
-            out = -(-x_shape[2 + i] // strides[i])
-            total = max(0, (out - 1) * strides[i] + (k[i] - 1) * dil[i] + 1 - x_shape[2 + i])
-            head = total // 2 if auto == "SAME_UPPER" else total - total // 2
-            pads[i], pads[sp + i] = head, total - head
-    elif auto == "VALID":
-        pads = [0] * (2 * sp)
-    elif auto != "NOTSET":
-        raise CompileError(f"{node.name}: unknown auto_pad {auto!r}")
-    if sp == 1:
-        return [1] + k, [1] + strides, [1] + dil, [0, pads[0], 0, pads[1]]
-    return k, strides, dil, [pads[0], pads[1], pads[2], pads[3]]
-
-
-def _check_out(node, got, want):
-    if tuple(got) != tuple(want):
-        raise CompileError(f"{node.name}: computed output spatial shape {tuple(got)} differs from the "
-                           f"graph's {tuple(want)}")
-
-
 # ---- kernels ------------------------------------------------------------------------------------
 
 @kernel("Conv")
-def conv(ctx, node) -> None:
-    x = ctx.value(node.inputs[0])
-    w_shape = tuple(ctx.graph.values[node.inputs[1]].shape)
-    out = ctx.output(node.outputs[0])
-    if len(x.shape) not in (3, 4):
-        raise CompileError(f"{node.name}: Conv on rank {len(x.shape)} is not lowered (1-D and 2-D only)")
-    k, s, d, p = _conv_geometry(node, x.shape, w_shape)
-    n, cin = x.shape[:2]
-    h, w = (1, x.shape[2]) if len(x.shape) == 3 else x.shape[2:]
-    cout = w_shape[0]
-    g = int(node.attrs.get("group", 1))
-    oh = (h + p[0] + p[2] - (k[0] - 1) * d[0] - 1) // s[0] + 1
-    ow = (w + p[1] + p[3] - (k[1] - 1) * d[1] - 1) // s[1] + 1
-    _check_out(node, (oh, ow) if len(x.shape) == 4 else (ow,), out.shape[2:])
-    if cin % g or cout % g or w_shape[1] * g != cin:
-        raise CompileError(f"{node.name}: channels {cin} -> {cout} do not split into {g} groups "
-                           f"(weight {w_shape})")
-    taps = [(i * k[1] + j, i * d[0] - p[0], j * d[1] - p[1]) for i in range(k[0]) for j in range(k[1])]
+def conv(ctx: LoweringContext, node: Node) -> None:
+    x, w_shape, out = conv_operands(ctx, node)
     wc = ctx.const(node.inputs[1])
-    weight = None
-    if wc is not None:
-        arr = np.asarray(wc, dtype=np.float32).reshape(g, cout // g, cin // g, k[0] * k[1])
-        weight = np.ascontiguousarray(arr.transpose(0, 3, 2, 1))  # [g, tap, cin/g, cout/g]
-    spec = ConvSpec(n, cin, h, w, cout, oh, ow, g, k[0] * k[1], s[0], s[1], 1, 1,
-                    [Pass(0, 0, oh, ow, taps)], weight, None if wc is not None else ctx.value(node.inputs[1]),
-                    kernel_hw=(k[0], k[1]), kernel_dil=(d[0], d[1]))
+    spec = conv_spec(node, x.shape, w_shape, out.shape, wc, None if wc is not None else ctx.value(node.inputs[1]))
     run_conv(ctx, node, spec, x, out)
 
 
 @kernel("ConvTranspose")
-def conv_transpose(ctx, node) -> None:
-    x = ctx.value(node.inputs[0])
-    w_shape = tuple(ctx.graph.values[node.inputs[1]].shape)
-    out = ctx.output(node.outputs[0])
-    if len(x.shape) not in (3, 4):
-        raise CompileError(f"{node.name}: ConvTranspose on rank {len(x.shape)} is not lowered "
-                           "(1-D and 2-D only)")
+def conv_transpose(ctx: LoweringContext, node: Node) -> None:
+    x, w_shape, out = conv_operands(ctx, node)
     sp = len(x.shape) - 2
     n, cin = x.shape[:2]
     g = int(node.attrs.get("group", 1))
     cout = w_shape[1] * g
     k = list(w_shape[2:])
-    strides = _ints(node, "strides", sp, [1] * sp)
-    dil = _ints(node, "dilations", sp, [1] * sp)
-    opad = _ints(node, "output_padding", sp, [0] * sp)
-    pads = _ints(node, "pads", 2 * sp, [0] * (2 * sp))
+    strides = int_attrs(node, "strides", [1] * sp)
+    dil = int_attrs(node, "dilations", [1] * sp)
+    opad = int_attrs(node, "output_padding", [0] * sp)
+    pads = int_attrs(node, "pads", [0] * (2 * sp))
     out_sp = tuple(out.shape[2:])
-    auto = node.attrs.get("auto_pad", "NOTSET")
-    if isinstance(auto, bytes):
-        auto = auto.decode()
+    auto = auto_pad(node)
     if auto == "VALID":
         pads = [0] * (2 * sp)
     if "output_shape" in node.attrs or auto in ("SAME_UPPER", "SAME_LOWER"):
@@ -198,7 +106,7 @@ def conv_transpose(ctx, node) -> None:
     h, w = (1, x.shape[2]) if sp == 1 else x.shape[2:]
     oh = strides[0] * (h - 1) + opad[0] + (k[0] - 1) * dil[0] + 1 - pads[0] - pads[2]
     ow = strides[1] * (w - 1) + opad[1] + (k[1] - 1) * dil[1] + 1 - pads[1] - pads[3]
-    _check_out(node, (oh, ow) if sp == 2 else (ow,), out_sp)
+    check_out(node, (oh, ow) if sp == 2 else (ow,), out_sp)
     if cin % g or w_shape[0] != cin:
         raise CompileError(f"{node.name}: weight {w_shape} does not match {cin} input channels "
                            f"in {g} groups")
@@ -225,40 +133,6 @@ def conv_transpose(ctx, node) -> None:
                     weight, None if wc is not None else ctx.value(node.inputs[1]), transposed=True,
                     kernel_hw=(k[0], k[1]), kernel_dil=(dil[0], dil[1]))
     run_conv(ctx, node, spec, x, out)
-
-
-# ---- channel units ------------------------------------------------------------------------------
-
-def _units(spec: ConvSpec, pmax: int, mmax: int) -> list[Unit]:
-    g, cpi, cpo = spec.groups, spec.cin // spec.groups, spec.cout // spec.groups
-
-    def tiles(start, count, size):
-        return [(c, min(size, start + count - c)) for c in range(start, start + count, size)]
-
-    if g == 1:
-        return [Unit(tiles(0, spec.cin, pmax), tiles(0, spec.cout, mmax))]
-    if cpi <= pmax and cpo <= mmax:
-        per = min(pmax // cpi, mmax // cpo)
-        if spec.weight is None:
-            per = 1  # run-time weights are loaded one group block per DMA
-        return [Unit([(g0 * cpi, min(per, g - g0) * cpi)], [(g0 * cpo, min(per, g - g0) * cpo)])
-                for g0 in range(0, g, per)]
-    return [Unit(tiles(gi * cpi, cpi, pmax), tiles(gi * cpo, cpo, mmax)) for gi in range(g)]
-
-
-def _weight_block(spec: ConvSpec, ci: tuple, co: tuple) -> np.ndarray:
-    """[cin tile, taps, cout tile] f32, zero where input and output channels are in different groups."""
-    (c0, ct), (o0, ot) = ci, co
-    cpi, cpo = spec.cin // spec.groups, spec.cout // spec.groups
-    block = np.zeros((ct, spec.taps, ot), np.float32)
-    for gi in range(c0 // cpi, (c0 + ct - 1) // cpi + 1):
-        ci_lo, ci_hi = max(c0, gi * cpi), min(c0 + ct, (gi + 1) * cpi)
-        co_lo, co_hi = max(o0, gi * cpo), min(o0 + ot, (gi + 1) * cpo)
-        if ci_lo >= ci_hi or co_lo >= co_hi:
-            continue
-        part = spec.weight[gi, :, ci_lo - gi * cpi:ci_hi - gi * cpi, co_lo - gi * cpo:co_hi - gi * cpo]
-        block[ci_lo - c0:ci_hi - c0, :, co_lo - o0:co_hi - o0] = part.transpose(1, 0, 2)
-    return block
 
 
 # ---- the driver ---------------------------------------------------------------------------------
@@ -289,7 +163,7 @@ class Plan:
     phase_elems: int = 0  # de-interleaved band: elements per column phase region
 
 
-def _extent(spec: ConvSpec, axis: int):
+def _extent(spec: ConvSpec, axis: int) -> tuple[int, int]:
     """(min, max) input offset over all taps of all passes along rows (0) or columns (1)."""
     vals = [t[1 + axis] for ps in spec.passes for t in ps.taps] or [0]
     return min(vals), max(vals)
@@ -300,14 +174,14 @@ class ConvLowering:
     per block of output pixels: input bands per channel tile, matmuls per PSUM tile, epilogue into
     an output tile, one store."""
 
-    def __init__(self, ctx, node, spec: ConvSpec, x, out):
+    def __init__(self, ctx: LoweringContext, node: Node, spec: ConvSpec, x: DeviceValue, out: DeviceValue):
         self.ctx, self.node, self.spec, self.x, self.out = ctx, node, spec, x, out
         self.em = ctx.em
         self.lim = pe_limits(ctx)
         self.dtype = operand_dtype(ctx, node)
         self.isz = itemsize(self.dtype)
         self.cpc = ctx.arch.raw["pe"]["cycles_per_column"].get(self.dtype, 4)
-        self.units = _units(spec, self.lim.k, self.lim.m)
+        self.units = channel_units(spec, self.lim.k, self.lim.m)
         self.qh = max(ps.qh for ps in spec.passes)
         self.qw = max(ps.qw for ps in spec.passes)
         (self.ch_lo, self.ch_hi), (self.cw_lo, self.cw_hi) = _extent(spec, 0), _extent(spec, 1)
@@ -354,7 +228,7 @@ class ConvLowering:
                 raise CompileError(f"{self.node.name}: one output row of this convolution needs {need} "
                                    f"bytes of SBUF per partition ({budget} available)")
 
-    def _tap_packs(self):
+    def _tap_packs(self) -> tuple[list[Pack] | None, int]:
         """Taps grouped so that one matmul contracts over (channel, tap) pairs, their windows stacked
         on partitions by one SBUF-to-SBUF DMA per pack. Only for a conv with constant weights whose
         input channels fit one tile, and only when it pays (PE time saved against DMA time). With
@@ -404,26 +278,18 @@ class ConvLowering:
         return packs, isw
 
     # -- weights ----------------------------------------------------------------------------------
-    def _weight_layout(self, ct: int):
+    def _weight_layout(self, ct: int) -> tuple[int, int]:
         """(partitions, stationary blocks of `ot` columns) of a weight tile: one block per tap, or
         one per pack with its (channel, tap) pairs on partitions."""
         if self.packs is None:
             return ct, self.spec.taps
         return ct * max(len(pk.taps) for pk in self.packs), len(self.packs)
 
-    def _weight_const(self, ci, co):
-        block = _weight_block(self.spec, ci, co)  # [ct, taps, ot]
-        if self.packs is None:
-            return block.reshape(ci[1], -1)
-        rows, cols = self._weight_layout(ci[1])
-        ct, ot = ci[1], co[1]
-        arr = np.zeros((rows, cols * ot), np.float32)
-        for k, pk in enumerate(self.packs):
-            idx = [t for t, _, _ in pk.taps]
-            arr[:ct * len(idx), k * ot:(k + 1) * ot] = block[:, idx, :].reshape(ct * len(idx), ot)
-        return arr
+    def _weight_const(self, ci: tuple[int, int], co: tuple[int, int]) -> np.ndarray:
+        packs = None if self.packs is None else [[t for t, _, _ in pk.taps] for pk in self.packs]
+        return stationary_weights(self.spec, ci, co, packs)
 
-    def _load_weight(self, u: Unit, j: int, i: int):
+    def _load_weight(self, u: Unit, j: int, i: int) -> AP:
         (c0, ct), (o0, ot) = u.cin_tiles[i], u.cout_tiles[j]
         rows, cols = self._weight_layout(ct)
         tile = sbuf_ap(self.w_pool.take(), rows, cols * ot, self.dtype)
@@ -439,7 +305,7 @@ class ConvLowering:
             base, s_ci, s_co = c0 * cpo * t + (o0 - gi * cpo) * t, cpo * t, t
         else:  # [cout, cin/g, taps]
             base, s_ci, s_co = o0 * cpi * t + (c0 - gi * cpi) * t, t, cpi * t
-        src = hbm(wv, base, ((s_ci, ct), (1, t), (s_co, ot)))  # packs need constant weights
+        src = hbm_pattern(wv, base, ((s_ci, ct), (1, t), (s_co, ot)))  # packs need constant weights
         self.em.emit("dma", "dma_copy", {"dst": tile, "src": src})
         return tile
 
@@ -466,19 +332,19 @@ class ConvLowering:
                     for i, ci in enumerate(u.cin_tiles):
                         arr = device_cast(self._weight_const(ci, co), self.dtype)
                         u.weights[(j, i)] = self.ctx.new_const(f"w{len(u.weights)}", arr)
-        self.w_pool = Pool(em.sbuf, max(w_tiles), len(w_tiles) if w_resident else 2 * self.n_bands)
-        self.band_pool = Pool(em.sbuf, plan.band_bytes, 2 * self.n_bands * (2 if self.deint > 1 else 1))
-        self.out_pool = Pool(em.sbuf, plan.out_bytes, 3)
-        self.stack_pool = Pool(em.sbuf, lim.n * self.isz, stacks) if stacks else None
-        self.psum_pool = Pool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
+        self.w_pool = SlotPool(em.sbuf, max(w_tiles), len(w_tiles) if w_resident else 2 * self.n_bands)
+        self.band_pool = SlotPool(em.sbuf, plan.band_bytes, 2 * self.n_bands * (2 if self.deint > 1 else 1))
+        self.out_pool = SlotPool(em.sbuf, plan.out_bytes, 3)
+        self.stack_pool = SlotPool(em.sbuf, lim.n * self.isz, stacks) if stacks else None
+        self.psum_pool = SlotPool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
         bias = {}
         if self.node.input(2):
-            bias_pool = Pool(em.sbuf, 4, sum(len(u.cout_tiles) for u in self.units))
+            bias_pool = SlotPool(em.sbuf, 4, sum(len(u.cout_tiles) for u in self.units))
             bv = self.ctx.value(self.node.input(2))
             for ui, u in enumerate(self.units):
                 for j, (o0, ot) in enumerate(u.cout_tiles):
                     tile = sbuf_ap(bias_pool.take(), ot, 1, "f32")
-                    em.emit("dma", "dma_copy", {"dst": tile, "src": hbm(bv, o0, ((1, ot), (1, 1)))})
+                    em.emit("dma", "dma_copy", {"dst": tile, "src": hbm_pattern(bv, o0, ((1, ot), (1, 1)))})
                     bias[(ui, j)] = tile
         resident = {}
         if w_resident:
@@ -505,38 +371,21 @@ class ConvLowering:
                        for i in range(len(u.cin_tiles))]
                 self._block_outputs(blk, u, bands, wts, o0, ot, bias.get((ui, j)))
 
-    def _load_bands(self, blk: Block, u: Unit):
+    def _load_bands(self, blk: Block, u: Unit) -> list[AP]:
         return [self._load_band(blk, c0, ct) for c0, ct in u.cin_tiles]
 
-    def _band_origin(self, blk: Block):
+    def _band_origin(self, blk: Block) -> tuple[int, int]:
         return blk.q0 * self.spec.ish + self.ch_lo, blk.p0 * self.spec.isw + self.cw_lo
 
-    def _load_band(self, blk: Block, c0: int, ct: int):
+    def _load_band(self, blk: Block, c0: int, ct: int) -> AP:
         """Input rows x columns a block reads, of channels [c0, c0+ct) of its images, zero outside
         the image, as an SBUF tile [ct, nb*br*bc]."""
         spec, p = self.spec, self.plan
         r_lo, c_lo = self._band_origin(blk)
         br, bc = p.br, p.bc
         tile = sbuf_ap(self.band_pool.take(), ct, blk.nb * br * bc, self.dtype)
-        r0, r1 = max(r_lo, 0), min(r_lo + br, spec.h)
-        w0, w1 = max(c_lo, 0), min(c_lo + bc, spec.w)
-        if r0 >= r1 or w0 >= w1:
-            self.em.emit("dve", "memset", {"dst": tile}, value=0.0)
+        if not load_band(self.em, tile, self.x, spec, Band(blk.n0, blk.nb, c0, ct, r_lo, c_lo, br, bc), 0.0):
             return tile
-        # zero the padding: rows above and below the image, then columns left and right of it
-        img = (br * bc, blk.nb)
-        top, bottom, left, right = r0 - r_lo, r_lo + br - r1, w0 - c_lo, c_lo + bc - w1
-        inner = (bc, r1 - r0)
-        strips = [(0, (img, (1, top * bc))), ((br - bottom) * bc, (img, (1, bottom * bc))),
-                  (top * bc, (img, inner, (1, left))), (top * bc + bc - right, (img, inner, (1, right)))]
-        for off, dims in strips:
-            if dims[-1][1] > 0:
-                self.em.emit("dve", "memset", {"dst": sub(tile, ct, off, dims)}, value=0.0)
-        hw = spec.h * spec.w
-        src = hbm(self.x, blk.n0 * spec.cin * hw + c0 * hw + r0 * spec.w + w0,
-                  ((hw, ct), (spec.cin * hw, blk.nb), (spec.w, r1 - r0), (1, w1 - w0)))
-        dst = sub(tile, ct, (r0 - r_lo) * bc + (w0 - c_lo), ((br * bc, blk.nb), (bc, r1 - r0), (1, w1 - w0)))
-        self.em.emit("dma", "dma_copy", {"dst": dst, "src": src})
         if self.deint == 1:
             return tile
         # one region per column phase a holding columns a, a+s, a+2s, ... (copies alternate ACT/DVE)
@@ -557,7 +406,8 @@ class ConvLowering:
         s_ = self.deint
         return c if s_ == 1 else (c % s_) * self.plan.phase_elems + c // s_
 
-    def _block_outputs(self, blk: Block, u: Unit, bands, wts, o0: int, ot: int, bias) -> None:
+    def _block_outputs(self, blk: Block, u: Unit, bands: list[AP], wts: list[AP], o0: int, ot: int,
+                       bias: AP | None) -> None:
         """All output pixels of a block for output channels [o0, o0+ot): PSUM tiles, epilogues
         into one SBUF tile (phases interleaved), one store."""
         spec, em, plan = self.spec, self.em, self.plan
@@ -573,20 +423,17 @@ class ConvLowering:
                     pn = min(plan.pt, p_end - pss)
                     acc = AP("psum", self.psum_pool.take(), ((1, blk.nb * qn * pn),), "f32", 0, ot)
                     steps = self._steps(blk, u, bands, wts, ot, ps, qs, qn, pss, pn)
-                    for idx, (stat, mov) in enumerate(steps):
-                        em.emit("pe", "matmul", {"dst": acc, "stat": stat, "mov": mov},
-                                start=1 if idx == 0 else 0)
+                    accumulate(em, acc, steps)
                     if not steps:  # no tap lands on this phase: the output is the bias alone
                         em.emit("dve", "memset", {"dst": acc}, value=0.0)
                     dst_off = (ps.oh0 + qs * spec.osh - oh_lo) * cols_out + (ps.ow0 + pss * spec.osw - ow_lo)
                     dims = ((rows_out * cols_out, blk.nb), (spec.osh * cols_out, qn), (spec.osw, pn))
                     self.epi.emit(self.ctx, acc, sub(res, ot, dst_off, dims), row_bias=bias)
-        ohw = spec.oh * spec.ow
-        dst = hbm(self.out, blk.n0 * spec.cout * ohw + o0 * ohw + oh_lo * spec.ow + ow_lo,
-                  ((ohw, ot), (spec.cout * ohw, blk.nb), (spec.ow, rows_out), (1, cols_out)))
+        dst = output_block(self.out, spec, blk.n0, blk.nb, o0, ot, oh_lo, rows_out, ow_lo, cols_out)
         em.emit("dma", "dma_copy", {"dst": dst, "src": res})
 
-    def _steps(self, blk: Block, u: Unit, bands, wts, ot: int, ps: Pass, qs: int, qn: int, pss: int, pn: int):
+    def _steps(self, blk: Block, u: Unit, bands: list[AP], wts: list[AP], ot: int, ps: Pass, qs: int, qn: int,
+               pss: int, pn: int) -> list[tuple[AP, AP]]:
         """(stationary, moving) operand pairs accumulated into one PSUM tile: sub-grid rows
         [qs, qs+qn) x columns [pss, pss+pn) of pass `ps`."""
         spec, em = self.spec, self.em
@@ -594,7 +441,7 @@ class ConvLowering:
         r_lo, c_lo = self._band_origin(blk)
         window = ((br * row, blk.nb), (spec.ish * row, qn), (1 if self.deint > 1 else spec.isw, pn))
 
-        def at(ch, cw):  # element offset in the band of the window of the tap reading (ch, cw)
+        def at(ch: int, cw: int) -> int:  # element offset in the band of the window of the tap reading (ch, cw)
             return (qs * spec.ish + ch - r_lo) * row + self._col(pss * spec.isw + cw - c_lo)
 
         steps = []
@@ -616,5 +463,6 @@ class ConvLowering:
         return steps
 
 
-def run_conv(ctx, node, spec: ConvSpec, x, out) -> None:
+def run_conv(ctx: LoweringContext, node: Node, spec: ConvSpec, x: DeviceValue, out: DeviceValue) -> None:
+    """Emit a Conv or ConvTranspose described by `spec`."""
     ConvLowering(ctx, node, spec, x, out).run()

@@ -2,12 +2,17 @@
 broadcasting done by the DMA access patterns (stride 0)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
+from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
-from ..tiling import broadcast_strides, elementwise_tiles, row_major_strides
+from ..graph import Node
 from . import kernel
-from .common import MAX_FREE, hbm_ap, is_float, load, sbuf_tile, store
+from .lib.ap import MAX_FREE, hbm_ap, is_float, load, new_tile, store
+from .lib.dims import broadcast_strides, row_major_strides
+from .lib.tiling import Tile, elementwise_tiles
 
 # ONNX op -> (ACT function, extra attrs from the node)
 ACT_UNARY = {
@@ -23,17 +28,17 @@ BINARY = {
 }
 
 
-def _tiles(ctx, out, inputs):
+def _tiles(ctx: LoweringContext, out: DeviceValue, inputs: list[DeviceValue]) -> Iterator[Tile]:
     strides = [row_major_strides(out.shape)] + [broadcast_strides(v.shape, out.shape) for v in inputs]
     return elementwise_tiles(out.shape, strides, ctx.arch.partitions, MAX_FREE)
 
 
-def _work_dtype(v) -> str:
+def _work_dtype(v: DeviceValue) -> str:
     return "f32" if is_float(v.dtype) else ("i32" if v.dtype in ("i8", "u8", "i16", "i32") else v.dtype)
 
 
 @kernel(*ACT_UNARY)
-def unary(ctx, node) -> None:
+def unary(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     func = ACT_UNARY[node.op_type]
@@ -43,12 +48,12 @@ def unary(ctx, node) -> None:
     for t in _tiles(ctx, out, [x]):
         (o_off, o_dims), (x_off, x_dims) = t.patterns
         src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, "f32")
-        dst = sbuf_tile(ctx, t.partitions, t.free, _work_dtype(out) if not is_float(out.dtype) else "f32")
+        dst = new_tile(ctx, t.partitions, t.free, _work_dtype(out) if not is_float(out.dtype) else "f32")
         ctx.em.emit("act", "activate", {"dst": dst, "src": src}, **attrs)
         store(ctx, dst, hbm_ap(out, o_off, o_dims))
 
 
-def _scalar_const(ctx, name):
+def _scalar_const(ctx: LoweringContext, name: str) -> float | None:
     """A float constant with a single element, as a Python float (immediate operand), or None."""
     c = ctx.const(name)
     if c is None or c.size != 1 or not np.issubdtype(c.dtype, np.floating):
@@ -56,13 +61,13 @@ def _scalar_const(ctx, name):
     return float(c.reshape(-1)[0])
 
 
-def _free_is_broadcast(dims, row_count: int) -> bool:
+def _free_is_broadcast(dims: tuple[tuple[int, int], ...], row_count: int) -> bool:
     """True when an operand's tile pattern repeats one value along the free axis (stride 0)."""
     return all(s == 0 for s, _ in dims[row_count:])
 
 
 @kernel(*BINARY)
-def binary(ctx, node) -> None:
+def binary(ctx: LoweringContext, node: Node) -> None:
     names = [n for n in node.inputs if n]
     out = ctx.output(node.outputs[0])
     op = BINARY[node.op_type]
@@ -72,7 +77,7 @@ def binary(ctx, node) -> None:
     _binary_into(ctx, names[0], names[1], out, op, node)
 
 
-def _binary_into(ctx, a_name, b_name, out, op, node) -> None:
+def _binary_into(ctx: LoweringContext, a_name: str, b_name: str, out: DeviceValue, op: str, node: Node) -> None:
     imm = _scalar_const(ctx, b_name) if is_float(out.dtype) or op in ("eq", "gt", "lt", "ge", "le") else None
     rev = 0
     if imm is None:
@@ -86,7 +91,7 @@ def _binary_into(ctx, a_name, b_name, out, op, node) -> None:
         for t in _tiles(ctx, out, [a]):
             (o_off, o_dims), (a_off, a_dims) = t.patterns
             src = load(ctx, hbm_ap(a, a_off, a_dims), t.partitions, t.free, work)
-            dst = sbuf_tile(ctx, t.partitions, t.free, out_work)
+            dst = new_tile(ctx, t.partitions, t.free, out_work)
             ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": src}, op0=op, s0=imm, rev0=rev)
             store(ctx, dst, hbm_ap(out, o_off, o_dims))
         return
@@ -98,7 +103,7 @@ def _binary_into(ctx, a_name, b_name, out, op, node) -> None:
         rows = t.row_dims
         a_scalar = rows > 0 and t.free > 1 and _free_is_broadcast(a_dims, rows)
         b_scalar = rows > 0 and t.free > 1 and _free_is_broadcast(b_dims, rows)
-        dst = sbuf_tile(ctx, t.partitions, t.free, out_work)
+        dst = new_tile(ctx, t.partitions, t.free, out_work)
         if b_scalar or a_scalar:  # one side is one value per partition: tensor_scalar with s0_ap
             full_off, full_dims, sc_off, sc_dims, sc_val, rev = (
                 (a_off, a_dims, b_off, b_dims, b, 0) if b_scalar else (b_off, b_dims, a_off, a_dims, a, 1))
@@ -113,7 +118,7 @@ def _binary_into(ctx, a_name, b_name, out, op, node) -> None:
         store(ctx, dst, hbm_ap(out, o_off, o_dims))
 
 
-def _variadic(ctx, node, names, out, op) -> None:
+def _variadic(ctx: LoweringContext, node: Node, names: list[str], out: DeviceValue, op: str) -> None:
     if len(names) == 1:
         _copy(ctx, ctx.value(names[0]), out)
         return
@@ -127,7 +132,7 @@ def _variadic(ctx, node, names, out, op) -> None:
             ctx.values[acc] = target
 
 
-def _copy(ctx, src, out) -> None:
+def _copy(ctx: LoweringContext, src: DeviceValue, out: DeviceValue) -> None:
     strides = [row_major_strides(out.shape), broadcast_strides(src.shape, out.shape)]
     for t in elementwise_tiles(out.shape, strides, ctx.arch.partitions, 1 << 20):
         (o_off, o_dims), (s_off, s_dims) = t.patterns
@@ -135,7 +140,7 @@ def _copy(ctx, src, out) -> None:
 
 
 @kernel("Where")
-def where(ctx, node) -> None:
+def where(ctx: LoweringContext, node: Node) -> None:
     cond, a, b = (ctx.value(n) for n in node.inputs)
     out = ctx.output(node.outputs[0])
     work = "f32" if is_float(out.dtype) else _work_dtype(out)
@@ -144,13 +149,13 @@ def where(ctx, node) -> None:
         tc = load(ctx, hbm_ap(cond, c_off, c_dims), t.partitions, t.free, "u8")
         ta = load(ctx, hbm_ap(a, a_off, a_dims), t.partitions, t.free, work)
         tb = load(ctx, hbm_ap(b, b_off, b_dims), t.partitions, t.free, work)
-        dst = sbuf_tile(ctx, t.partitions, t.free, work)
+        dst = new_tile(ctx, t.partitions, t.free, work)
         ctx.em.emit("dve", "select", {"dst": dst, "pred": tc, "a": ta, "b": tb})
         store(ctx, dst, hbm_ap(out, o_off, o_dims))
 
 
 @kernel("Clip")
-def clip(ctx, node) -> None:
+def clip(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     lo = _bound(ctx, node, 1, "min", -np.inf)
@@ -159,12 +164,12 @@ def clip(ctx, node) -> None:
     for t in _tiles(ctx, out, [x]):
         (o_off, o_dims), (x_off, x_dims) = t.patterns
         src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, work)
-        dst = sbuf_tile(ctx, t.partitions, t.free, work)
+        dst = new_tile(ctx, t.partitions, t.free, work)
         ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": src}, op0="max", s0=lo, op1="min", s1=hi)
         store(ctx, dst, hbm_ap(out, o_off, o_dims))
 
 
-def _bound(ctx, node, index: int, attr: str, default: float) -> float:
+def _bound(ctx: LoweringContext, node: Node, index: int, attr: str, default: float) -> float:
     if len(node.inputs) > index and node.inputs[index]:
         c = ctx.const(node.inputs[index])
         if c is None:
@@ -174,35 +179,35 @@ def _bound(ctx, node, index: int, attr: str, default: float) -> float:
 
 
 @kernel("HardSigmoid")
-def hard_sigmoid(ctx, node) -> None:
+def hard_sigmoid(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     alpha, beta = float(node.attrs.get("alpha", 0.2)), float(node.attrs.get("beta", 0.5))
     for t in _tiles(ctx, out, [x]):
         (o_off, o_dims), (x_off, x_dims) = t.patterns
         src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, "f32")
-        mid = sbuf_tile(ctx, t.partitions, t.free, "f32")
+        mid = new_tile(ctx, t.partitions, t.free, "f32")
         ctx.em.emit("dve", "tensor_scalar", {"dst": mid, "src": src}, op0="mul", s0=alpha, op1="add", s1=beta)
-        dst = sbuf_tile(ctx, t.partitions, t.free, "f32")
+        dst = new_tile(ctx, t.partitions, t.free, "f32")
         ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": mid}, op0="max", s0=0.0, op1="min", s1=1.0)
         store(ctx, dst, hbm_ap(out, o_off, o_dims))
 
 
 @kernel("Gelu")
-def gelu(ctx, node) -> None:
+def gelu(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     func = "gelu_tanh" if node.attrs.get("approximate", "none") == "tanh" else "gelu"
     for t in _tiles(ctx, out, [x]):
         (o_off, o_dims), (x_off, x_dims) = t.patterns
         src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, "f32")
-        dst = sbuf_tile(ctx, t.partitions, t.free, "f32")
+        dst = new_tile(ctx, t.partitions, t.free, "f32")
         ctx.em.emit("act", "activate", {"dst": dst, "src": src}, func=func, mode=ctx.act_mode(node))
         store(ctx, dst, hbm_ap(out, o_off, o_dims))
 
 
 @kernel("Cast")
-def cast(ctx, node) -> None:
+def cast(ctx: LoweringContext, node: Node) -> None:
     """A cast is a DMA with an in-flight dtype conversion, HBM to HBM; to bool it is `x != 0`."""
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
@@ -211,7 +216,7 @@ def cast(ctx, node) -> None:
         for t in _tiles(ctx, out, [x]):
             (o_off, o_dims), (x_off, x_dims) = t.patterns
             src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, work)
-            dst = sbuf_tile(ctx, t.partitions, t.free, "u8")
+            dst = new_tile(ctx, t.partitions, t.free, "u8")
             ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": src}, op0="ne", s0=0.0)
             store(ctx, dst, hbm_ap(out, o_off, o_dims))
         return

@@ -26,9 +26,13 @@ import numpy as np
 from device_model.dtypes import itemsize
 from device_model.isa import AP
 
+from ..context import LoweringContext
 from ..errors import CompileError
+from ..graph import Graph, Node
 from . import kernel
-from .matmul import Mat, Pool, device_cast, hbm, load_kmajor, padded, pe_limits, sbuf_ap, sub
+from .lib.ap import hbm_pattern, sbuf_ap, sub
+from .lib.pe import Mat, device_cast, load_kmajor, pe_limits
+from .lib.pools import SlotPool, padded
 
 DEFAULT_ACTIVATIONS = ["sigmoid", "tanh", "tanh"]
 SBUF_BUDGET = 96 * 1024  # bytes per partition one node may keep live on xpu1 (the support rule's view)
@@ -36,12 +40,12 @@ PSUM_N = 512             # f32 columns per PSUM bank
 GATES = 4                # ONNX order: i, o, f, c
 
 
-def _direction(node) -> str:
+def _direction(node: Node) -> str:
     d = node.attrs.get("direction", "forward")
     return d.decode() if isinstance(d, bytes) else str(d)
 
 
-def _dirs(node) -> int:
+def _dirs(node: Node) -> int:
     return 2 if _direction(node) == "bidirectional" else 1
 
 
@@ -70,7 +74,7 @@ def plan_lstm(seq: int, batch: int, inputs: int, hidden: int, dirs: int, isz: in
         chunk = max(1, chunk // 2)
 
 
-def lstm_problem(node, graph) -> str | None:
+def lstm_problem(node: Node, graph: Graph) -> str | None:
     """Why the device cannot run this LSTM node (support rule), or None."""
     acts = node.attrs.get("activations")
     if acts and [str(a).lower() for a in acts] not in (DEFAULT_ACTIVATIONS, DEFAULT_ACTIVATIONS * 2):
@@ -123,7 +127,7 @@ class _Dir:
 
 
 class LstmLowering:
-    def __init__(self, ctx, node):
+    def __init__(self, ctx: LoweringContext, node: Node):
         self.ctx, self.node, self.em = ctx, node, ctx.em
         g = ctx.graph
         self.layout = int(node.attrs.get("layout", 0))
@@ -189,11 +193,11 @@ class LstmLowering:
         rv = ctx.new_const(f"r_t{d}", device_cast(np.ascontiguousarray(rt), self.dtype))
         for i0, n in self.i_tiles:
             tile = sbuf_ap(self.w_pool.take(), n, 4 * H, self.dtype)
-            em.emit("dma", "dma_copy", {"dst": tile, "src": hbm(wv, i0 * 4 * H, ((1, n * 4 * H),))})
+            em.emit("dma", "dma_copy", {"dst": tile, "src": hbm_pattern(wv, i0 * 4 * H, ((1, n * 4 * H),))})
             dd.wt.append(tile)
         for h0, n in self.h_tiles:
             tile = sbuf_ap(self.w_pool.take(), n, 4 * H, self.dtype)
-            em.emit("dma", "dma_copy", {"dst": tile, "src": hbm(rv, h0 * 4 * H, ((1, n * 4 * H),))})
+            em.emit("dma", "dma_copy", {"dst": tile, "src": hbm_pattern(rv, h0 * 4 * H, ((1, n * 4 * H),))})
             dd.rt.append(tile)
         if self.b is None:
             dd.bias = [None] * len(self.h_tiles)
@@ -202,7 +206,7 @@ class LstmLowering:
         bv = ctx.new_const(f"bias{d}", np.ascontiguousarray(bias.reshape(GATES, H).T))  # [H, 4]
         for h0, n in self.h_tiles:
             tile = sbuf_ap(self.bias_pool.take(), n, GATES, "f32")
-            em.emit("dma", "dma_copy", {"dst": tile, "src": hbm(bv, h0 * GATES, ((1, n * GATES),))})
+            em.emit("dma", "dma_copy", {"dst": tile, "src": hbm_pattern(bv, h0 * GATES, ((1, n * GATES),))})
             dd.bias.append(tile)
 
     # -- main -------------------------------------------------------------------------------------
@@ -211,18 +215,18 @@ class LstmLowering:
         H, bt, ch = self.hidden, plan.batch_tile, plan.chunk
         nh, ni, D = len(self.h_tiles), len(self.i_tiles), self.dirs
         lim = pe_limits(self.ctx)
-        self.w_pool = Pool(em.sbuf, 4 * H * self.isz, D * (ni + nh))
-        self.bias_pool = Pool(em.sbuf, 16, D * nh)
-        self.eye_pool = Pool(em.sbuf, 4 * self.parts, 1)
-        self.xt_pool = Pool(em.sbuf, ch * bt * self.isz, 2 * D * ni)
-        self.xp_pool = Pool(em.sbuf, 16 * ch * bt, 2 * D * nh)
-        self.y_pool = Pool(em.sbuf, ch * bt * self.isz, 2 * D * nh)
-        self.s_pool = Pool(em.sbuf, 16 * bt, 2 * D * nh)
+        self.w_pool = SlotPool(em.sbuf, 4 * H * self.isz, D * (ni + nh))
+        self.bias_pool = SlotPool(em.sbuf, 16, D * nh)
+        self.eye_pool = SlotPool(em.sbuf, 4 * self.parts, 1)
+        self.xt_pool = SlotPool(em.sbuf, ch * bt * self.isz, 2 * D * ni)
+        self.xp_pool = SlotPool(em.sbuf, 16 * ch * bt, 2 * D * nh)
+        self.y_pool = SlotPool(em.sbuf, ch * bt * self.isz, 2 * D * nh)
+        self.s_pool = SlotPool(em.sbuf, 16 * bt, 2 * D * nh)
         # c lives from one step of its direction to the next: a pool per direction, so that steps
         # of one direction alone (chunks of unequal length) never recycle the other's state
-        self.c_pools = [Pool(em.sbuf, 4 * bt, 3 * nh) for _ in range(D)]
-        self.tmp_pool = Pool(em.sbuf, 4 * bt, 4 * D * nh)
-        self.psum_pool = Pool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
+        self.c_pools = [SlotPool(em.sbuf, 4 * bt, 3 * nh) for _ in range(D)]
+        self.tmp_pool = SlotPool(em.sbuf, 4 * bt, 4 * D * nh)
+        self.psum_pool = SlotPool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
         eye = self.ctx.new_const("identity", np.eye(self.parts, dtype=np.float32))
         self.eye = sbuf_ap(self.eye_pool.take(), self.parts, self.parts, "f32")
         em.emit("dma", "dma_copy", {"dst": self.eye, "src": eye.flat()})
@@ -262,7 +266,7 @@ class LstmLowering:
             for h0, hn in self.h_tiles:
                 pool = self.y_pool if attr == "h" else self.c_pools[dd.d]
                 tile = sbuf_ap(pool.take(), hn, bn, dtype)
-                src = hbm(v, dd.d * self.hs_d + b0 * self.hs_b + h0, ((1, hn), (self.hs_b, bn)))
+                src = hbm_pattern(v, dd.d * self.hs_d + b0 * self.hs_b + h0, ((1, hn), (self.hs_b, bn)))
                 self.em.emit("dma", "dma_copy", {"dst": tile, "src": src})
                 tiles.append(tile)
             setattr(dd, attr, tiles)
@@ -350,7 +354,7 @@ class LstmLowering:
         if self.y_out is None:
             return
         for (h0, hn), y in zip(self.h_tiles, dd.y):
-            dst = hbm(self.y_out, t0 * self.ys_t + dd.d * self.ys_d + b0 * self.ys_b + h0,
+            dst = hbm_pattern(self.y_out, t0 * self.ys_t + dd.d * self.ys_d + b0 * self.ys_b + h0,
                        ((1, hn), (self.ys_t, tc), (self.ys_b, bn)))
             self.em.emit("dma", "dma_copy", {"dst": dst, "src": sub(y, hn, 0, ((1, tc * bn),))})
 
@@ -359,12 +363,12 @@ class LstmLowering:
             if out is None:
                 continue
             for (h0, hn), tile in zip(self.h_tiles, tiles):
-                dst = hbm(out, dd.d * self.hs_d + b0 * self.hs_b + h0, ((1, hn), (self.hs_b, bn)))
+                dst = hbm_pattern(out, dd.d * self.hs_d + b0 * self.hs_b + h0, ((1, hn), (self.hs_b, bn)))
                 self.em.emit("dma", "dma_copy", {"dst": dst, "src": tile})
 
 
 @kernel("LSTM")
-def lstm(ctx, node) -> None:
+def lstm(ctx: LoweringContext, node: Node) -> None:
     why = lstm_problem(node, ctx.graph)
     if why:
         raise CompileError(f"{node.name}: {why}")

@@ -1,18 +1,8 @@
-"""MatMul and Gemm on the PE, plus what conv.py shares: buffer pools, K-major operand loads and the
-fused bias/activation epilogue.
+"""MatMul and Gemm on the PE: a tiled GEMM with resident or streamed operands and a fused
+bias/activation epilogue (operand loads in lib/pe.py, the epilogue in lib/epilogue.py).
 
-The PE computes psum[M, N] = stat[K, M]^T @ mov[K, N] with K on partitions. An output tile keeps M
-rows on partitions and N columns on the free axis, so it leaves for row-major HBM with one
-contiguous run per partition. Both operands must have K on partitions:
-- B [K, N] (row-major) already has it: one contiguous run per partition;
-- A [M, K] has K innermost. Constant operands are rearranged at compile time (free at run time).
-  Activations are loaded with a DMA whose runs are 32 elements long into a tile laid out so that
-  one DVE `transpose32` (32x32 block transposes) finishes the transpose; ragged edges (sizes not
-  multiples of 32) and tiles smaller than 32 use a transposing DMA (one run per element, cheap
-  only because there are few elements). This keeps the PE free for matmuls.
-Operands are cast to the compute dtype by the loading DMA (constants are stored pre-cast). int8
-compute is not done here yet (that needs quantized operands and i32 PSUM): an "i8" compute dtype
-runs these kernels in bf16.
+An output tile keeps M rows on partitions and N columns on the free axis, so it leaves for
+row-major HBM with one contiguous run per partition.
 
 Buffers: every SBUF/PSUM buffer a node needs is allocated once, up front, in pools that hand their
 slots out round-robin; the emitter orders each reuse after the previous user, so loads of the next
@@ -21,311 +11,43 @@ overwritten by the ring allocator wrapping around.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
 from device_model.dtypes import itemsize
-from device_model.isa import AP, MAX_FREE_DIMS
-from device_model.numerics import HARDSIGMOID_ALPHA, HARDSIGMOID_BETA, cast
-from device_model.timing import contiguous_runs
+from device_model.isa import AP
 
-from ..emitter import SBUF_BLOCK
+from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
-from ..tiling import broadcast_strides, coalesce, row_major_strides
+from ..graph import Node
 from . import kernel
+from .lib.ap import hbm_pattern, sbuf_ap, sub
+from .lib.dims import broadcast_strides, coalesce, row_major_strides
+from .lib.epilogue import Epilogue, epilogue_for
+from .lib.pe import Mat, PeLimits, device_cast, load_kmajor, operand_dtype, pe_limits
+from .lib.pools import SlotPool, padded
 
-BLOCK = 32  # transpose32 block size
 STORE_COLS = 2048  # f32 columns of results gathered before one store
-
-# ---- sizes ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PeLimits:
-    k: int       # contraction rows (partitions)
-    m: int       # stationary columns = output partitions
-    n: int       # moving columns per matmul = f32 elements in one PSUM bank
-    sbuf_budget: int  # bytes per partition one node may keep live (half the SBUF)
-    psum_banks: int   # PSUM banks one node may use (half the PSUM)
-    bank_bytes: int
-
-
-def pe_limits(ctx) -> PeLimits:
-    pe = ctx.arch.raw["pe"]
-    bank = ctx.em.psum.align
-    return PeLimits(k=min(pe["rows"], ctx.arch.partitions), m=min(pe["cols"], ctx.arch.partitions),
-                    n=min(pe["max_n"], bank // 4), sbuf_budget=ctx.em.sbuf.size // 2,
-                    psum_banks=max(1, (ctx.em.psum.size // 2) // bank), bank_bytes=bank)
-
-
-def operand_dtype(ctx, node) -> str:
-    """The PE input dtype for this node: the compute dtype, with int8 run as bf16 (see module doc)."""
-    dt = ctx.compute_dtype(node)
-    return "bf16" if dt == "i8" else dt
-
-
-def device_cast(array: np.ndarray, dtype: str) -> np.ndarray:
-    """A compile-time constant converted exactly as the device's DMA would convert it."""
-    return cast(np.asarray(array, dtype=np.float32), dtype)
-
-
-# ---- buffers -------------------------------------------------------------------------------------
-
-
-class Pool:
-    """`count` buffers of `nbytes` per partition, allocated once, handed out round-robin. Sizes are
-    rounded up to the emitter's hazard-tracking block so that two buffers never share a block
-    (which would serialise their users)."""
-
-    def __init__(self, allocator, nbytes: int, count: int):
-        self.nbytes = padded(nbytes, SBUF_BLOCK)
-        self.offsets = [allocator.alloc(self.nbytes) for _ in range(max(count, 1))]
-        self._next = 0
-
-    def take(self) -> int:
-        off = self.offsets[self._next % len(self.offsets)]
-        self._next += 1
-        return off
-
-
-def padded(nbytes: int, align: int = SBUF_BLOCK) -> int:
-    return -(-max(nbytes, 1) // align) * align
-
-
-def sbuf_ap(offset: int, partitions: int, free: int, dtype: str, pstart: int = 0) -> AP:
-    return AP("sbuf", offset, ((1, free),), dtype, pstart, partitions)
-
-
-def sub(ap: AP, partitions: int, elem_offset: int, dims, pstart: int = 0) -> AP:
-    """A region of an SBUF/PSUM tile: partitions [pstart, pstart+partitions), free dims from an
-    element offset."""
-    return AP(ap.space, ap.offset + elem_offset * itemsize(ap.dtype), simplify(dims), ap.dtype,
-              ap.pstart + pstart, partitions)
-
-
-def simplify(pairs) -> tuple[tuple[int, int], ...]:
-    """(stride, count) dims, outermost first, with count-1 dims dropped and neighbours that continue
-    each other merged (the element order is unchanged)."""
-    out: list[tuple[int, int]] = []
-    for s, c in pairs:
-        if c == 1:
-            continue
-        if out and out[-1][0] == s * c:
-            out[-1] = (s, out[-1][1] * c)
-        else:
-            out.append((s, c))
-    return tuple(out) or ((1, 1),)
-
-
-def hbm(value, elem_offset: int, pairs, dtype: str | None = None) -> AP:
-    dims = simplify(pairs)
-    if len(dims) > MAX_FREE_DIMS:
-        raise CompileError(f"internal: access pattern with {len(dims)} dims {dims} for {value.name}")
-    return AP("hbm", value.offset + elem_offset * itemsize(value.dtype), dims, dtype or value.dtype)
-
-
-def dims_fit(pairs) -> bool:
-    return len(simplify(pairs)) <= MAX_FREE_DIMS
-
-
-# ---- matrices in HBM -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Mat:
-    """A batch of matrices in HBM: element (g, r, c) is at element `off + g*sg + r*sr + c*sc` of
-    `value` (a DeviceValue)."""
-
-    value: object
-    off: int
-    sr: int
-    sc: int
-    sg: int = 0
-
-    def t(self) -> "Mat":
-        return replace(self, sr=self.sc, sc=self.sr)
-
-    def shift(self, elems: int) -> "Mat":
-        return replace(self, off=self.off + elems)
-
-    def at(self, g: int = 0, r: int = 0, c: int = 0) -> "Mat":
-        return replace(self, off=self.off + g * self.sg + r * self.sr + c * self.sc)
-
-    def ap(self, rows: int, groups: int, cols: int, dtype: str | None = None) -> AP:
-        """[rows, groups, cols] from (0, 0, 0), in that element order."""
-        return hbm(self.value, self.off, ((self.sr, rows), (self.sg, groups), (self.sc, cols)), dtype)
-
-
-def load_kmajor(ctx, mat: Mat, rows: int, cols: int, groups: int, tile: AP) -> None:
-    """Fill `tile` ([rows partitions, groups*cols] SBUF) with mat[g, r, c] at partition r, free
-    g*cols + c, converting to the tile's dtype in the DMA. Rows are the K (contraction) axis."""
-    em = ctx.em
-    if mat.sc == 1 or cols == 1 or mat.sr != 1:
-        em.emit("dma", "dma_copy", {"dst": tile, "src": mat.ap(rows, groups, cols)})
-        return
-    # K is the contiguous axis: transpose on the way in
-    whole = [(tile, mat.ap(rows, groups, cols))]
-    plan = _block_transpose_plan(mat, rows, cols, groups, tile)
-    if plan is None or _dma_cost(ctx, whole) <= _dma_cost(ctx, plan[0]):
-        em.emit("dma", "dma_copy", {"dst": tile, "src": whole[0][1]})
-        return
-    dmas, square = plan
-    for dst, src in dmas:
-        em.emit("dma", "dma_copy", {"dst": dst, "src": src})
-    em.emit("dve", "transpose32", {"dst": square, "src": square})
-
-
-def _block_transpose_plan(mat: Mat, rows: int, cols: int, groups: int, tile: AP):
-    """DMAs with 32-element runs that leave X[32a + c, (g, 32b + r)] = mat[g, 32a + r, 32b + c] in
-    the tile, so that transpose32 of that square region gives the K-major layout; ragged edges
-    (rows or columns beyond the last full block) come with one-run-per-element DMAs. Returns
-    (dmas, square region) or None when there is no full 32x32 block."""
-    kf, xf = rows // BLOCK * BLOCK, cols // BLOCK * BLOCK
-    if kf == 0 or xf == 0:
-        return None
-    region = ((cols, groups), (1, xf))
-    inner = ((mat.sc, BLOCK), (mat.sg, groups), (BLOCK * mat.sc, xf // BLOCK), (1, BLOCK))
-    dmas = []
-    if rows > kf:  # rows without a full block
-        dmas.append((sub(tile, rows - kf, 0, ((cols, groups), (1, cols)), kf),
-                     mat.at(r=kf).ap(rows - kf, groups, cols)))
-    if cols > xf:  # columns without a full block
-        dmas.append((sub(tile, kf, xf, ((cols, groups), (1, cols - xf))),
-                     mat.at(c=xf).ap(kf, groups, cols - xf)))
-    whole = ((BLOCK, kf // BLOCK),) + inner
-    if dims_fit(whole):
-        dmas.append((sub(tile, kf, 0, region), hbm(mat.value, mat.off, whole)))
-    else:
-        for a in range(kf // BLOCK):
-            dmas.append((sub(tile, BLOCK, 0, region, a * BLOCK), hbm(mat.value, mat.off + a * BLOCK, inner)))
-    return dmas, sub(tile, kf, 0, region)
-
-
-def _dma_cost(ctx, dmas) -> float:
-    """Cycles for DMAs that write one tile (the emitter serialises them: they share its blocks)."""
-    dma = ctx.arch.raw["dma"]
-    per_cycle = ctx.arch.raw["hbm"]["bandwidth_gbps"] / ctx.arch.clock_ghz
-    total = 0.0
-    for dst, src in dmas:
-        runs = max(contiguous_runs(dst), contiguous_runs(src))
-        nbytes = max(dst.nbytes, src.nbytes) + runs * dma["run_overhead_bytes"]
-        total += dma["latency_cycles"] + nbytes / per_cycle
-    return total
-
-
-# ---- epilogue: bias, scale, activation -----------------------------------------------------------
-
-ACT_FUNCS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "HardSwish": "hardswish",
-             "LeakyRelu": "leaky_relu"}
-
-
-@dataclass
-class Epilogue:
-    """dst = act(src * scale + bias) where bias is a per-partition [P,1] AP (`row_bias`), a tile of
-    the same shape as src (`tile_bias`) or a number (`const_bias`)."""
-
-    scale: float = 1.0
-    const_bias: float = 0.0
-    act: dict | None = None
-    mode: str = "exact"
-
-    def emit(self, ctx, src: AP, dst: AP, row_bias: AP | None = None, tile_bias: AP | None = None) -> None:
-        em = ctx.em
-        cur = src
-        if tile_bias is not None:
-            if self.scale != 1.0:
-                em.emit("dve", "tensor_scalar", {"dst": dst, "src": cur}, op0="mul", s0=self.scale)
-                cur = dst
-            em.emit("dve", "tensor_tensor", {"dst": dst, "a": cur, "b": tile_bias}, op="add")
-            self._activation(ctx, dst, dst, 1.0, None, 0.0)
-            return
-        self._activation(ctx, cur, dst, self.scale, row_bias, self.const_bias)
-
-    def _activation(self, ctx, src, dst, scale, row_bias, const_bias) -> None:
-        em, act = ctx.em, self.act
-        name = act["name"] if act else None
-        func = _act_func(act)
-        affine = []  # tensor_scalar stages for x*scale + bias
-        if scale != 1.0:
-            affine.append(("mul", scale, None))
-        if row_bias is not None:
-            affine.append(("add", None, row_bias))
-        elif const_bias != 0.0:
-            affine.append(("add", const_bias, None))
-        if name is None or name == "Relu":
-            stages = affine + ([("max", 0.0, None)] if name == "Relu" else [])
-            if len(stages) <= 2:
-                _tensor_scalar(em, src, dst, stages)
-                return
-        if func is not None:
-            attrs = {"func": func, "mode": self.mode}
-            if func == "leaky_relu":
-                attrs["alpha"] = float(act.get("alpha", 0.01))
-            operands = {"dst": dst, "src": src}
-            if scale != 1.0:
-                attrs["scale"] = float(scale)
-            if row_bias is not None:
-                operands["bias_ap"] = row_bias
-            elif const_bias != 0.0:
-                attrs["bias"] = float(const_bias)
-            em.emit("act", "activate", operands, **attrs)
-            return
-        # DVE-only tails: Clip and HardSigmoid with non-default parameters
-        if affine or src != dst:
-            _tensor_scalar(em, src, dst, affine)
-        if name == "Clip":
-            clip = [(op, float(v), None) for op, v in (("max", act.get("min")), ("min", act.get("max")))
-                    if v is not None]
-            if clip:
-                _tensor_scalar(em, dst, dst, clip)
-        elif name == "HardSigmoid":
-            _tensor_scalar(em, dst, dst, [("mul", float(act.get("alpha", HARDSIGMOID_ALPHA)), None),
-                                          ("add", float(act.get("beta", HARDSIGMOID_BETA)), None)])
-            _tensor_scalar(em, dst, dst, [("max", 0.0, None), ("min", 1.0, None)])
-        else:
-            raise CompileError(f"fused activation {name} is not supported by the matmul/conv epilogue")
-
-
-def _act_func(act) -> str | None:
-    """The ACT function computing `act` exactly, or None."""
-    if not act:
-        return "identity"
-    name = act["name"]
-    if name in ACT_FUNCS:
-        return ACT_FUNCS[name]
-    if name == "Gelu":
-        return "gelu_tanh" if act.get("approximate", "none") == "tanh" else "gelu"
-    if name == "HardSigmoid" and _same_f32(act.get("alpha", HARDSIGMOID_ALPHA), HARDSIGMOID_ALPHA) \
-            and _same_f32(act.get("beta", HARDSIGMOID_BETA), HARDSIGMOID_BETA):
-        return "hardsigmoid"  # the device's fixed parameters (ONNX attributes are float32)
-    return None
-
-
-def _same_f32(a, b) -> bool:
-    return np.float32(a) == np.float32(b)
-
-
-def _tensor_scalar(em, src, dst, stages) -> None:
-    if not stages:
-        em.emit("dve", "copy", {"dst": dst, "src": src})
-        return
-    attrs, operands = {}, {"dst": dst, "src": src}
-    for i, (op, value, ap) in enumerate(stages):
-        attrs[f"op{i}"] = op
-        if ap is not None:
-            operands[f"s{i}_ap"] = ap
-        else:
-            attrs[f"s{i}"] = float(value)
-    em.emit("dve", "tensor_scalar", operands, **attrs)
-
-
-def epilogue_for(ctx, node, scale: float = 1.0, const_bias: float = 0.0) -> Epilogue:
-    return Epilogue(scale=scale, const_bias=const_bias, act=node.attrs.get("fused_activation"),
-                    mode=ctx.act_mode(node))
 
 
 # ---- the tiled GEMM ------------------------------------------------------------------------------
+
+
+class BatchGroup(NamedTuple):
+    """`count` consecutive matrices of a batch, with the element offsets of the first one in each
+    operand."""
+
+    a: int
+    b: int
+    out: int
+    bias: int
+    count: int
+
+
+ONE_MATRIX = [BatchGroup(0, 0, 0, 0, 1)]
 
 
 @dataclass
@@ -333,8 +55,8 @@ class GemmProblem:
     """out[g] = epilogue(a[g] @ b[g]) for each group of a batch.
 
     `ka`: A as a K-major matrix (rows K, cols M); `kb`: B (rows K, cols N); `out` rows M, cols N.
-    `batches`: (a offset, b offset, out offset, bias offset, G) per batch group; inside a group
-    the G matrices are `sg` apart in each Mat. `bias`: a Mat over [M, N] (strides may be 0) or None.
+    `batches`: the batch groups; inside a group the matrices are `sg` apart in each
+    Mat. `bias`: a Mat over [M, N] (strides may be 0) or None.
     """
 
     ka: Mat
@@ -343,16 +65,17 @@ class GemmProblem:
     m: int
     n: int
     k: int
-    batches: list
+    batches: list[BatchGroup]
     bias: Mat | None = None
     epilogue: Epilogue | None = None
 
 
-def run_gemm(ctx, node, p: GemmProblem, dtype: str) -> None:
+def run_gemm(ctx: LoweringContext, node: Node, p: GemmProblem, dtype: str) -> None:
+    """Emit the tiled GEMM of `p` with operands in `dtype`."""
     lim = pe_limits(ctx)
     em = ctx.em
     isz = itemsize(dtype)
-    gmax = max(b[4] for b in p.batches)
+    gmax = max(b.count for b in p.batches)
     mt_max = min(p.m, lim.m)
     nt_max = min(p.n * gmax, lim.n) // gmax if gmax > 1 else min(p.n, lim.n)
     k_tiles = [(k0, min(lim.k, p.k - k0)) for k0 in range(0, p.k, lim.k)]
@@ -377,27 +100,28 @@ def run_gemm(ctx, node, p: GemmProblem, dtype: str) -> None:
     if fixed + a_bytes + b_bytes > budget:
         raise CompileError(f"{node.name}: matmul tiles need {fixed + a_bytes + b_bytes} bytes of SBUF per "
                            f"partition ({budget} available)")
-    a_pool = Pool(em.sbuf, a_tile, 2 * nk if a_resident else 3)
-    b_pool = Pool(em.sbuf, b_full if b_resident else padded(gmax * nt_max * isz), 2 * nk if b_resident else 3)
-    out_pool = Pool(em.sbuf, out_bytes, 3)
+    a_pool = SlotPool(em.sbuf, a_tile, 2 * nk if a_resident else 3)
+    b_pool = SlotPool(em.sbuf, b_full if b_resident else padded(gmax * nt_max * isz), 2 * nk if b_resident else 3)
+    out_pool = SlotPool(em.sbuf, out_bytes, 3)
     # a bias that varies only along N is loaded once per N tile (broadcast over partitions)
     cached_bias = bias_kind == "tile" and p.bias.sr == 0 and p.bias.sg == 0 and \
         len(n_tiles) * bias_bytes <= budget - fixed - a_bytes - b_bytes + 2 * bias_bytes
-    bias_pool = Pool(em.sbuf, bias_bytes, len(n_tiles) if cached_bias else 2) if bias_kind else None
+    bias_pool = SlotPool(em.sbuf, bias_bytes, len(n_tiles) if cached_bias else 2) if bias_kind else None
     bias_cache = {}
-    psum_pool = Pool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
+    psum_pool = SlotPool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
 
-    def load(mat, extra, k0, kt, x0, xt, g, pool):
+    def load(mat: Mat, extra: int, k0: int, kt: int, x0: int, xt: int, g: int, pool: SlotPool) -> AP:
         tile = sbuf_ap(pool.take(), kt, g * xt, dtype)
         load_kmajor(ctx, mat.shift(extra).at(r=k0, c=x0), kt, xt, g, tile)
         return tile
 
     work = [(bi, m0, mt) for bi in range(len(p.batches)) for m0, mt in m_tiles]
 
-    def resident_tiles(step):
+    def resident_tiles(step: int) -> tuple[list[AP] | None, list[AP] | None]:
         """Loads of the resident operands of work item `step`: B when its batch group starts, A."""
         bi, m0, mt = work[step]
-        a_off, b_off, _, _, g = p.batches[bi]
+        grp = p.batches[bi]
+        a_off, b_off, g = grp.a, grp.b, grp.count
         b_tiles = None
         if b_resident and (step == 0 or work[step - 1][0] != bi):
             b_tiles = [load(p.kb, b_off, k0, kt, 0, p.n, g, b_pool) for k0, kt in k_tiles]
@@ -407,7 +131,8 @@ def run_gemm(ctx, node, p: GemmProblem, dtype: str) -> None:
     # the next item's loads are emitted before this item's compute (engines run in order)
     upcoming = resident_tiles(0)
     for step, (bi, m0, mt) in enumerate(work):
-        a_off, b_off, o_off, c_off, g = p.batches[bi]
+        grp = p.batches[bi]
+        a_off, b_off, o_off, c_off, g = grp.a, grp.b, grp.out, grp.bias, grp.count
         new_b, a_tiles = upcoming
         if new_b is not None:
             b_tiles = new_b
@@ -464,7 +189,7 @@ def _bias_kind(bias: Mat | None) -> str | None:
 # ---- MatMul / Gemm -------------------------------------------------------------------------------
 
 
-def _const_mat(ctx, hint: str, array: np.ndarray, dtype: str):
+def _const_mat(ctx: LoweringContext, hint: str, array: np.ndarray, dtype: str) -> DeviceValue:
     """Place a kernel-arranged constant (already in its final layout) in the compute dtype."""
     return ctx.new_const(hint, device_cast(np.ascontiguousarray(array), dtype))
 
@@ -481,13 +206,14 @@ def _group_size(lim: PeLimits, m: int, n: int, k: int, inner: int, isz: int) -> 
     return max(g, 1)
 
 
-def _batch_groups(out_batch, strides, group_size):
+def _batch_groups(out_batch: tuple[int, ...], strides: list[tuple[int, ...]],
+                  group_size: Callable[[int], int]) -> tuple[list[BatchGroup], tuple[int, ...]]:
     """(a, b, out, bias offsets, group size) for every group of consecutive matrices along the
     innermost (coalesced) batch dim, and the per-operand strides inside a group; `strides` = per
     operand (a, b, out, bias) element strides per batch dim; `group_size(count)` picks the size."""
     shape, strides = coalesce(tuple(out_batch), [tuple(s) for s in strides])
     if not shape:
-        return [(0, 0, 0, 0, 1)], (0, 0, 0, 0)
+        return ONE_MATRIX, (0, 0, 0, 0)
     outer, inner = shape[:-1], shape[-1]
     g = group_size(inner)
     inner_strides = tuple(s[-1] for s in strides)
@@ -495,11 +221,12 @@ def _batch_groups(out_batch, strides, group_size):
     for idx in np.ndindex(*outer):
         base = [sum(i * s for i, s in zip(idx, st[:-1])) for st in strides]
         for j0 in range(0, inner, g):
-            groups.append(tuple(b + j0 * s for b, s in zip(base, inner_strides)) + (min(g, inner - j0),))
+            groups.append(BatchGroup(*(b + j0 * s for b, s in zip(base, inner_strides)), min(g, inner - j0)))
     return groups, inner_strides
 
 
-def _matrix_bias(ctx, name: str, m: int, n: int, batch_rank: int, beta: float = 1.0):
+def _matrix_bias(ctx: LoweringContext, name: str, m: int, n: int, batch_rank: int,
+                 beta: float = 1.0) -> float | tuple[Mat, tuple[int, ...]]:
     """A bias C broadcast to [.., M, N] as (Mat, its batch strides), or a Python float when it is a
     single constant value. A constant is pre-scaled by `beta` in f32 (a run-time C is scaled by
     the caller)."""
@@ -526,7 +253,7 @@ def _matrix_bias(ctx, name: str, m: int, n: int, batch_rank: int, beta: float = 
 
 
 @kernel("MatMul")
-def matmul(ctx, node) -> None:
+def matmul(ctx: LoweringContext, node: Node) -> None:
     dtype = operand_dtype(ctx, node)
     lim = pe_limits(ctx)
     a_name, b_name = node.inputs[0], node.inputs[1]
@@ -577,10 +304,10 @@ def matmul(ctx, node) -> None:
         kb = Mat(ctx.value(b_name), 0, n, 1)
     outm = Mat(out, 0, n, 1)
     if fold:
-        batches = [(0, 0, 0, 0, 1)]
+        batches = ONE_MATRIX
         m_run = m_eff
     else:
-        def group_size(count):
+        def group_size(count: int) -> int:
             return _group_size(lim, m, n, k, count, itemsize(dtype))
 
         batches, inner = _batch_groups(out_batch, [sa, sb, so, bias_strides], group_size)
@@ -593,7 +320,7 @@ def matmul(ctx, node) -> None:
 
 
 @kernel("Gemm")
-def gemm(ctx, node) -> None:
+def gemm(ctx: LoweringContext, node: Node) -> None:
     dtype = operand_dtype(ctx, node)
     a_name, b_name = node.inputs[0], node.inputs[1]
     trans_a, trans_b = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
@@ -640,12 +367,12 @@ def gemm(ctx, node) -> None:
             bias = got[0]
             if ctx.const(c_name) is None and beta != 1.0:
                 bias = _scaled_runtime_bias(ctx, node, bias, m, n, beta)
-    problem = GemmProblem(ka, kb, Mat(out, 0, n, 1), m, n, k, [(0, 0, 0, 0, 1)], bias,
+    problem = GemmProblem(ka, kb, Mat(out, 0, n, 1), m, n, k, ONE_MATRIX, bias,
                           epilogue_for(ctx, node, scale=scale, const_bias=const_bias))
     run_gemm(ctx, node, problem, dtype)
 
 
-def _scaled_runtime_bias(ctx, node, bias: Mat, m: int, n: int, beta: float) -> Mat:
+def _scaled_runtime_bias(ctx: LoweringContext, node: Node, bias: Mat, m: int, n: int, beta: float) -> Mat:
     """beta * C for a C computed at run time, materialised in HBM scratch as a full [M, N]
     (rows on partitions, one DVE multiply per tile)."""
     lim = pe_limits(ctx)
@@ -658,5 +385,5 @@ def _scaled_runtime_bias(ctx, node, bias: Mat, m: int, n: int, beta: float) -> M
             tile = sbuf_ap(em.sbuf.alloc(nt * 4), mt, nt, "f32")
             em.emit("dma", "dma_copy", {"dst": tile, "src": bias.at(r=m0, c=n0).ap(mt, 1, nt)})
             em.emit("dve", "tensor_scalar", {"dst": tile, "src": tile}, op0="mul", s0=float(beta))
-            em.emit("dma", "dma_copy", {"dst": hbm(scaled, m0 * n + n0, ((n, mt), (1, nt))), "src": tile})
+            em.emit("dma", "dma_copy", {"dst": hbm_pattern(scaled, m0 * n + n0, ((n, mt), (1, nt))), "src": tile})
     return Mat(scaled, 0, n, 1)

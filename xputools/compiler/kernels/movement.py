@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -13,39 +14,34 @@ import numpy as np
 from device_model.dtypes import itemsize
 from device_model.isa import AP
 
+from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
-from ..tiling import broadcast_strides, row_major_strides
+from ..graph import Node
 from . import kernel
-from .common import is_float
-from .datamove import (
+from .lib.ap import hbm_ap, is_float, new_tile
+from .lib.datamove import (
     STAGE_BYTES,
     DmaCost,
     Filler,
-    Slots,
-    blocks,
     copy_direct,
     copy_region,
     direct_cycles,
-    hbm,
-    loop_excess,
-    pattern,
     progressions,
     row_groups,
     row_slots,
-    sbuf,
-    simplify,
-    volume,
 )
+from .lib.dims import blocks, broadcast_strides, count_stride_dims, loop_excess, merge_dims, row_major_strides, volume
+from .lib.pools import SlotPool
 
 
-def _axis(node, rank: int, default: int = 0) -> int:
+def _axis(node: Node, rank: int, default: int = 0) -> int:
     axis = int(node.attrs.get("axis", default))
     if not -rank <= axis < max(rank, 1):
         raise CompileError(f"{node.name}: axis {axis} is out of range for rank {rank}")
     return axis + rank if axis < 0 else axis
 
 
-def _const_ints(ctx, node, index: int, what: str) -> list[int] | None:
+def _const_ints(ctx: LoweringContext, node: Node, index: int, what: str) -> list[int] | None:
     name = node.input(index)
     if not name:
         return None
@@ -57,42 +53,44 @@ def _const_ints(ctx, node, index: int, what: str) -> list[int] | None:
 
 # ---- aliases ---------------------------------------------------------------------------------------
 @kernel("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
-def reshape(ctx, node) -> None:
+def reshape(ctx: LoweringContext, node: Node) -> None:
     """Same bytes, another shape: the output names the input's HBM region."""
     ctx.alias(node.outputs[0], node.inputs[0])
 
 
 # ---- Concat / Split ----------------------------------------------------------------------------------
+def _slab_copier(ctx: LoweringContext, shape: tuple[int, ...], axis: int) -> Callable[..., None]:
+    """copy(dst, dst_pos, src, src_pos, k): k positions along `axis` (over all outer and inner
+    elements of a tensor of `shape`) between two tensors that differ only in that axis's length."""
+    inner, outer = math.prod(shape[axis + 1:]), math.prod(shape[:axis])
+
+    def copy(dst: DeviceValue, dst_pos: int, src: DeviceValue, src_pos: int, k: int) -> None:
+        if k and outer:
+            copy_region(ctx, dst, dst_pos * inner, src, src_pos * inner,
+                        [(outer, dst.shape[axis] * inner, src.shape[axis] * inner), (k * inner, 1, 1)])
+    return copy
+
+
 @kernel("Concat")
-def concat(ctx, node) -> None:
+def concat(ctx: LoweringContext, node: Node) -> None:
     out = ctx.output(node.outputs[0])
     axis = _axis(node, len(out.shape))
-    inner = math.prod(out.shape[axis + 1:])
-    outer = math.prod(out.shape[:axis])
-    length = out.shape[axis]
-    pos = 0
+    copy, pos = _slab_copier(ctx, out.shape, axis), 0
     for name in node.present_inputs():
         v = ctx.value(name)
-        k = v.shape[axis] if v.shape else 1
-        if k and outer:
-            copy_region(ctx, out, pos * inner, v, 0, [(outer, length * inner, k * inner), (k * inner, 1, 1)])
-        pos += k
+        copy(out, pos, v, 0, v.shape[axis])
+        pos += v.shape[axis]
 
 
 @kernel("Split")
-def split(ctx, node) -> None:
+def split(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     axis = _axis(node, len(x.shape))
-    inner = math.prod(x.shape[axis + 1:])
-    outer = math.prod(x.shape[:axis])
-    pos = 0
+    copy, pos = _slab_copier(ctx, x.shape, axis), 0
     for name in node.outputs:  # the static output shapes give the split sizes
         out = ctx.output(name)
-        k = out.shape[axis]
-        if k and outer:
-            copy_region(ctx, out, 0, x, pos * inner,
-                        [(outer, k * inner, x.shape[axis] * inner), (k * inner, 1, 1)])
-        pos += k
+        copy(out, 0, x, pos, out.shape[axis])
+        pos += out.shape[axis]
     if pos != x.shape[axis]:
         raise CompileError(f"{node.name}: outputs cover {pos} of the {x.shape[axis]} elements "
                            f"along axis {axis}")
@@ -115,7 +113,7 @@ def slice_axis(dim: int, start: int, end: int, step: int) -> tuple[int, int]:
 
 
 @kernel("Slice")
-def slice_(ctx, node) -> None:
+def slice_(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     rank = len(x.shape)
@@ -142,7 +140,7 @@ def slice_(ctx, node) -> None:
 
 # ---- Expand ----------------------------------------------------------------------------------------
 @kernel("Expand")
-def expand(ctx, node) -> None:
+def expand(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     src = broadcast_strides(x.shape, out.shape)
@@ -151,7 +149,7 @@ def expand(ctx, node) -> None:
 
 # ---- Gather ----------------------------------------------------------------------------------------
 @kernel("Gather")
-def gather(ctx, node) -> None:
+def gather(ctx: LoweringContext, node: Node) -> None:
     data = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     axis = _axis(node, len(data.shape))
@@ -175,7 +173,7 @@ def gather(ctx, node) -> None:
         isz = itemsize(data.dtype)
         # copies into one output are ordered one after the other: few runs of indices are cheaper as
         # DMAs, many as a run-time gather from the index table
-        as_copies = sum(direct_cycles(ctx, simplify(d), isz) for _, _, d in copies)
+        as_copies = sum(direct_cycles(ctx, merge_dims(d), isz) for _, _, d in copies)
         if as_copies <= _gather_cycles(ctx, outer, inner, n, isz):
             for dst_off, src_off, dims in copies:
                 copy_region(ctx, out, dst_off, data, src_off, dims)
@@ -183,7 +181,7 @@ def gather(ctx, node) -> None:
     gather_rows(ctx, out, data, ctx.value(node.inputs[1]), outer, rows, inner, n)
 
 
-def _gather_cycles(ctx, outer: int, inner: int, n: int, isz: int) -> float:
+def _gather_cycles(ctx: LoweringContext, outer: int, inner: int, n: int, isz: int) -> float:
     """Estimated cycles of gather_rows: index load and fix-up, then per 128 indices a POOL gather and
     a store (stores into the output are serialized)."""
     cost, pool, P = DmaCost(ctx.arch), ctx.arch.raw["pool"], ctx.arch.partitions
@@ -194,36 +192,37 @@ def _gather_cycles(ctx, outer: int, inner: int, n: int, isz: int) -> float:
     return cost.latency + fixup + gather + math.ceil(n / P) * max(store, gather)
 
 
-def gather_rows(ctx, out, data, indices, outer: int, rows: int, inner: int, n: int) -> None:
+def gather_rows(ctx: LoweringContext, out: DeviceValue, data: DeviceValue, indices: DeviceValue, outer: int, rows: int,
+                inner: int, n: int) -> None:
     """out[o, i, :] = data[o, wrap(indices[i]), :] on POOL, 128 indices per gather."""
-    others = simplify([(outer, rows * inner, n * inner), (inner, 1, 1)])  # (count, src, dst)
+    others = merge_dims([(outer, rows * inner, n * inner), (inner, 1, 1)])  # (count, src, dst)
     parts = []
     for offs, sub in (blocks(others, STAGE_BYTES // itemsize(data.dtype)) if others else [((0, 0), [])]):
         for offs2, sub2 in (loop_excess(sub, 3) if sub else [((0, 0), [])]):
             parts.append(((offs[0] + offs2[0], offs[1] + offs2[1]), sub2))
     P = ctx.arch.partitions
     slots = row_slots(ctx, max(volume(sub) for _, sub in parts) * itemsize(data.dtype))
-    index_slots = Slots(ctx, 6, 4)  # raw, shift, index tiles of two chunks in flight
+    index_slots = SlotPool.block(ctx, 6, 4)  # raw, shift, index tiles of two chunks in flight
     for p0 in range(0, n, P):
         pc = min(P, n - p0)
         raw = index_slots.tile(pc, 1, "i32")
-        ctx.em.emit("dma", "dma_copy", {"dst": raw, "src": hbm(indices, p0, ((1, pc),))})
+        ctx.em.emit("dma", "dma_copy", {"dst": raw, "src": hbm_ap(indices, p0, ((1, pc),))})
         shift = index_slots.tile(pc, 1, "i32")  # rows where the index is negative (ONNX counts from the end)
         ctx.em.emit("dve", "tensor_scalar", {"dst": shift, "src": raw}, op0="lt", s0=0, op1="mul", s1=rows)
         idx = index_slots.tile(pc, 1, "i32")
         ctx.em.emit("dve", "tensor_tensor", {"dst": idx, "a": raw, "b": shift}, op="add")
         for (so, do), sub in parts:
-            table = hbm(data, so, ((inner, rows),) + tuple((s, c) for c, s, _ in sub))
+            table = hbm_ap(data, so, ((inner, rows),) + tuple((s, c) for c, s, _ in sub))
             tile = slots.tile(pc, volume(sub), data.dtype)
             ctx.em.emit("pool", "gather", {"dst": tile, "table": table, "idx": idx})
             ctx.em.emit("dma", "dma_copy", {
-                "dst": hbm(out, p0 * inner + do, ((inner, pc),) + tuple((d, c) for c, _, d in sub)),
+                "dst": hbm_ap(out, p0 * inner + do, ((inner, pc),) + tuple((d, c) for c, _, d in sub)),
                 "src": tile})
 
 
 # ---- Transpose --------------------------------------------------------------------------------------
 @kernel("Transpose")
-def transpose(ctx, node) -> None:
+def transpose(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     rank = len(x.shape)
@@ -234,7 +233,7 @@ def transpose(ctx, node) -> None:
     if out.size == 0:
         return
     xs, os_ = row_major_strides(x.shape), row_major_strides(out.shape)
-    dims = simplify([(out.shape[i], os_[i], xs[perm[i]]) for i in range(rank)])
+    dims = merge_dims([(out.shape[i], os_[i], xs[perm[i]]) for i in range(rank)])
     if not dims or dims[-1][2] == 1:  # the innermost axis stays: contiguous runs on both sides
         copy_region(ctx, out, 0, x, 0, dims)
         return
@@ -275,7 +274,7 @@ class _TransposePlan:
     contiguous runs along the output's innermost axis b. c and d are optional extra axes folded in
     when a or b is short; every other axis is a loop. 64-bit elements move as pairs of 32-bit words."""
 
-    def __init__(self, ctx, dims, dtype: str):
+    def __init__(self, ctx: LoweringContext, dims: list[tuple[int, ...]], dtype: str):
         pe = ctx.arch.raw["pe"]
         self.kmax, self.mmax = min(pe["rows"], ctx.arch.partitions, pe["max_n"]), pe["cols"]
         self.wdtype, self.pdtype, self.w = _PE_WORDS[dtype]
@@ -300,7 +299,7 @@ class _TransposePlan:
         self.group_bytes = cost.latency * cost.bytes_per_cycle
         self.cycles = self._estimate(ctx)
 
-    def _fold_axis(self, short: bool, preferred: list[int], taken) -> int | None:
+    def _fold_axis(self, short: bool, preferred: list[int], taken: tuple[int | None, ...]) -> int | None:
         if not short:
             return None
         spare = [i for i in range(len(self.dims)) if i not in taken]
@@ -309,10 +308,10 @@ class _TransposePlan:
                 return i
         return max(spare, key=lambda i: self.dims[i][0], default=None)
 
-    def _count(self, i):
+    def _count(self, i: int | None) -> int:
         return self.dims[i][0] if i is not None else 1
 
-    def tiles(self):
+    def tiles(self) -> Iterator[_Tile]:
         """One _Tile per PSUM tile."""
         d = self.dims
         C, D, A, B = (self._count(i) for i in (self.ic, self.id, self.ia, self.ib))
@@ -331,13 +330,13 @@ class _TransposePlan:
                             yield _Tile(off_d, off_s, min(self.cc, C - c0), min(self.dc, D - d0),
                                         min(self.ac, A - a0), bs)
 
-    def _off(self, i, j, col):
+    def _off(self, i: int | None, j: int, col: int) -> int:
         return j * self.dims[i][col] if i is not None else 0
 
-    def _stride(self, i, col):
+    def _stride(self, i: int | None, col: int) -> int:
         return self.dims[i][col] if i is not None else 0
 
-    def _store_groups(self, tiles) -> list[list]:
+    def _store_groups(self, tiles: Iterable[_Tile]) -> list[list[_Tile]]:
         """Consecutive tiles of one shape whose destinations are evenly spaced: one SBUF buffer and
         one store for the group (stores into one tensor are serialized, each paying DMA latency)."""
         groups: list[list] = []
@@ -349,7 +348,7 @@ class _TransposePlan:
                 groups.append([t])
         return groups
 
-    def _joins(self, group, t: _Tile) -> bool:
+    def _joins(self, group: list[_Tile], t: _Tile) -> bool:
         first = group[0]
         shape = lambda x: (x.cn, x.dn, x.an, [n for _, n in x.bs])  # noqa: E731
         if shape(t) != shape(first):
@@ -363,15 +362,15 @@ class _TransposePlan:
         return len(self._store_dims(first, len(group) + 1, delta // len(group))) <= 4
 
     @staticmethod
-    def _delta(group) -> int:
+    def _delta(group: list[_Tile]) -> int:
         return group[1].first - group[0].first
 
-    def _store_dims(self, tile: _Tile, n: int, delta: int):
+    def _store_dims(self, tile: _Tile, n: int, delta: int) -> tuple[tuple[int, int], ...]:
         w = self.w
-        return pattern([(tile.dn, self._stride(self.id, 1) * w), (tile.an, self._stride(self.ia, 1) * w),
-                        (n, delta * w), (tile.cn, self._stride(self.ic, 1) * w), (tile.width * w, 1)])
+        return count_stride_dims([(tile.dn, self._stride(self.id, 1) * w), (tile.an, self._stride(self.ia, 1) * w),
+                                  (n, delta * w), (tile.cn, self._stride(self.ic, 1) * w), (tile.width * w, 1)])
 
-    def _estimate(self, ctx) -> float:
+    def _estimate(self, ctx: LoweringContext) -> float:
         cost = DmaCost(ctx.arch)
         isz = itemsize(self.dtype)
         pe = ctx.arch.raw["pe"]
@@ -390,7 +389,7 @@ class _TransposePlan:
         busiest = max(fabric / cost.bytes_per_cycle, pe_cycles, copy_cycles / 2)  # copies alternate DVE/ACT
         return cost.cycles(len(groups) + 1, 0.0, busiest)
 
-    def emit(self, ctx, out, x) -> None:
+    def emit(self, ctx: LoweringContext, out: DeviceValue, x: DeviceValue) -> None:
         w, wd, pd = self.w, self.wdtype, self.pdtype
         store_dtype = wd if w > 1 or wd != self.dtype else self.dtype
         s = lambda i: self._stride(i, 2) * w  # noqa: E731 - strides in 32-bit words for 64-bit data
@@ -398,14 +397,14 @@ class _TransposePlan:
         for group in self._store_groups(self.tiles()):
             m = group[0].dn * group[0].an
             width = group[0].width * group[0].cn * w
-            buf = sbuf(ctx, m, width * len(group), store_dtype) if len(group) > 1 else None
+            buf = new_tile(ctx, m, width * len(group), store_dtype) if len(group) > 1 else None
             for j, (_, off_s, cn, dn, an, bs) in enumerate(group):
                 ps = ctx.em.psum.alloc(width * 4)
                 col = 0
                 for b0, bn in bs:
                     k = cn * bn
-                    tile = sbuf(ctx, k, m * w, wd)
-                    src_dims = pattern([(cn, s(self.ic)), (bn, s(self.ib)), (dn, s(self.id)), (an * w, 1)])
+                    tile = new_tile(ctx, k, m * w, wd)
+                    src_dims = count_stride_dims([(cn, s(self.ic)), (bn, s(self.ib)), (dn, s(self.id)), (an * w, 1)])
                     src = self._word_ap(x, off_s + b0 * self.dims[self.ib][2], src_dims, wd)
                     ctx.em.emit("dma", "dma_copy", {"dst": tile, "src": src})
                     for word in range(w):
@@ -427,7 +426,7 @@ class _TransposePlan:
                                     self._store_dims(group[0], len(group), self._delta(group)), store_dtype)
                 ctx.em.emit("dma", "dma_copy", {"dst": dst, "src": buf})
 
-    def _word_ap(self, value, elem_offset: int, dims, dtype: str) -> AP:
+    def _word_ap(self, value: DeviceValue, elem_offset: int, dims: tuple[tuple[int, int], ...], dtype: str) -> AP:
         return AP("hbm", value.offset + elem_offset * itemsize(value.dtype), dims, dtype)
 
 
@@ -464,7 +463,7 @@ def index_pieces(src: list[int]) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def _pad_amounts(ctx, node, rank: int) -> tuple[list[int], list[int]]:
+def _pad_amounts(ctx: LoweringContext, node: Node, rank: int) -> tuple[list[int], list[int]]:
     pads = _const_ints(ctx, node, 1, "pads") or []
     axes = _const_ints(ctx, node, 3, "axes")
     axes = [a + rank if a < 0 else a for a in axes] if axes is not None else list(range(rank))
@@ -476,7 +475,7 @@ def _pad_amounts(ctx, node, rank: int) -> tuple[list[int], list[int]]:
     return before, after
 
 
-def _pad_value(ctx, node, dtype: str):
+def _pad_value(ctx: LoweringContext, node: Node, dtype: str) -> float | int:
     name = node.input(2)
     c = ctx.const(name) if name else None
     if name and c is None:
@@ -486,7 +485,7 @@ def _pad_value(ctx, node, dtype: str):
 
 
 @kernel("Pad")
-def pad(ctx, node) -> None:
+def pad(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     mode = node.attrs.get("mode", "constant")
@@ -502,7 +501,8 @@ def pad(ctx, node) -> None:
         _pad_cells(ctx, x, out, maps, value)
 
 
-def _pad_cells(ctx, x, out, maps, value) -> None:
+def _pad_cells(ctx: LoweringContext, x: DeviceValue, out: DeviceValue, maps: list[list[int]],
+               value: float | int) -> None:
     """Every box of the output whose source along each axis is one run: a copy or a fill."""
     xs, os_ = row_major_strides(x.shape), row_major_strides(out.shape)
     pieces = [index_pieces(m) for m in maps]
@@ -515,7 +515,7 @@ def _pad_cells(ctx, x, out, maps, value) -> None:
             copies.append((dst_off, sum(p[2] * s for p, s in zip(cell, xs)),
                            [(p[1], s, p[3] * xs_) for p, s, xs_ in zip(cell, os_, xs)]))
     if fills:
-        longest = max((simplify(d) or [(1, 1)])[-1][0] for _, d in fills)
+        longest = max((merge_dims(d) or [(1, 1)])[-1][0] for _, d in fills)
         filler = Filler(ctx, out, value, longest)
         for dst_off, dims in fills:
             filler.fill(dst_off, dims)
@@ -523,7 +523,8 @@ def _pad_cells(ctx, x, out, maps, value) -> None:
         copy_region(ctx, out, dst_off, x, src_off, dims)
 
 
-def _pad_staged(ctx, x, out, mode, before, after, maps, value) -> bool:
+def _pad_staged(ctx: LoweringContext, x: DeviceValue, out: DeviceValue, mode: str, before: list[int], after: list[int],
+                maps: list[list[int]], value: float | int) -> bool:
     """Pads on the innermost (<= 3) axes with a small padded block per row of the unpadded outer axes:
     build each block in SBUF (memset or edge/reflect copies around the loaded interior) and store the
     rows contiguously. False when that layout does not apply."""
@@ -545,21 +546,22 @@ def _pad_staged(ctx, x, out, mode, before, after, maps, value) -> bool:
     interior = sum(before[a] * bs[a - k] for a in range(k, rank))
     axes_k = range(k, rank)
     for r0, p, nch in groups:
-        tile = sbuf(ctx, p, nch * block, out.dtype)
+        tile = new_tile(ctx, p, nch * block, out.dtype)
         if mode == "constant":
             ctx.em.emit("dve", "memset", {"dst": tile}, value=value)
         dst = AP("sbuf", tile.offset + interior * isz,
                  ((block, nch),) + tuple((bs[a - k], x.shape[a]) for a in axes_k), out.dtype, 0, p)
-        src = hbm(x, r0 * in_block, ((in_block * nch, p), (1, nch * in_block)))
+        src = hbm_ap(x, r0 * in_block, ((in_block * nch, p), (1, nch * in_block)))
         ctx.em.emit("dma", "dma_copy", {"dst": dst, "src": src})
         if mode != "constant":
             _pad_borders(ctx, tile, out, x, k, before, maps, bs, block, nch, p)
-        ctx.em.emit("dma", "dma_copy", {"dst": hbm(out, r0 * block, ((block * nch, p), (1, nch * block))),
+        ctx.em.emit("dma", "dma_copy", {"dst": hbm_ap(out, r0 * block, ((block * nch, p), (1, nch * block))),
                                         "src": tile})
     return True
 
 
-def _pad_borders(ctx, tile, out, x, k, before, maps, bs, block, nch, p) -> None:
+def _pad_borders(ctx: LoweringContext, tile: AP, out: DeviceValue, x: DeviceValue, k: int, before: list[int],
+                 maps: list[list[int]], bs: tuple[int, ...], block: int, nch: int, p: int) -> None:
     """Edge/reflect borders, innermost axis first: along axis a, every border run copies from the
     interior slices of the block (axes inside a are complete by then, axes outside a interior)."""
     rank = len(x.shape)

@@ -8,22 +8,26 @@ the free axis with stride-0 access patterns.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
 from device_model.dtypes import itemsize
 from device_model.isa import AP
 
+from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
+from ..graph import Graph, Node
 from . import kernel
-from .common import hbm_ap
-from .reduce import BUDGET, Dim, Tiles, best_plan, canonical_dims, column, strided
+from .lib.ap import hbm_ap, strided, tile_columns
+from .lib.pools import RingTiles
+from .lib.rows import BUDGET, Dim, RowTile, best_plan, canonical_dims, row_tiles
 
 LAYERNORM_MAX_ROW = 7680  # x plus replicated scale and bias rows must fit half of SBUF
 LAYERNORM_BATCH = 4096    # free elements per tile when several short rows share a partition
 
 
-def _axis(node, rank: int, default: int) -> int:
+def _axis(node: Node, rank: int, default: int) -> int:
     axis = int(node.attrs.get("axis", default))
     if not -rank <= axis < rank:
         raise CompileError(f"{node.name}: {node.op_type} axis {axis} is out of range for rank {rank}")
@@ -31,7 +35,7 @@ def _axis(node, rank: int, default: int) -> int:
 
 
 # ---- Softmax / LogSoftmax ------------------------------------------------------------------------
-def softmax_problem(node, graph) -> str | None:
+def softmax_problem(node: Node, graph: Graph) -> str | None:
     """Why the device cannot run this Softmax/LogSoftmax node (support rule), or None: rows longer
     than a tile are done in two passes, but only along the innermost axis."""
     shape = graph.values[node.input(0)].shape
@@ -46,7 +50,7 @@ def softmax_problem(node, graph) -> str | None:
 
 
 @kernel("Softmax", "LogSoftmax")
-def softmax(ctx, node) -> None:
+def softmax(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     if x.size == 0:
@@ -67,14 +71,14 @@ def softmax(ctx, node) -> None:
     budget = 1 if row == 1 else BUDGET  # one-element rows: one per partition (the simple path)
     dims, plan = best_plan(dims, ctx, budget=budget, whole_reduced=True, elem_bytes=itemsize(x.dtype),
                            passes=3)
-    tiles = Tiles(ctx)
+    tiles = row_tiles(ctx)
     for t in plan.tiles:
         xt = tiles.load(hbm_ap(x, t.x_off, t.x_dims()), t.q, t.free)
         y = _softmax_tile(ctx, tiles, t, xt, log, mode)
         ctx.em.emit("dma", "dma_copy", {"dst": hbm_ap(out, t.x_off, t.x_dims()), "src": y})
 
 
-def _softmax_tile(ctx, tiles: Tiles, t, xt: AP, log: bool, mode: str) -> AP:
+def _softmax_tile(ctx: LoweringContext, tiles: RingTiles, t: RowTile, xt: AP, log: bool, mode: str) -> AP:
     em = ctx.em
     q, f = t.q, t.free
     if t.kept_free == 1:  # one row per partition: per-partition scalars, exp and its sum in one go
@@ -110,14 +114,14 @@ def _softmax_tile(ctx, tiles: Tiles, t, xt: AP, log: bool, mode: str) -> AP:
     return e
 
 
-def _softmax_two_pass(ctx, x, out, row: int, log: bool, mode: str) -> None:
+def _softmax_two_pass(ctx: LoweringContext, x: DeviceValue, out: DeviceValue, row: int, log: bool, mode: str) -> None:
     """Rows longer than a tile: pass 1 keeps a running max and a running sum of exp(x - max)
     (rescaled when the max grows), pass 2 writes the result chunk by chunk."""
     em = ctx.em
     rows = x.size // row
     parts = ctx.arch.partitions
     chunk = BUDGET
-    tiles = Tiles(ctx)
+    tiles = row_tiles(ctx)
     step_bytes = 2 * tiles.nbytes(chunk, "f32") + 8 * tiles.nbytes(1, "f32")
     for r0 in range(0, rows, parts):
         q = min(parts, rows - r0)
@@ -169,7 +173,7 @@ class Replicated:
     """n elements of an HBM value (from element `start`) copied to every partition of a [rows, n]
     tile (stride-0 partition pattern), reloaded whenever the ring allocator may reuse its bytes."""
 
-    def __init__(self, ctx, tiles: Tiles, src, rows: int, n: int, start: int = 0):
+    def __init__(self, ctx: LoweringContext, tiles: RingTiles, src: DeviceValue, rows: int, n: int, start: int = 0):
         self.ctx, self.tiles, self.src, self.rows, self.n, self.start = ctx, tiles, src, rows, n, start
         self.tile: AP | None = None
 
@@ -181,7 +185,7 @@ class Replicated:
         return self.tile
 
 
-def layernorm_param(graph, node, index: int) -> tuple[str, np.ndarray | None] | None:
+def layernorm_param(graph: Graph, node: Node, index: int) -> tuple[str, np.ndarray | None] | None:
     """How LayerNormalization input `index` (scale/bias) reaches the device: ("const", values
     expanded to the normalised shape), ("value", None) for a run-time tensor of exactly that shape,
     or None when it cannot (it varies along the leading axes)."""
@@ -203,7 +207,7 @@ def layernorm_param(graph, node, index: int) -> tuple[str, np.ndarray | None] | 
     return ("value", None) if shape == tail else None
 
 
-def layernorm_problem(node, graph) -> str | None:
+def layernorm_problem(node: Node, graph: Graph) -> str | None:
     """Why the device cannot run this LayerNormalization node (support rule), or None."""
     shape = graph.values[node.input(0)].shape
     axis = int(node.attrs.get("axis", -1))
@@ -220,7 +224,7 @@ def layernorm_problem(node, graph) -> str | None:
 
 
 @kernel("LayerNormalization")
-def layer_norm(ctx, node) -> None:
+def layer_norm(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     y = ctx.output(node.outputs[0])
     rank = len(x.shape)
@@ -255,7 +259,7 @@ def layer_norm(ctx, node) -> None:
     budget = 1 if row == 1 else LAYERNORM_BATCH if row <= LAYERNORM_BATCH // 2 else row
     dims, plan = best_plan([d for d in dims if d.n > 1] or [Dim(1, 1, 1, False)], ctx, budget=budget,
                            whole_reduced=True, elem_bytes=itemsize(x.dtype), passes=4)
-    tiles = Tiles(ctx)
+    tiles = row_tiles(ctx)
     qmax = max(t.q for t in plan.tiles)
     scale, bias = (Replicated(ctx, tiles, p, qmax, row) if p is not None else None for p in params)
     for t in plan.tiles:
@@ -278,25 +282,27 @@ def layer_norm(ctx, node) -> None:
                 ctx.em.emit("dma", "dma_copy", {"dst": hbm_ap(dv, t.y_off, t.y_dims()), "src": stat})
 
 
-def _used(ctx, name: str) -> bool:
+def _used(ctx: LoweringContext, name: str) -> bool:
     g = ctx.graph
     return name in g.output_names or bool(g.consumers(name))
 
 
-def _layernorm_row(ctx, tiles: Tiles, t, xt: AP, eps: float, mode: str):
+def _layernorm_row(ctx: LoweringContext, tiles: RingTiles, t: RowTile, xt: AP, eps: float,
+                   mode: str) -> tuple[AP, AP, AP]:
     """One row per partition: DVE stats gives mean and variance at once."""
     em = ctx.em
     st = tiles.new(t.q, 2)
     em.emit("dve", "stats", {"dst": st, "src": xt})
     rstd = tiles.new(t.q, 1)
-    em.emit("act", "activate", {"dst": rstd, "src": column(st, 1)}, func="rsqrt", bias=eps, mode=mode)
-    mean = column(st, 0)
+    em.emit("act", "activate", {"dst": rstd, "src": tile_columns(st, 1)}, func="rsqrt", bias=eps, mode=mode)
+    mean = tile_columns(st, 0)
     em.emit("dve", "tensor_scalar", {"dst": xt, "src": xt, "s0_ap": mean, "s1_ap": rstd},
             op0="sub", op1="mul")
     return xt, mean, rstd
 
 
-def _layernorm_rows(ctx, tiles: Tiles, t, xt: AP, row: int, eps: float, mode: str):
+def _layernorm_rows(ctx: LoweringContext, tiles: RingTiles, t: RowTile, xt: AP, row: int, eps: float,
+                    mode: str) -> tuple[AP, AP, AP]:
     """Several short rows per partition: sums over the row axis of [q, m, row] views."""
     em = ctx.em
     q, m = t.q, t.kept_free
@@ -318,7 +324,7 @@ def _layernorm_rows(ctx, tiles: Tiles, t, xt: AP, row: int, eps: float, mode: st
 
 # ---- BatchNormalization (inference) -----------------------------------------------------------------
 @kernel("BatchNormalization")
-def batch_norm(ctx, node) -> None:
+def batch_norm(ctx: LoweringContext, node: Node) -> None:
     """y = x * a + b per channel, a = scale / sqrt(var + eps) and b = B - mean * a. Rows (n, c) on
     partitions with a and b as per-partition scalars of one ACT instruction; without spatial dims,
     channels on the free axis instead."""
@@ -330,7 +336,7 @@ def batch_norm(ctx, node) -> None:
     spatial = math.prod(x.shape[2:])
     coef = _batchnorm_coefficients(ctx, node, c)  # [2, C]: a then b
     em = ctx.em
-    tiles = Tiles(ctx)
+    tiles = row_tiles(ctx)
     parts = ctx.arch.partitions
     if spatial == 1:  # [N, C]: channels along the free axis, coefficients replicated on partitions
         for c0 in range(0, c, BUDGET):
@@ -356,15 +362,15 @@ def batch_norm(ctx, node) -> None:
                 cq = min(c, q)
                 for k in (0, 1):  # the channels of the tile's rows, repeated per image
                     src = hbm_ap(coef, k * c + c0, ((0, q // cq), (1, cq)))
-                    em.emit("dma", "dma_copy", {"dst": column(ab, k), "src": src})
+                    em.emit("dma", "dma_copy", {"dst": tile_columns(ab, k), "src": src})
             rows = ((spatial, q), (1, fn))
             xt = tiles.load(hbm_ap(x, row0 * spatial + f0, rows), q, fn)
-            em.emit("act", "activate", {"dst": xt, "src": xt, "scale_ap": column(ab, 0),
-                                        "bias_ap": column(ab, 1)}, func="identity")
+            em.emit("act", "activate", {"dst": xt, "src": xt, "scale_ap": tile_columns(ab, 0),
+                                        "bias_ap": tile_columns(ab, 1)}, func="identity")
             em.emit("dma", "dma_copy", {"dst": hbm_ap(y, row0 * spatial + f0, rows), "src": xt})
 
 
-def _batchnorm_coefficients(ctx, node, c: int):
+def _batchnorm_coefficients(ctx: LoweringContext, node: Node, c: int) -> DeviceValue:
     """[2, C] f32 in HBM: a = scale / sqrt(var + eps), then b = B - mean * a. Folded at compile time
     from constants, else computed on the device (channels along the free axis of one partition)."""
     eps = float(np.float32(node.attrs.get("epsilon", 1e-5)))
@@ -376,7 +382,7 @@ def _batchnorm_coefficients(ctx, node, c: int):
         return ctx.new_const("coef", np.stack([a, b - mean * a]).astype(np.float32))
     em = ctx.em
     coef = ctx.scratch("coef", (2, c), "f32")
-    tiles = Tiles(ctx)
+    tiles = row_tiles(ctx)
     for c0 in range(0, c, BUDGET):
         n = min(BUDGET, c - c0)
         scale, b, mean, var = (tiles.load(hbm_ap(ctx.value(name), c0, ((1, n),)), 1, n) for name in names)
@@ -394,7 +400,7 @@ def _rows(tile: AP, q: int) -> AP:
     return AP(tile.space, tile.offset, tile.dims, tile.dtype, tile.pstart, q)
 
 
-def _channel_row_tiles(n: int, c: int, parts: int):
+def _channel_row_tiles(n: int, c: int, parts: int) -> Iterator[tuple[int, int, int]]:
     """(first row of the (n, c) row space, rows, first channel) per tile; a tile starts at a
     channel 0 when several images share it, so its channel pattern is c0.. repeated."""
     if c <= parts:

@@ -17,10 +17,15 @@ import numpy as np
 
 from device_model.isa import AP
 
+from ..context import DeviceValue, LoweringContext
+from ..emitter import Emitter
 from ..errors import CompileError
+from ..graph import Graph, Node
 from . import kernel
-from .common import hbm_ap
-from .reduce import BUDGET, Tiles, canonical_dims, merge_dims, reduce_into
+from .lib.ap import hbm_ap
+from .lib.dims import ap_dims
+from .lib.pools import RingTiles
+from .lib.rows import BUDGET, canonical_dims, reduce_into, row_tiles
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class Axis:
         return ((taps >= lo) & (taps < hi)).sum(axis=1)
 
 
-def pool_axes(node, x_shape, y_shape) -> tuple[Axis, Axis]:
+def pool_axes(node: Node, x_shape: tuple[int, ...], y_shape: tuple[int, ...]) -> tuple[Axis, Axis]:
     """(rows axis, cols axis) of the pool; a 1-D pool has a trivial cols axis."""
     spatial = len(x_shape) - 2
     if spatial not in (1, 2):
@@ -93,7 +98,7 @@ def band_rows(rows: Axis, cols: Axis, budget: int = BUDGET) -> int:
     return max(1, min(rows.out, (budget // width - rows.span) // rows.s + 1))
 
 
-def pool_problem(node, graph) -> str | None:
+def pool_problem(node: Node, graph: Graph) -> str | None:
     """Why the device cannot run this MaxPool/AveragePool node (support rule), or None."""
     x, y = graph.values[node.input(0)].shape, graph.values[node.outputs[0]].shape
     try:
@@ -158,7 +163,7 @@ def pool_work(rows: Axis, cols: Axis, images: int, partitions: int) -> list[Work
 
 
 @kernel("MaxPool", "AveragePool")
-def pool(ctx, node) -> None:
+def pool(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     y = ctx.output(node.outputs[0])
     rows, cols = pool_axes(node, x.shape, y.shape)
@@ -177,7 +182,7 @@ def pool(ctx, node) -> None:
         uniform = np.all(counts == counts.flat[0])
         count = float(counts.flat[0]) if uniform else ctx.new_const("count", counts.reshape(-1))
     em = ctx.em
-    tiles = Tiles(ctx)
+    tiles = row_tiles(ctx)
     width = (cols.out - 1) * cols.s + cols.span
     out_plane = rows.out * cols.out
     for w in pool_work(rows, cols, x.shape[0] * x.shape[1], ctx.arch.partitions):
@@ -193,12 +198,12 @@ def pool(ctx, node) -> None:
             src = ((size, len(w.band_starts)), (0, w.images), (1, size))
             em.emit("dma", "dma_copy", {"dst": div, "src": hbm_ap(count, w.band_starts[0] * cols.out, src)})
             em.emit("dve", "tensor_tensor", {"dst": out, "a": out, "b": div}, op="div")
-        dst = merge_dims([(size, len(w.band_starts)), (out_plane, w.images), (1, size)])
+        dst = ap_dims([(size, len(w.band_starts)), (out_plane, w.images), (1, size)])
         em.emit("dma", "dma_copy", {"dst": hbm_ap(y, w.i0 * out_plane + w.band_starts[0] * cols.out, dst),
                                     "src": out})
 
 
-def _load_bands(em, tiles: Tiles, x, band: AP, w: Work, rows: Axis, cols: Axis, width: int,
+def _load_bands(em: Emitter, tiles: RingTiles, x: DeviceValue, band: AP, w: Work, rows: Axis, cols: Axis, width: int,
                 pad: float) -> None:
     """Copy each band's input rows into its partitions of `band` ([height, width] per partition)
     and set the padding around them to `pad`. Bands with the same padding share instructions."""
@@ -226,21 +231,22 @@ def _load_bands(em, tiles: Tiles, x, band: AP, w: Work, rows: Axis, cols: Axis, 
             _memset(em, band, p0, pn, bottom * width, [(1, (height - bottom) * width)], pad)
         if bottom > top and c1 > 0:
             dst = AP("sbuf", band.offset + (top * width + cols.begin) * 4,
-                     merge_dims([(width, bottom - top), (1, c1)]), "f32", p0, pn)
+                     ap_dims([(width, bottom - top), (1, c1)]), "f32", p0, pn)
             band_stride = w.rows_out * rows.s * cols.size
-            src = merge_dims([(band_stride, nb), (in_plane, w.images), (cols.size, bottom - top), (1, c1)])
+            src = ap_dims([(band_stride, nb), (in_plane, w.images), (cols.size, bottom - top), (1, c1)])
             src = hbm_ap(x, w.i0 * in_plane + v0 * cols.size, src)
             em.emit(tiles.queue, "dma_copy", {"dst": dst, "src": src})
 
 
-def _memset(em, band: AP, p0: int, pn: int, offset: int, dims, value: float) -> None:
+def _memset(em: Emitter, band: AP, p0: int, pn: int, offset: int, dims: list[tuple[int, int]], value: float) -> None:
     if any(n <= 0 for _, n in dims):
         return
-    ap = AP("sbuf", band.offset + offset * 4, merge_dims(dims), "f32", p0, pn)
+    ap = AP("sbuf", band.offset + offset * 4, ap_dims(dims), "f32", p0, pn)
     em.emit("pool", "memset", {"dst": ap}, value=value)
 
 
-def _pool_band(em, tiles: Tiles, band: AP, rows: Axis, cols: Axis, out_rows: int, width: int, op: str) -> AP:
+def _pool_band(em: Emitter, tiles: RingTiles, band: AP, rows: Axis, cols: Axis, out_rows: int, width: int,
+               op: str) -> AP:
     """Reduce every window of the band: [out_rows, cols.out] per partition."""
     q = band.pcount
     height = (out_rows - 1) * rows.s + rows.span
@@ -264,17 +270,17 @@ def _pool_band(em, tiles: Tiles, band: AP, rows: Axis, cols: Axis, out_rows: int
     return out
 
 
-def _window(tile: AP, kept, red) -> tuple[AP, int]:
+def _window(tile: AP, kept: list[tuple[int, int]], red: list[tuple[int, int]]) -> tuple[AP, int]:
     """A view of `tile` with the kept dims then the window dims (each group merged on its own),
     and the number of window dims."""
-    k = [d for d in merge_dims(kept) if d[1] > 1]
-    r = [d for d in merge_dims(red) if d[1] > 1]
+    k = [d for d in ap_dims(kept) if d[1] > 1]
+    r = [d for d in ap_dims(red) if d[1] > 1]
     view = AP(tile.space, tile.offset, tuple(k + r) or ((1, 1),), tile.dtype, tile.pstart, tile.pcount)
     return view, len(r)
 
 
 @kernel("GlobalAveragePool", "GlobalMaxPool")
-def global_pool(ctx, node) -> None:
+def global_pool(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     rank = len(x.shape)
     dims = canonical_dims(x.shape, range(2, rank))

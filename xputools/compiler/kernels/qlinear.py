@@ -19,6 +19,7 @@ doing the round-half-even and saturation.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,16 +28,19 @@ from device_model.dtypes import itemsize
 from device_model.isa import AP
 from device_model.numerics import HARDSIGMOID_ALPHA, HARDSIGMOID_BETA
 
+from ..context import DeviceValue, LoweringContext
+from ..emitter import Emitter
 from ..errors import CompileError
+from ..graph import Node
 from . import kernel
-from .conv import ConvSpec, Pass, _conv_geometry, _units, _weight_block
-from .matmul import Mat, Pool, hbm, load_kmajor, padded, pe_limits, sbuf_ap, sub
+from .lib.ap import hbm_pattern, sbuf_ap, sub
+from .lib.conv import Band, channel_units, conv_operands, conv_spec, load_band, output_block, stationary_weights
+from .lib.epilogue import act_function
+from .lib.pe import Mat, PeLimits, accumulate, load_kmajor, pe_limits
+from .lib.pools import SlotPool, padded
 
 PSUM_I32 = 512      # i32 accumulators per PSUM bank row
 CP_MAX_ELEMS = 4096  # MatMul outputs up to this size keep channels on partitions (transposed store)
-
-ACT_FUNCS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "HardSwish": "hardswish",
-             "LeakyRelu": "leaky_relu"}
 
 
 # ---- quantization parameters ------------------------------------------------------------------------
@@ -54,7 +58,7 @@ class QParams:
     out_dtype: str = "f32"
 
 
-def qparams(ctx, node, w_int: np.ndarray, channel_axis: int) -> QParams:
+def qparams(ctx: LoweringContext, node: Node, w_int: np.ndarray, channel_axis: int) -> QParams:
     """Everything the loads and the epilogue need, from the node's constant inputs. `w_int` is the
     int8 weight, `channel_axis` its output-channel axis."""
     x = ctx.value(node.inputs[0])
@@ -88,7 +92,7 @@ def qparams(ctx, node, w_int: np.ndarray, channel_axis: int) -> QParams:
     return p
 
 
-def _const(ctx, node, index: int, what: str, optional: bool = False):
+def _const(ctx: LoweringContext, node: Node, index: int, what: str, optional: bool = False) -> np.ndarray | None:
     name = node.input(index)
     if not name:
         if optional:
@@ -108,22 +112,7 @@ def _folds_quantize(p: QParams) -> bool:
 
 # ---- epilogue pieces ---------------------------------------------------------------------------------
 
-def _act_func(act) -> tuple[str | None, dict]:
-    """(ACT function, its attrs) computing `act` exactly, or (None, {}) when the DVE must do it."""
-    if not act:
-        return "identity", {}
-    name = act["name"]
-    if name in ACT_FUNCS:
-        return ACT_FUNCS[name], ({"alpha": float(act.get("alpha", 0.01))} if name == "LeakyRelu" else {})
-    if name == "Gelu":
-        return ("gelu_tanh" if act.get("approximate", "none") == "tanh" else "gelu"), {}
-    if name == "HardSigmoid" and float(act.get("alpha", HARDSIGMOID_ALPHA)) == HARDSIGMOID_ALPHA \
-            and float(act.get("beta", HARDSIGMOID_BETA)) == HARDSIGMOID_BETA:
-        return "hardsigmoid", {}
-    return None, {}
-
-
-def _dve_act(em, tile: AP, act) -> None:
+def _dve_act(em: Emitter, tile: AP, act: dict) -> None:
     """The activations the DVE applies in place (Clip, HardSigmoid with other parameters, Relu)."""
     name = act["name"]
     if name == "Relu":
@@ -145,7 +134,7 @@ def _dve_act(em, tile: AP, act) -> None:
         raise CompileError(f"fused activation {name} is not supported by the int8 epilogue")
 
 
-def _requantize(em, src: AP, dst: AP, scale: float | None, zero: int, mid: AP | None) -> None:
+def _requantize(em: Emitter, src: AP, dst: AP, scale: float | None, zero: int, mid: AP | None) -> None:
     """dst (i8/u8) = saturate(round(src / scale) + zero); scale None: src is already src/scale
     rounded (an i32 tile)."""
     if scale is None:
@@ -162,7 +151,7 @@ class ChannelEpilogue:
     """Channels on partitions: act(acc * scale + bias) with per-partition scale and bias, from one
     [C, 2] constant (loaded once per channel tile)."""
 
-    def __init__(self, ctx, node, p: QParams, channels: int):
+    def __init__(self, ctx: LoweringContext, node: Node, p: QParams, channels: int):
         self.ctx, self.em, self.p = ctx, ctx.em, p
         self.mode = ctx.act_mode(node)
         scale, bias = p.scale.astype(np.float64), p.bias.astype(np.float64)
@@ -173,18 +162,18 @@ class ChannelEpilogue:
         self.table = ctx.new_const("scale_bias", np.ascontiguousarray(table))
         self.tiles: dict[tuple[int, int], AP] = {}
         self.pool = None
-        self.func, self.attrs = _act_func(None if self.fold else p.act)
+        self.func, self.attrs = act_function(None if self.fold else p.act)
         if self.fold and p.act:
             self.func = "relu"
 
     def reserve(self, count: int) -> None:
-        self.pool = Pool(self.em.sbuf, 8, count)
+        self.pool = SlotPool(self.em.sbuf, 8, count)
 
     def _params(self, o0: int, ot: int) -> AP:
         key = (o0, ot)
         if key not in self.tiles:
             tile = sbuf_ap(self.pool.take(), ot, 2, "f32")
-            self.em.emit("dma", "dma_copy", {"dst": tile, "src": hbm(self.table, 2 * o0, ((1, 2 * ot),))})
+            self.em.emit("dma", "dma_copy", {"dst": tile, "src": hbm_pattern(self.table, 2 * o0, ((1, 2 * ot),))})
             self.tiles[key] = tile
         return self.tiles[key]
 
@@ -194,7 +183,7 @@ class ChannelEpilogue:
     def out_dtype(self) -> str:
         return self.p.out_dtype if self.p.out_scale is not None else "f32"
 
-    def emit(self, acc: AP, res: AP, o0: int, mid_pool: Pool | None = None) -> None:
+    def emit(self, acc: AP, res: AP, o0: int, mid_pool: SlotPool | None = None) -> None:
         """acc [ot, F] (psum i32) -> res [ot, F] in the output dtype."""
         em, p = self.em, self.p
         ot = acc.pcount
@@ -221,7 +210,7 @@ class ChannelEpilogue:
 
 # ---- loads ---------------------------------------------------------------------------------------------
 
-def to_int8(em, tile: AP, pool: Pool, p: QParams, mid_pool: Pool | None = None) -> AP:
+def to_int8(em: Emitter, tile: AP, pool: SlotPool, p: QParams, mid_pool: SlotPool | None = None) -> AP:
     """The PE operand for a loaded activation tile: i8 as it is; u8 shifted (q - 128); a float
     tile quantized (round(x / s) + z, saturated: for a uint8 quantization the saturation to
     [0, 255] followed by the shift equals saturating round(x / s) + z - 128 to int8)."""
@@ -242,7 +231,7 @@ def to_int8(em, tile: AP, pool: Pool, p: QParams, mid_pool: Pool | None = None) 
 # ---- MatMul ----------------------------------------------------------------------------------------------
 
 @kernel("XpuQLinearMatMul")
-def qlinear_matmul(ctx, node) -> None:
+def qlinear_matmul(ctx: LoweringContext, node: Node) -> None:
     w = _const(ctx, node, 3, "weight")
     if w.ndim != 2:
         raise CompileError(f"{node.name}: XpuQLinearMatMul weight must be 2-D [K, N], got {w.shape}")
@@ -270,15 +259,16 @@ class XLoader:
     when X is uint8 or float). Resident: all K tiles of the current rows stay loaded (reused by
     every output tile); otherwise each use loads its tile."""
 
-    def __init__(self, ctx, x, p: QParams, k: int, k_tiles, mt_max: int, resident: bool):
+    def __init__(self, ctx: LoweringContext, x: DeviceValue, p: QParams, k: int, k_tiles: list[tuple[int, int]],
+                 mt_max: int, resident: bool):
         self.ctx, self.x, self.p, self.k, self.k_tiles = ctx, x, p, k, k_tiles
         self.raw = "f32" if p.quantize_input else x.dtype
         self.resident = resident
         count = XLoader.count(len(k_tiles), resident)
         em = ctx.em
-        self.pool = Pool(em.sbuf, mt_max * itemsize(self.raw), count)
-        self.convert = Pool(em.sbuf, mt_max, count) if self.raw != "i8" else None
-        self.mid = Pool(em.sbuf, 4 * mt_max, 2) if p.quantize_input and p.x_zero else None
+        self.pool = SlotPool(em.sbuf, mt_max * itemsize(self.raw), count)
+        self.convert = SlotPool(em.sbuf, mt_max, count) if self.raw != "i8" else None
+        self.mid = SlotPool(em.sbuf, 4 * mt_max, 2) if p.quantize_input and p.x_zero else None
         self._rows, self._tiles = None, []
 
     @staticmethod
@@ -286,7 +276,7 @@ class XLoader:
         return 2 * nk if resident else 3
 
     @staticmethod
-    def bytes(p: QParams, x, nk: int, mt_max: int, resident: bool) -> int:
+    def bytes(p: QParams, x: DeviceValue, nk: int, mt_max: int, resident: bool) -> int:
         raw = 4 if p.quantize_input else itemsize(x.dtype)
         return (XLoader.count(nk, resident) * (padded(mt_max * raw) + padded(mt_max))
                 + 2 * padded(4 * mt_max))
@@ -305,7 +295,7 @@ class XLoader:
         return self._tiles[ki]
 
 
-def _fit_rows(node, lim, rows_max: int, need) -> tuple[int, bool]:
+def _fit_rows(node: Node, lim: PeLimits, rows_max: int, need: Callable[[int, bool], int]) -> tuple[int, bool]:
     """(rows per tile, X resident) within the SBUF budget: `need(rows, resident)` gives the bytes;
     resident X first, then fewer rows, then X reloaded per use."""
     for resident in (True, False):
@@ -320,16 +310,18 @@ def _fit_rows(node, lim, rows_max: int, need) -> tuple[int, bool]:
                        f"partition, {lim.sbuf_budget} available)")
 
 
-def _weight_tiles(ctx, wv, k_tiles, n: int, pool: Pool) -> list[AP]:
+def _weight_tiles(ctx: LoweringContext, wv: DeviceValue, k_tiles: list[tuple[int, int]], n: int,
+                  pool: SlotPool) -> list[AP]:
     tiles = []
     for k0, kt in k_tiles:
         tile = sbuf_ap(pool.take(), kt, n, "i8")
-        ctx.em.emit("dma", "dma_copy", {"dst": tile, "src": hbm(wv, k0 * n, ((1, kt * n),))})
+        ctx.em.emit("dma", "dma_copy", {"dst": tile, "src": hbm_pattern(wv, k0 * n, ((1, kt * n),))})
         tiles.append(tile)
     return tiles
 
 
-def _matmul_channels_on_partitions(ctx, node, p, x, wv, out, m, k, n, lim) -> None:
+def _matmul_channels_on_partitions(ctx: LoweringContext, node: Node, p: QParams, x: DeviceValue, wv: DeviceValue,
+                                   out: DeviceValue, m: int, k: int, n: int, lim: PeLimits) -> None:
     """out^T[n, m] = W^T X^T: channels on partitions, one ACT epilogue, transposed store (few rows)."""
     em = ctx.em
     k_tiles = [(k0, min(lim.k, k - k0)) for k0 in range(0, k, lim.k)]
@@ -338,11 +330,11 @@ def _matmul_channels_on_partitions(ctx, node, p, x, wv, out, m, k, n, lim) -> No
     mt_max, resident = _fit_rows(node, lim, min(m, PSUM_I32), lambda r, res: (
         nk * padded(n) + XLoader.bytes(p, x, nk, r, res) + 6 * padded(4 * r) + len(n_tiles) * 256))
     m_tiles = [(m0, min(mt_max, m - m0)) for m0 in range(0, m, mt_max)]
-    w_tiles = _weight_tiles(ctx, wv, k_tiles, n, Pool(em.sbuf, n, nk))
+    w_tiles = _weight_tiles(ctx, wv, k_tiles, n, SlotPool(em.sbuf, n, nk))
     xload = XLoader(ctx, x, p, k, k_tiles, mt_max, resident)
-    out_pool = Pool(em.sbuf, 4 * mt_max, 3)
-    mid_pool = Pool(em.sbuf, 4 * mt_max, 3)
-    psum_pool = Pool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
+    out_pool = SlotPool(em.sbuf, 4 * mt_max, 3)
+    mid_pool = SlotPool(em.sbuf, 4 * mt_max, 3)
+    psum_pool = SlotPool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
     epi = ChannelEpilogue(ctx, node, p, n)
     epi.reserve(len(n_tiles))
     for m0, mt in m_tiles:
@@ -353,10 +345,11 @@ def _matmul_channels_on_partitions(ctx, node, p, x, wv, out, m, k, n, lim) -> No
                                          "mov": xload.tile(m0, mt, ki)}, start=1 if ki == 0 else 0)
             res = sbuf_ap(out_pool.take(), nt, mt, epi.out_dtype())
             epi.emit(acc, res, n0, mid_pool)
-            em.emit("dma", "dma_copy", {"dst": hbm(out, m0 * n + n0, ((1, nt), (n, mt))), "src": res})
+            em.emit("dma", "dma_copy", {"dst": hbm_pattern(out, m0 * n + n0, ((1, nt), (n, mt))), "src": res})
 
 
-def _matmul_rows_on_partitions(ctx, node, p, x, wv, out, m, k, n, lim) -> None:
+def _matmul_rows_on_partitions(ctx: LoweringContext, node: Node, p: QParams, x: DeviceValue, wv: DeviceValue,
+                               out: DeviceValue, m: int, k: int, n: int, lim: PeLimits) -> None:
     """out[m, n] with rows on partitions: scale and bias vary along the free axis, so they are
     [rows, N] tiles (broadcast over partitions by the loading DMA) applied by the DVE."""
     em = ctx.em
@@ -376,16 +369,16 @@ def _matmul_rows_on_partitions(ctx, node, p, x, wv, out, m, k, n, lim) -> None:
     mt_max, resident = _fit_rows(node, lim, min(m, lim.m), lambda r, res: (
         w_bytes + XLoader.bytes(p, x, nk, r, res) + 7 * padded(4 * nt_max) + row_bytes))
     m_tiles = [(m0, min(mt_max, m - m0)) for m0 in range(0, m, mt_max)]
-    w_pool = Pool(em.sbuf, n if w_resident else nt_max, nk if w_resident else 3)
+    w_pool = SlotPool(em.sbuf, n if w_resident else nt_max, nk if w_resident else 3)
     w_tiles = _weight_tiles(ctx, wv, k_tiles, n, w_pool) if w_resident else None
     xload = XLoader(ctx, x, p, k, k_tiles, mt_max, resident)
-    out_pool = Pool(em.sbuf, 4 * nt_max, 4)
-    mid_pool = Pool(em.sbuf, 4 * nt_max, 3)
-    row_pool = Pool(em.sbuf, 4 * nt_max, row_bytes // padded(4 * nt_max))
-    psum_pool = Pool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
+    out_pool = SlotPool(em.sbuf, 4 * nt_max, 4)
+    mid_pool = SlotPool(em.sbuf, 4 * nt_max, 3)
+    row_pool = SlotPool(em.sbuf, 4 * nt_max, row_bytes // padded(4 * nt_max))
+    psum_pool = SlotPool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
     row_tiles = {}
 
-    def scale_bias_rows(n0: int, nt: int):
+    def scale_bias_rows(n0: int, nt: int) -> list[AP]:
         """Scale and bias for columns [n0, n0+nt), repeated on every partition by the DMA."""
         if n0 not in row_tiles:
             if not rows_cached:
@@ -393,13 +386,13 @@ def _matmul_rows_on_partitions(ctx, node, p, x, wv, out, m, k, n, lim) -> None:
             pair = []
             for r in range(2):
                 tile = sbuf_ap(row_pool.take(), mt_max, nt, "f32")
-                src = hbm(rows, r * n + n0, ((0, mt_max), (1, nt)))
+                src = hbm_pattern(rows, r * n + n0, ((0, mt_max), (1, nt)))
                 em.emit("dma", "dma_copy", {"dst": tile, "src": src})
                 pair.append(tile)
             row_tiles[n0] = pair
         return row_tiles[n0]
 
-    func, attrs = _act_func(p.act)
+    func, attrs = act_function(p.act)
     quantized = p.out_scale is not None
     for m0, mt in m_tiles:
         for n0, nt in n_tiles:
@@ -409,7 +402,7 @@ def _matmul_rows_on_partitions(ctx, node, p, x, wv, out, m, k, n, lim) -> None:
                     mov = sub(w_tiles[ki], kt, n0, ((1, nt),))
                 else:
                     mov = sbuf_ap(w_pool.take(), kt, nt, "i8")
-                    em.emit("dma", "dma_copy", {"dst": mov, "src": hbm(wv, k0 * n + n0, ((n, kt), (1, nt)))})
+                    em.emit("dma", "dma_copy", {"dst": mov, "src": hbm_pattern(wv, k0 * n + n0, ((n, kt), (1, nt)))})
                 em.emit("pe", "matmul", {"dst": acc, "stat": xload.tile(m0, mt, ki), "mov": mov},
                         start=1 if ki == 0 else 0)
             s_row, b_row = (sub(t, mt, 0, ((1, nt),)) for t in scale_bias_rows(n0, nt))
@@ -438,19 +431,15 @@ def _matmul_rows_on_partitions(ctx, node, p, x, wv, out, m, k, n, lim) -> None:
                     res = sbuf_ap(out_pool.take(), mt, nt, p.out_dtype)
                     mid = sbuf_ap(mid_pool.take(), mt, nt, "i32") if p.out_zero else None
                     _requantize(em, work, res, p.out_scale, p.out_zero, mid)
-            em.emit("dma", "dma_copy", {"dst": hbm(out, m0 * n + n0, ((n, mt), (1, nt))), "src": res})
+            em.emit("dma", "dma_copy", {"dst": hbm_pattern(out, m0 * n + n0, ((n, mt), (1, nt))), "src": res})
 
 
 # ---- Conv -------------------------------------------------------------------------------------------
 
 @kernel("XpuQLinearConv")
-def qlinear_conv(ctx, node) -> None:
-    x = ctx.value(node.inputs[0])
+def qlinear_conv(ctx: LoweringContext, node: Node) -> None:
+    x, _, out = conv_operands(ctx, node)
     w = _const(ctx, node, 3, "weight").astype(np.int8)
-    out = ctx.output(node.outputs[0])
-    if len(x.shape) not in (3, 4):
-        raise CompileError(f"{node.name}: XpuQLinearConv on rank {len(x.shape)} is not lowered "
-                           "(1-D and 2-D only)")
     if out.size == 0:
         return
     QConvLowering(ctx, node, x, w, out).run()
@@ -472,28 +461,14 @@ class QConvLowering:
     per kernel tap and input-channel tile, or, for few input channels, one matmul per pack of taps
     stacked on partitions; i32 PSUM; the channel epilogue; one store."""
 
-    def __init__(self, ctx, node, x, w: np.ndarray, out):
+    def __init__(self, ctx: LoweringContext, node: Node, x: DeviceValue, w: np.ndarray, out: DeviceValue):
         self.ctx, self.node, self.em, self.x, self.out = ctx, node, ctx.em, x, out
         self.lim = pe_limits(ctx)
-        k, s, d, pads = _conv_geometry(node, x.shape, w.shape)
-        n, cin = x.shape[:2]
-        h, wd = (1, x.shape[2]) if len(x.shape) == 3 else x.shape[2:]
-        cout, g = w.shape[0], int(node.attrs.get("group", 1))
-        oh = (h + pads[0] + pads[2] - (k[0] - 1) * d[0] - 1) // s[0] + 1
-        ow = (wd + pads[1] + pads[3] - (k[1] - 1) * d[1] - 1) // s[1] + 1
-        if (oh, ow)[2 - (len(x.shape) - 2):] != tuple(out.shape[2:]):
-            raise CompileError(f"{node.name}: computed output {(oh, ow)} differs from the graph's "
-                               f"{out.shape[2:]}")
-        if cin % g or cout % g or w.shape[1] * g != cin:
-            raise CompileError(f"{node.name}: channels {cin} -> {cout} do not split into {g} groups")
-        taps = [(i * k[1] + j, i * d[0] - pads[0], j * d[1] - pads[1])
-                for i in range(k[0]) for j in range(k[1])]
-        arr = w.astype(np.float32).reshape(g, cout // g, cin // g, k[0] * k[1])
-        self.spec = ConvSpec(n, cin, h, wd, cout, oh, ow, g, k[0] * k[1], s[0], s[1], 1, 1,
-                             [Pass(0, 0, oh, ow, taps)], np.ascontiguousarray(arr.transpose(0, 3, 2, 1)))
-        self.k, self.s, self.d, self.pads = k, s, d, pads
+        self.spec = conv_spec(node, x.shape, w.shape, out.shape, w)
+        sp = self.spec
+        self.k, self.s, self.d, self.pads = sp.kernel_hw, (sp.ish, sp.isw), sp.kernel_dil, sp.pads
         self.p = qparams(ctx, node, w, 0)
-        self.units = _units(self.spec, self.lim.k, self.lim.m)
+        self.units = channel_units(self.spec, self.lim.k, self.lim.m)
         self.packs = self._packs()
 
     # -- planning ---------------------------------------------------------------------------------
@@ -520,7 +495,7 @@ class QConvLowering:
     def lim_fixed(self) -> int:
         return int(self.ctx.arch.raw["pe"]["fixed_cycles"])
 
-    def _blocks(self, cap: int):
+    def _blocks(self, cap: int) -> list[tuple[int, int, int, int, int, int]]:
         """(n0, nb, r0, rt, c0, ct) output blocks of at most `cap` pixels (<= one PSUM bank; one
         image per block with tap packs: the stacking DMA has no dim left for images)."""
         sp = self.spec
@@ -542,15 +517,8 @@ class QConvLowering:
         """int8 stationary blocks of one (cout tile, cin tile): [ct, taps*ot] (a block per tap), or
         [ct*taps of the largest pack, packs*ot] (a block per pack)."""
         u = self.units[ui]
-        block = _weight_block(self.spec, u.cin_tiles[i], u.cout_tiles[j])  # [ct, taps, ot]
-        ct, _, ot = block.shape
-        if self.packs is None:
-            return block.reshape(ct, -1).astype(np.int8)
-        rows = ct * max(len(pk.taps) for pk in self.packs)
-        arr = np.zeros((rows, len(self.packs) * ot), np.int8)
-        for k, pk in enumerate(self.packs):
-            arr[:ct * len(pk.taps), k * ot:(k + 1) * ot] = block[:, pk.taps, :].reshape(-1, ot)
-        return arr
+        packs = None if self.packs is None else [pk.taps for pk in self.packs]
+        return stationary_weights(self.spec, u.cin_tiles[i], u.cout_tiles[j], packs).astype(np.int8)
 
     # -- main -------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -580,20 +548,20 @@ class QConvLowering:
                 raise CompileError(f"{self.node.name}: int8 convolution tiles need {need} bytes of SBUF "
                                    f"per partition ({lim.sbuf_budget} available)")
             cap //= 2
-        w_pool = Pool(em.sbuf, w_bytes, len(w_keys) if w_resident else 2 * n_bands)
-        band_pool = Pool(em.sbuf, band_max * raw_isz, 2 * n_bands)
-        self.convert_pool = Pool(em.sbuf, band_max, 2 * n_bands) if convert else None
-        self.mid_pool = Pool(em.sbuf, 4 * band_max, 1) if p.quantize_input and p.x_zero else None
-        stack_pool = Pool(em.sbuf, out_max, 3) if self.packs else None
-        out_pool = Pool(em.sbuf, out_max * 4, 3)
-        mid_pool = Pool(em.sbuf, out_max * 4, 3)
-        psum_pool = Pool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
+        w_pool = SlotPool(em.sbuf, w_bytes, len(w_keys) if w_resident else 2 * n_bands)
+        band_pool = SlotPool(em.sbuf, band_max * raw_isz, 2 * n_bands)
+        self.convert_pool = SlotPool(em.sbuf, band_max, 2 * n_bands) if convert else None
+        self.mid_pool = SlotPool(em.sbuf, 4 * band_max, 1) if p.quantize_input and p.x_zero else None
+        stack_pool = SlotPool(em.sbuf, out_max, 3) if self.packs else None
+        out_pool = SlotPool(em.sbuf, out_max * 4, 3)
+        mid_pool = SlotPool(em.sbuf, out_max * 4, 3)
+        psum_pool = SlotPool(em.psum, lim.bank_bytes, min(lim.psum_banks, 4))
         epi = ChannelEpilogue(self.ctx, self.node, p, sp.cout)
         epi.reserve(sum(len(u.cout_tiles) for u in self.units))
         w_values = {key: self.ctx.new_const(f"w{n}", np.ascontiguousarray(a))
                     for n, (key, a) in enumerate(w_consts.items())}
 
-        def load_weight(key):
+        def load_weight(key: tuple[int, int, int]) -> AP:
             rows, cols = w_consts[key].shape
             tile = sbuf_ap(w_pool.take(), rows, cols, "i8")
             em.emit("dma", "dma_copy", {"dst": tile, "src": w_values[key].flat()})
@@ -632,17 +600,14 @@ class QConvLowering:
                         for t, ch, cw in sp.passes[0].taps:
                             off = (ch + self.pads[0]) * bc + (cw + self.pads[1])
                             steps.append((sub(wt, cit, t * ot, ((1, ot),)), sub(bands[i], cit, off, window)))
-                    for idx, (stat, mov) in enumerate(steps):
-                        em.emit("pe", "matmul", {"dst": acc, "stat": stat, "mov": mov},
-                                start=1 if idx == 0 else 0)
+                    accumulate(em, acc, steps)
                     res = sbuf_ap(out_pool.take(), ot, npix, epi.out_dtype())
                     epi.emit(acc, res, o0, mid_pool)
-                    ohw = sp.oh * sp.ow
-                    dst = hbm(self.out, n0 * sp.cout * ohw + o0 * ohw + r0 * sp.ow + c0,
-                              ((ohw, ot), (sp.cout * ohw, nb), (sp.ow, rt), (1, ct)))
+                    dst = output_block(self.out, sp, n0, nb, o0, ot, r0, rt, c0, ct)
                     em.emit("dma", "dma_copy", {"dst": dst, "src": res})
 
-    def _load_band(self, pool, n0, nb, r0, rt, c0, ct, ci0, cit, br, bc) -> AP:
+    def _load_band(self, pool: SlotPool, n0: int, nb: int, r0: int, rt: int, c0: int, ct: int, ci0: int, cit: int,
+                   br: int, bc: int) -> AP:
         """Input rows/columns of the block for channels [ci0, ci0+cit) as an int8 tile, the outside
         of the image holding the activation's zero point (0.0 for a float input, which quantizes
         to it)."""
@@ -650,25 +615,8 @@ class QConvLowering:
         raw_dtype = "f32" if p.quantize_input else self.x.dtype
         tile = sbuf_ap(pool.take(), cit, nb * br * bc, raw_dtype)
         r_lo, c_lo = r0 * self.s[0] - self.pads[0], c0 * self.s[1] - self.pads[1]
-        ra, rb = max(r_lo, 0), min(r_lo + br, sp.h)
-        ca, cb = max(c_lo, 0), min(c_lo + bc, sp.w)
         zero = 0.0 if p.quantize_input else p.x_zero + (128 if self.x.dtype == "u8" else 0)  # as stored
-        if ra >= rb or ca >= cb:
-            em.emit("dve", "memset", {"dst": tile}, value=zero)
-            return self._to_int8(tile)
-        img = (br * bc, nb)
-        top, bottom, left, right = ra - r_lo, r_lo + br - rb, ca - c_lo, c_lo + bc - cb
-        rows = (bc, rb - ra)
-        strips = [(0, (img, (1, top * bc))), ((br - bottom) * bc, (img, (1, bottom * bc))),
-                  (top * bc, (img, rows, (1, left))), (top * bc + bc - right, (img, rows, (1, right)))]
-        for off, dims in strips:
-            if dims[-1][1] > 0:
-                em.emit("dve", "memset", {"dst": sub(tile, cit, off, dims)}, value=zero)
-        hw = sp.h * sp.w
-        src = hbm(self.x, n0 * sp.cin * hw + ci0 * hw + ra * sp.w + ca,
-                  ((hw, cit), (sp.cin * hw, nb), (sp.w, rb - ra), (1, cb - ca)), raw_dtype)
-        dst = sub(tile, cit, top * bc + left, ((br * bc, nb), (bc, rb - ra), (1, cb - ca)))
-        em.emit("dma", "dma_copy", {"dst": dst, "src": src})
+        load_band(em, tile, self.x, sp, Band(n0, nb, ci0, cit, r_lo, c_lo, br, bc), zero, raw_dtype)
         return self._to_int8(tile)
 
     def _to_int8(self, tile: AP) -> AP:

@@ -20,13 +20,17 @@ import numpy as np
 
 from device_model.isa import AP
 
+from ..context import DeviceValue, LoweringContext
+from ..emitter import Emitter
 from ..errors import CompileError
-from ..tiling import broadcast_strides, elementwise_tiles, row_major_strides
+from ..graph import Node
 from . import kernel
-from .common import MAX_FREE, hbm_ap, load, sbuf_tile, store
+from .lib.ap import MAX_FREE, hbm_ap, load, new_tile, store
+from .lib.dims import broadcast_strides, row_major_strides
+from .lib.tiling import elementwise_tiles
 
 
-def quant_params(ctx, node, axis_shape_from: str):
+def quant_params(ctx: LoweringContext, node: Node, axis_shape_from: str) -> tuple[np.ndarray, np.ndarray, int]:
     """(scale f32 array, zero point int64 array, axis) of a Q/DQ node; scalars have shape ()."""
     scale = ctx.const(node.input(1))
     if scale is None:
@@ -48,19 +52,21 @@ def quant_params(ctx, node, axis_shape_from: str):
     return scale, zp, axis
 
 
-def _broadcast_const(ctx, hint: str, values: np.ndarray, axis: int, rank: int, dtype) -> object:
+def _broadcast_const(ctx: LoweringContext, hint: str, values: np.ndarray, axis: int, rank: int,
+                     dtype: np.dtype | type) -> DeviceValue:
     """A per-axis constant placed so that it broadcasts along the other dims of a rank-`rank`
     tensor: shape [C, 1, ..., 1] with the trailing ones after `axis`."""
     shape = (values.size,) + (1,) * (rank - 1 - axis)
     return ctx.new_const(hint, np.ascontiguousarray(values.reshape(shape).astype(dtype)))
 
 
-def _scalar_or_none(values: np.ndarray):
+def _scalar_or_none(values: np.ndarray) -> np.generic | None:
     flat = values.reshape(-1)
     return flat[0] if flat.size == 1 or np.all(flat == flat[0]) else None
 
 
-def _elementwise_q(ctx, node, x, out, scale, zp, axis, quantize: bool) -> None:
+def _elementwise_q(ctx: LoweringContext, node: Node, x: DeviceValue, out: DeviceValue, scale: np.ndarray,
+                   zp: np.ndarray, axis: int, quantize: bool) -> None:
     """Shared tiling of Q (quantize=True) and DQ."""
     rank = len(out.shape)
     strides = [row_major_strides(out.shape), broadcast_strides(x.shape, out.shape)]
@@ -75,7 +81,7 @@ def _elementwise_q(ctx, node, x, out, scale, zp, axis, quantize: bool) -> None:
     for t in elementwise_tiles(out.shape, strides, ctx.arch.partitions, MAX_FREE):
         (o_off, o_dims), (x_off, x_dims) = t.patterns[:2]
         src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, "f32")
-        dst = sbuf_tile(ctx, t.partitions, t.free, out.dtype)
+        dst = new_tile(ctx, t.partitions, t.free, out.dtype)
         if not per_axis:
             s, z = float(s_imm), int(z_imm)
         else:
@@ -92,11 +98,11 @@ def _elementwise_q(ctx, node, x, out, scale, zp, axis, quantize: bool) -> None:
         if no_zero:
             _alu(ctx.em, dst, src, "div" if quantize else "mul", s)
         elif quantize:  # round (the write into i32) before adding the zero point
-            mid = sbuf_tile(ctx, t.partitions, t.free, "i32")
+            mid = new_tile(ctx, t.partitions, t.free, "i32")
             _alu(ctx.em, mid, src, "div", s)
             _alu(ctx.em, dst, mid, "add", z)
         elif tiles:
-            mid = sbuf_tile(ctx, t.partitions, t.free, "f32")
+            mid = new_tile(ctx, t.partitions, t.free, "f32")
             _alu(ctx.em, mid, src, "sub", z)
             _alu(ctx.em, dst, mid, "mul", s)
         else:
@@ -104,7 +110,8 @@ def _elementwise_q(ctx, node, x, out, scale, zp, axis, quantize: bool) -> None:
         store(ctx, dst, hbm_ap(out, o_off, o_dims))
 
 
-def _alu(em, dst: AP, src: AP, op0: str, v0, op1: str | None = None, v1=None) -> None:
+def _alu(em: Emitter, dst: AP, src: AP, op0: str, v0: float | int | AP, op1: str | None = None,
+         v1: float | int | AP | None = None) -> None:
     """dst = (src op0 v0) [op1 v1]: v a number or a [P,1] AP (tensor_scalar), or a full tile
     (tensor_tensor, one stage)."""
     if isinstance(v0, AP) and v0.free_size > 1:
@@ -123,7 +130,7 @@ def _alu(em, dst: AP, src: AP, op0: str, v0, op1: str | None = None, v1=None) ->
 
 
 @kernel("QuantizeLinear")
-def quantize_linear(ctx, node) -> None:
+def quantize_linear(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     if out.dtype not in ("i8", "u8"):
@@ -133,10 +140,8 @@ def quantize_linear(ctx, node) -> None:
 
 
 @kernel("DequantizeLinear")
-def dequantize_linear(ctx, node) -> None:
+def dequantize_linear(ctx: LoweringContext, node: Node) -> None:
     q = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     scale, zp, axis = quant_params(ctx, node, node.inputs[0])
     _elementwise_q(ctx, node, q, out, scale, zp, axis, quantize=False)
-
-from . import qlinear  # noqa: E402,F401 - registers the int8 MatMul/Conv kernels

@@ -13,22 +13,27 @@ import numpy as np
 from device_model.dtypes import itemsize
 from device_model.isa import AP
 
+from ..context import DeviceValue, LoweringContext
 from ..emitter import SBUF_BLOCK
 from ..errors import CompileError
-from ..tiling import row_major_strides
+from ..graph import Node
 from . import kernel
-from .datamove import Slots, copy_region, hbm, pattern, progressions, sbuf
+from .lib.ap import hbm_ap, new_tile
+from .lib.datamove import copy_region, progressions
+from .lib.dims import count_stride_dims, row_major_strides
+from .lib.pools import SlotPool
 
 F32 = np.float32
 LINEAR_DTYPES = ("f32", "bf16", "f16")
 
 
-def _attr(node, name: str, default: str) -> str:
+def _attr(node: Node, name: str, default: str) -> str:
     v = node.attrs.get(name, default)
     return v.decode() if isinstance(v, bytes) else v
 
 
-def resize_scales(ctx, node, in_shape, out_shape) -> list[np.float32]:
+def resize_scales(ctx: LoweringContext, node: Node, in_shape: tuple[int, ...],
+                  out_shape: tuple[int, ...]) -> list[np.float32]:
     """Per-axis float32 scale as ORT uses it: the given scales, or out/in when sizes are given."""
     rank = len(in_shape)
     axes = node.attrs.get("axes")
@@ -48,7 +53,7 @@ def resize_scales(ctx, node, in_shape, out_shape) -> list[np.float32]:
     return scales
 
 
-def original_coords(coord_mode: str, in_len: int, out_len: int, scale) -> np.ndarray:
+def original_coords(coord_mode: str, in_len: int, out_len: int, scale: np.float32) -> np.ndarray:
     """x_original for every output index, in float32 like ORT's get_original_coordinate."""
     x = np.arange(out_len, dtype=F32)
     half = F32(0.5)
@@ -65,7 +70,7 @@ def original_coords(coord_mode: str, in_len: int, out_len: int, scale) -> np.nda
     raise CompileError(f"Resize coordinate_transformation_mode {coord_mode!r} is not supported on the device")
 
 
-def nearest_map(coord_mode: str, nearest_mode: str, in_len: int, out_len: int, scale) -> list[int]:
+def nearest_map(coord_mode: str, nearest_mode: str, in_len: int, out_len: int, scale: np.float32) -> list[int]:
     x = original_coords(coord_mode, in_len, out_len, scale).astype(np.float64)  # exact widening
     if nearest_mode == "round_prefer_floor":
         tie = x == np.trunc(x) + 0.5
@@ -81,7 +86,7 @@ def nearest_map(coord_mode: str, nearest_mode: str, in_len: int, out_len: int, s
     return [int(v) for v in np.clip(idx, 0, in_len - 1)]
 
 
-def linear_matrix(coord_mode: str, in_len: int, out_len: int, scale) -> np.ndarray:
+def linear_matrix(coord_mode: str, in_len: int, out_len: int, scale: np.float32) -> np.ndarray:
     """W[out, in]: out = W @ in along one axis, with ORT's bilinear weights."""
     x = np.clip(original_coords(coord_mode, in_len, out_len, scale), F32(0), F32(in_len - 1))
     x1 = np.minimum(x.astype(np.int64), in_len - 1)
@@ -118,7 +123,7 @@ def axis_pieces(m: list[int]) -> list[tuple[int, int, list[tuple[int, int, int]]
 
 
 @kernel("Resize")
-def resize(ctx, node) -> None:
+def resize(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     if out.size == 0:
@@ -140,7 +145,7 @@ def resize(ctx, node) -> None:
         raise CompileError(f"{node.name}: Resize mode {mode!r} is not supported on the device")
 
 
-def _copy_maps(ctx, x, out, maps) -> None:
+def _copy_maps(ctx: LoweringContext, x: DeviceValue, out: DeviceValue, maps: list[list[int]]) -> None:
     xs, os_ = row_major_strides(x.shape), row_major_strides(out.shape)
     per_axis = [axis_pieces(m) for m in maps]
     for cell in itertools.product(*per_axis):
@@ -166,7 +171,8 @@ class _LinearResize:
 
     RESIDENT_BYTES = 16 * 1024  # per partition: matrices up to this size stay in SBUF
 
-    def __init__(self, ctx, node, x, out, wh, ww):
+    def __init__(self, ctx: LoweringContext, node: Node, x: DeviceValue, out: DeviceValue, wh: np.ndarray,
+                 ww: np.ndarray):
         self.ctx, self.x, self.out = ctx, x, out
         cd = ctx.compute_dtype(node)
         self.cd = cd if cd in LINEAR_DTYPES else "bf16"
@@ -197,22 +203,22 @@ class _LinearResize:
         if (len(self.hk) * self.Ho + len(self.wk) * self.cols) * self.isz <= self.RESIDENT_BYTES:
             self.resident = {}
             for r0, rc in self.hk:
-                t = sbuf(ctx, rc, self.Ho, self.cd)
+                t = new_tile(ctx, rc, self.Ho, self.cd)
                 self.resident[("h", r0)] = self._load(t, self.whT, r0, rc, self.Ho, 0, self.Ho)
             for r0, rc in _chunks(g * self.W, self.kmax):
-                t = sbuf(ctx, rc, self.cols, self.cd)
+                t = new_tile(ctx, rc, self.cols, self.cd)
                 self.resident[("w", r0)] = self._load(t, self.bd, r0, rc, self.cols, 0, self.cols)
         y1_bytes = 2 * len(self.wk) * -(-self.mmax * self.isz // SBUF_BLOCK) * SBUF_BLOCK
         if y1_bytes > ctx.arch.sbuf_bytes // 4:
             raise CompileError(f"{node.name}: linear Resize of width {self.W} needs {y1_bytes} bytes of SBUF "
                                "per partition for partial results; too wide for the device")
         # X and matrix tiles (<= 512 columns), one matmul each; one row chunk's Y1ᵀ, double-buffered
-        self.loads = Slots(ctx, 16, max(self.mmax, self.nmax, self.kmax) * self.isz)
-        self.y1 = Slots(ctx, 2 * len(self.wk), self.mmax * self.isz)
+        self.loads = SlotPool.block(ctx, 16, max(self.mmax, self.nmax, self.kmax) * self.isz)
+        self.y1 = SlotPool.block(ctx, 2 * len(self.wk), self.mmax * self.isz)
 
-    def _load(self, tile: AP, matrix, row0: int, rows: int, row_len: int, col0: int, cols: int) -> AP:
-        self.ctx.em.emit("dma", "dma_copy", {"dst": tile, "src": hbm(matrix, row0 * row_len + col0,
-                                                                     pattern([(rows, row_len), (cols, 1)]))})
+    def _load(self, tile: AP, matrix: DeviceValue, row0: int, rows: int, row_len: int, col0: int, cols: int) -> AP:
+        src = hbm_ap(matrix, row0 * row_len + col0, count_stride_dims([(rows, row_len), (cols, 1)]))
+        self.ctx.em.emit("dma", "dma_copy", {"dst": tile, "src": src})
         return tile
 
     def _matrix(self, which: str, row0: int, rows: int, col0: int, cols: int) -> AP:
@@ -237,8 +243,8 @@ class _LinearResize:
                     dst = AP("psum", ps, ((1, hoc),), "f32", 0, m)
                     for i, (h0, hc) in enumerate(self.hk):
                         xt = self.loads.tile(hc, m, self.cd)  # X[h, (g, w)]: rows on partitions
-                        em.emit("dma", "dma_copy", {"dst": xt, "src": hbm(
-                            self.x, img0 * H * W + h0 * W + w0, pattern([(hc, W), (gn, H * W), (wc, 1)]))})
+                        em.emit("dma", "dma_copy", {"dst": xt, "src": hbm_ap(
+                            self.x, img0 * H * W + h0 * W + w0, count_stride_dims([(hc, W), (gn, H * W), (wc, 1)]))})
                         mov = self._matrix("h", h0, hc, ho0, hoc)
                         em.emit("pe", "matmul", {"dst": dst, "stat": xt, "mov": mov}, start=int(i == 0))
                     y1[w0] = self.y1.tile(m, hoc, self.cd)
@@ -251,6 +257,6 @@ class _LinearResize:
                         mov = self._matrix("w", w0, gn * wc, wo0, n_cols)
                         em.emit("pe", "matmul", {"dst": dst, "stat": y1[w0], "mov": mov}, start=int(i == 0))
                     em.emit("dma", "dma_copy", {
-                        "dst": hbm(self.out, img0 * Ho * Wo + ho0 * Wo + wo0,
-                                   pattern([(hoc, Wo), (gn, Ho * Wo), (woc, 1)])),
+                        "dst": hbm_ap(self.out, img0 * Ho * Wo + ho0 * Wo + wo0,
+                                      count_stride_dims([(hoc, Wo), (gn, Ho * Wo), (woc, 1)])),
                         "src": dst})

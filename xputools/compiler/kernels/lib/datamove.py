@@ -18,81 +18,21 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from device_model.arch import Arch
 from device_model.dtypes import itemsize
 from device_model.isa import AP, MAX_FREE_DIMS
 
-from ..emitter import SBUF_BLOCK
+from ...context import DeviceValue, LoweringContext
+from ...emitter import SBUF_BLOCK
+from .ap import hbm_ap, new_tile
+from .dims import Dims, blocks, count_stride_dims, loop_excess, merge_dims, stride_column, volume
+from .pools import SlotPool
 
 STAGE_BYTES = 32 * 1024  # per partition for one staging buffer (a kernel keeps two or three live)
 SMALL_REVERSED = 3  # a reversed axis this short is cheaper as separate DMAs than as a gather
 
 
-# ---- dims ------------------------------------------------------------------------------------------
-def simplify(dims):
-    """Drop count-1 dims and merge neighbours that are contiguous in every stride column."""
-    out: list[tuple[int, ...]] = []
-    for d in dims:
-        d = tuple(int(x) for x in d)
-        if d[0] == 1:
-            continue
-        if out and all(ps == s * d[0] for ps, s in zip(out[-1][1:], d[1:])):
-            out[-1] = (out[-1][0] * d[0],) + d[1:]
-            continue
-        out.append(d)
-    return out
-
-
-def volume(dims) -> int:
-    return math.prod(d[0] for d in dims)
-
-
-def loop_excess(dims, max_dims: int = MAX_FREE_DIMS):
-    """Yield (offsets per stride column, kept dims): the dims beyond `max_dims` (those with the
-    fewest elements, never the innermost) become loops."""
-    ncols = len(dims[0]) - 1 if dims else 0
-    if len(dims) <= max_dims:
-        yield (0,) * ncols, list(dims)
-        return
-    looped_idx = sorted(sorted(range(len(dims) - 1), key=lambda i: dims[i][0])[:len(dims) - max_dims])
-    looped = [dims[i] for i in looped_idx]
-    kept = [d for i, d in enumerate(dims) if i not in looped_idx]
-    for idx in itertools.product(*(range(d[0]) for d in looped)):
-        yield tuple(sum(j * d[k] for j, d in zip(idx, looped)) for k in range(1, ncols + 1)), kept
-
-
-def blocks(dims, max_elems: int):
-    """Yield (offsets per stride column, sub dims) covering `dims` in pieces of at most
-    `max_elems` elements: whole inner dims, a chunk of the next one, loops over the rest."""
-    ncols = len(dims[0]) - 1 if dims else 0
-    inner, k = 1, len(dims)
-    while k > 0 and inner * dims[k - 1][0] <= max_elems:
-        inner *= dims[k - 1][0]
-        k -= 1
-    if k == 0:
-        yield (0,) * ncols, list(dims)
-        return
-    chunk = max(1, max_elems // inner)
-    outer, mid, rest = dims[:k - 1], dims[k - 1], list(dims[k:])
-    for idx in itertools.product(*(range(d[0]) for d in outer)):
-        base = [sum(j * d[c] for j, d in zip(idx, outer)) for c in range(1, ncols + 1)]
-        for m0 in range(0, mid[0], chunk):
-            mc = min(chunk, mid[0] - m0)
-            yield (tuple(b + m0 * mid[c + 1] for c, b in enumerate(base)),
-                   [(mc,) + tuple(mid[1:])] + rest)
-
-
-def pattern(pairs) -> tuple[tuple[int, int], ...]:
-    """(count, stride) pairs -> simplified AP dims ((stride, count), ...)."""
-    dims = simplify(pairs)
-    return tuple((s, c) for c, s in dims) or ((1, 1),)
-
-
-def column(dims, k: int) -> list[tuple[int, int]]:
-    """(count, stride) pairs of stride column k (1 = dst, 2 = src)."""
-    return [(d[0], d[k]) for d in dims]
-
-
-def runs(ap_dims) -> int:
+def runs(ap_dims: tuple[tuple[int, int], ...]) -> int:
     """Contiguous runs of an HBM pattern, as device_model.timing.contiguous_runs counts them."""
     dims = [d for d in ap_dims if d[1] != 1]
     total = math.prod(c for _, c in ap_dims)
@@ -102,62 +42,33 @@ def runs(ap_dims) -> int:
     return max(1, total // run)
 
 
-def hbm(value, elem_offset: int, dims, dtype: str | None = None) -> AP:
-    return AP("hbm", value.offset + elem_offset * itemsize(value.dtype), tuple(dims), dtype or value.dtype)
-
-
-def sbuf(ctx, partitions: int, free: int, dtype: str) -> AP:
-    """A fresh [partitions, free] SBUF tile in whole hazard blocks: small tiles sharing a block would
-    make the emitter order unrelated instructions one after the other."""
-    nbytes = -(-free * itemsize(dtype) // SBUF_BLOCK) * SBUF_BLOCK
-    off = ctx.em.sbuf.alloc(nbytes)
-    return AP("sbuf", off, ((1, free),), dtype, 0, partitions)
-
-
-class Slots:
-    """`n` SBUF slots of `nbytes` per partition, reused round-robin. A kernel that takes its
-    short-lived tiles from here allocates a bounded amount however long it runs, so the ring
-    allocator never comes back over a tile that must live longer (an index tile, partial results);
-    reusing a slot is ordered after its last reader by the emitter's hazard tracking."""
-
-    def __init__(self, ctx, n: int, nbytes: int):
-        self.nbytes = -(-max(nbytes, 1) // SBUF_BLOCK) * SBUF_BLOCK
-        self.n, self.i = n, 0
-        self.base = ctx.em.sbuf.alloc(n * self.nbytes)
-
-    def tile(self, partitions: int, free: int, dtype: str) -> AP:
-        if free * itemsize(dtype) > self.nbytes:
-            raise ValueError(f"a tile of {free * itemsize(dtype)} bytes does not fit a "
-                             f"{self.nbytes}-byte slot")
-        off = self.base + (self.i % self.n) * self.nbytes
-        self.i += 1
-        return AP("sbuf", off, ((1, free),), dtype, 0, partitions)
-
-
 # ---- cost model --------------------------------------------------------------------------------------
 class DmaCost:
     """Cycle estimates from the arch preset. Writes into one HBM tensor are ordered one after the
     other by the emitter (hazards are tracked per tensor), so each store pays the full latency."""
 
-    def __init__(self, arch):
+    def __init__(self, arch: Arch):
         dma = arch.raw["dma"]
         self.latency = dma["latency_cycles"]
         self.overhead = dma["run_overhead_bytes"]
         self.bytes_per_cycle = min(arch.raw["hbm"]["bandwidth_gbps"], dma["queue_gbps"]) / arch.clock_ghz
 
     def fabric(self, elems: int, isz: int, nruns: int) -> float:
+        """Bytes a transfer occupies the fabric for: payload plus the per-run overhead."""
         return elems * isz + nruns * self.overhead
 
     def cycles(self, serial_dmas: int, fabric_bytes: float, extra: float = 0.0) -> float:
+        """Cycles of `serial_dmas` DMAs one after the other moving `fabric_bytes`, plus `extra`."""
         return serial_dmas * self.latency + fabric_bytes / self.bytes_per_cycle + extra
 
 
 # ---- copies ---------------------------------------------------------------------------------------
-def copy_region(ctx, dst, dst_off: int, src, src_off: int, dims) -> None:
+def copy_region(ctx: LoweringContext, dst: DeviceValue, dst_off: int, src: DeviceValue, src_off: int,
+                dims: Dims) -> None:
     """dst[dst_off + Σ i·dst_stride] = src[src_off + Σ i·src_stride] over `dims`."""
     if any(d[0] == 0 for d in dims):
         return
-    dims = simplify(dims) or [(1, 1, 1)]
+    dims = merge_dims(dims) or [(1, 1, 1)]
     if any(d[2] < 0 for d in dims):
         _copy_reversed(ctx, dst, dst_off, src, src_off, dims)
         return
@@ -169,19 +80,21 @@ def copy_region(ctx, dst, dst_off: int, src, src_off: int, dims) -> None:
     copy_direct(ctx, dst, dst_off, src, src_off, dims)
 
 
-def copy_direct(ctx, dst, dst_off: int, src, src_off: int, dims) -> None:
-    dims = simplify(dims) or [(1, 1, 1)]
+def copy_direct(ctx: LoweringContext, dst: DeviceValue, dst_off: int, src: DeviceValue, src_off: int,
+                dims: Dims) -> None:
+    """`copy_region` as HBM->HBM DMAs only (outer dims beyond what a pattern holds become loops)."""
+    dims = merge_dims(dims) or [(1, 1, 1)]
     for (do, so), sub in loop_excess(dims):
-        ctx.em.emit("dma", "dma_copy", {"dst": hbm(dst, dst_off + do, pattern(column(sub, 1))),
-                                        "src": hbm(src, src_off + so, pattern(column(sub, 2)))})
+        ctx.em.emit("dma", "dma_copy", {"dst": hbm_ap(dst, dst_off + do, count_stride_dims(stride_column(sub, 1))),
+                                        "src": hbm_ap(src, src_off + so, count_stride_dims(stride_column(sub, 2)))})
 
 
-def direct_cycles(ctx, dims, isz: int) -> float:
+def direct_cycles(ctx: LoweringContext, dims: Dims, isz: int) -> float:
     """Estimated cycles of `copy_direct` over `dims`."""
     cost = DmaCost(ctx.arch)
     n, fabric = 0, 0.0
     for _, sub in loop_excess(dims):
-        nruns = max(runs(pattern(column(sub, 1))), runs(pattern(column(sub, 2))))
+        nruns = max(runs(count_stride_dims(stride_column(sub, 1))), runs(count_stride_dims(stride_column(sub, 2))))
         fabric += cost.fabric(volume(sub), isz, nruns)
         n += 1
     return cost.cycles(n, fabric)
@@ -197,7 +110,7 @@ class _StagePlan:
     cycles: float    # estimate
 
 
-def _stage_plan(ctx, dims, isz: int) -> _StagePlan | None:
+def _stage_plan(ctx: LoweringContext, dims: Dims, isz: int) -> _StagePlan | None:
     """Rows on partitions, up to 3 inner dims in the free axis; None when staging cannot help."""
     max_elems = STAGE_BYTES // isz
     free, f, i = [], 1, len(dims)
@@ -215,7 +128,7 @@ def _stage_plan(ctx, dims, isz: int) -> _StagePlan | None:
     rows = row[0]
     p = min(ctx.arch.partitions, rows)
     nch_max = max(1, max_elems // max(f, span))
-    if len(simplify(column(free, 1))) > 2:
+    if len(merge_dims(stride_column(free, 1))) > 2:
         nch_max = 1  # the store pattern would need more than 4 dims
     groups = row_groups(rows, p, nch_max)
     cost = DmaCost(ctx.arch)
@@ -228,7 +141,8 @@ def _stage_plan(ctx, dims, isz: int) -> _StagePlan | None:
     return _StagePlan(outer, row, free, span, groups, cost.cycles(serial, fabric * n_outer, copy_cycles))
 
 
-def _emit_staged(ctx, dst, dst_off, src, src_off, plan: _StagePlan) -> None:
+def _emit_staged(ctx: LoweringContext, dst: DeviceValue, dst_off: int, src: DeviceValue, src_off: int,
+                 plan: _StagePlan) -> None:
     dtype = src.dtype
     f = volume(plan.free)
     engines = ("dve", "act")
@@ -239,23 +153,24 @@ def _emit_staged(ctx, dst, dst_off, src, src_off, plan: _StagePlan) -> None:
         s_base = src_off + sum(j * d[2] for j, d in zip(idx, outer))
         _, row_d, row_s = plan.row
         for r0, p, nch in plan.groups:
-            raw = sbuf(ctx, p, nch * plan.span, dtype)
+            raw = new_tile(ctx, p, nch * plan.span, dtype)
             ctx.em.emit("dma", "dma_copy", {
                 "dst": raw,
-                "src": hbm(src, s_base + r0 * row_s,
-                           pattern([(p, row_s * nch), (nch, row_s), (plan.span, 1)]))})
-            out = sbuf(ctx, p, nch * f, dtype)
+                "src": hbm_ap(src, s_base + r0 * row_s,
+                              count_stride_dims([(p, row_s * nch), (nch, row_s), (plan.span, 1)]))})
+            out = new_tile(ctx, p, nch * f, dtype)
             src_dims = ((plan.span, nch),) + tuple((s, c) for c, _, s in plan.free)
             ctx.em.emit(engines[k % 2], "copy",
                         {"dst": out, "src": AP("sbuf", raw.offset, src_dims, dtype, 0, p)})
             k += 1
             ctx.em.emit("dma", "dma_copy", {
-                "dst": hbm(dst, d_base + r0 * row_d,
-                           pattern([(p, row_d * nch), (nch, row_d)] + column(plan.free, 1))),
+                "dst": hbm_ap(dst, d_base + r0 * row_d,
+                              count_stride_dims([(p, row_d * nch), (nch, row_d)] + stride_column(plan.free, 1))),
                 "src": out})
 
 
-def _copy_reversed(ctx, dst, dst_off, src, src_off, dims) -> None:
+def _copy_reversed(ctx: LoweringContext, dst: DeviceValue, dst_off: int, src: DeviceValue, src_off: int,
+                   dims: Dims) -> None:
     neg = [i for i, d in enumerate(dims) if d[2] < 0]
     row = max(neg, key=lambda i: dims[i][0])
     looped = [i for i in neg if i != row or dims[i][0] <= SMALL_REVERSED]
@@ -270,62 +185,63 @@ def _copy_reversed(ctx, dst, dst_off, src, src_off, dims) -> None:
             _gather_reversed(ctx, dst, do, src, so, dims[row], others)
 
 
-def _gather_reversed(ctx, dst, dst_off, src, src_off, row, others) -> None:
+def _gather_reversed(ctx: LoweringContext, dst: DeviceValue, dst_off: int, src: DeviceValue, src_off: int,
+                    row: tuple[int, ...], others: Dims) -> None:
     """One reversed axis (count n, src stride < 0) as the gather row axis; `others` form the rows."""
     n, row_d, row_s = row
     base = src_off + (n - 1) * row_s  # the lowest-addressed row; row t of the table is at base + t·|s|
     isz = itemsize(src.dtype)
-    others = simplify(others)
+    others = merge_dims(others)
     parts = []
     for offs, sub in (blocks(others, STAGE_BYTES // isz) if others else [((0, 0), [])]):
         for offs2, sub2 in (loop_excess(sub, MAX_FREE_DIMS - 1) if sub else [((0, 0), [])]):
             parts.append(((offs[0] + offs2[0], offs[1] + offs2[1]), sub2))
     slots = row_slots(ctx, max(volume(sub) for _, sub in parts) * isz)
-    index_slots = Slots(ctx, 2, 4)
+    index_slots = SlotPool.block(ctx, 2, 4)
     for p0 in range(0, n, ctx.arch.partitions):
         pc = min(ctx.arch.partitions, n - p0)
         idx = index_slots.tile(pc, 1, "i32")
         ctx.em.emit("pool", "iota", {"dst": idx}, base=n - 1 - p0, pstep=-1, step=0)
         for (do, so), sub in parts:
-            table = hbm(src, base + so, ((-row_s, n),) + tuple((s, c) for c, _, s in sub))
+            table = hbm_ap(src, base + so, ((-row_s, n),) + tuple((s, c) for c, _, s in sub))
             tile = slots.tile(pc, volume(sub), src.dtype)
             ctx.em.emit("pool", "gather", {"dst": tile, "table": table, "idx": idx})
             ctx.em.emit("dma", "dma_copy", {
-                "dst": hbm(dst, dst_off + p0 * row_d + do, ((row_d, pc),) + tuple((d, c) for c, d, _ in sub)),
+                "dst": hbm_ap(dst, dst_off + p0 * row_d + do, ((row_d, pc),) + tuple((d, c) for c, d, _ in sub)),
                 "src": tile})
 
 
-def row_slots(ctx, nbytes: int) -> Slots:
+def row_slots(ctx: LoweringContext, nbytes: int) -> SlotPool:
     """Slots for gathered rows: up to four in flight, within a quarter of SBUF."""
-    return Slots(ctx, max(2, min(4, ctx.arch.sbuf_bytes // 4 // max(nbytes, SBUF_BLOCK))), nbytes)
+    return SlotPool.block(ctx, max(2, min(4, ctx.arch.sbuf_bytes // 4 // max(nbytes, SBUF_BLOCK))), nbytes)
 
 
 # ---- constants -------------------------------------------------------------------------------------
 class Filler:
     """A memset SBUF row of `length` elements holding `value`, DMA'd into regions of `dst`."""
 
-    def __init__(self, ctx, dst, value, length: int):
+    def __init__(self, ctx: LoweringContext, dst: DeviceValue, value: float | int, length: int):
         self.ctx, self.dst = ctx, dst
         self.length = max(1, min(length, STAGE_BYTES // itemsize(dst.dtype)))
-        self.tile = sbuf(ctx, 1, self.length, dst.dtype)
+        self.tile = new_tile(ctx, 1, self.length, dst.dtype)
         ctx.em.emit("dve", "memset", {"dst": self.tile}, value=value)
 
-    def fill(self, dst_off: int, dims) -> None:
+    def fill(self, dst_off: int, dims: Dims) -> None:
         """dst[dst_off + Σ i·stride] = value over `dims` of (count, dst_stride)."""
         if any(d[0] == 0 for d in dims):
             return
-        dims = simplify(dims) or [(1, 1)]
+        dims = merge_dims(dims) or [(1, 1)]
         count, stride = dims[-1]
         chunks = [(c0, min(self.length, count - c0)) for c0 in range(0, count, self.length)] \
             if stride == 1 else [(0, count)]
         for c0, cn in chunks:
-            sub_dims = simplify(dims[:-1] + [(cn, stride)]) or [(1, 1)]
+            sub_dims = merge_dims(dims[:-1] + [(cn, stride)]) or [(1, 1)]
             for (do,), sub in loop_excess(sub_dims):
                 # a contiguous source run where the destination has one
                 inner_stride = 1 if sub[-1][1] == 1 else 0
                 src_dims = tuple((0, c) for c, _ in sub[:-1]) + ((inner_stride, sub[-1][0]),)
                 self.ctx.em.emit("dma", "dma_copy", {
-                    "dst": hbm(self.dst, dst_off + c0 * stride + do, tuple((s, c) for c, s in sub)),
+                    "dst": hbm_ap(self.dst, dst_off + c0 * stride + do, tuple((s, c) for c, s in sub)),
                     "src": AP("sbuf", self.tile.offset, src_dims, self.dst.dtype, 0, 1)})
 
 

@@ -8,49 +8,10 @@ operand straight into a [P, F] SBUF tile, broadcasting included.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-
-def row_major_strides(shape) -> tuple[int, ...]:
-    out, acc = [], 1
-    for d in reversed(tuple(shape)):
-        out.append(acc)
-        acc *= d
-    return tuple(reversed(out))
-
-
-def broadcast_strides(in_shape, out_shape) -> tuple[int, ...]:
-    """Element strides of a row-major `in_shape` tensor read as `out_shape` (numpy broadcasting)."""
-    in_shape, out_shape = tuple(in_shape), tuple(out_shape)
-    if len(in_shape) > len(out_shape):
-        raise ValueError(f"cannot broadcast {in_shape} to {out_shape}")
-    padded = (1,) * (len(out_shape) - len(in_shape)) + in_shape
-    base = row_major_strides(padded)
-    out = []
-    for d_in, d_out, s in zip(padded, out_shape, base):
-        if d_in == d_out:
-            out.append(s if d_out > 1 else 0)
-        elif d_in == 1:
-            out.append(0)
-        else:
-            raise ValueError(f"cannot broadcast {in_shape} to {out_shape}")
-    return tuple(out)
-
-
-def coalesce(shape, strides_list):
-    """Drop size-1 dims and merge neighbours that are contiguous for every operand."""
-    dims = [(d, [s[i] for s in strides_list]) for i, d in enumerate(shape) if d != 1]
-    merged: list[tuple[int, list[int]]] = []
-    for d, ss in dims:
-        if merged:
-            pd, pss = merged[-1]
-            if all(ps == s * d for ps, s in zip(pss, ss)):
-                merged[-1] = (pd * d, ss)
-                continue
-        merged.append((d, ss))
-    shape = tuple(d for d, _ in merged)
-    strides = [tuple(ss[k] for _, ss in merged) for k in range(len(strides_list))]
-    return shape, strides
+from .dims import coalesce
 
 
 @dataclass(frozen=True)
@@ -71,7 +32,8 @@ def _split_innermost(d: int, max_free: int) -> int | None:
     return None
 
 
-def elementwise_tiles(shape, strides_list, partitions: int, max_free: int):
+def elementwise_tiles(shape: Sequence[int], strides_list: Sequence[Sequence[int]], partitions: int,
+                      max_free: int) -> Iterator[Tile]:
     """Yield Tiles covering every element of `shape` once."""
     shape, strides = coalesce(tuple(shape), [tuple(s) for s in strides_list])
     if not shape:
@@ -104,8 +66,9 @@ def elementwise_tiles(shape, strides_list, partitions: int, max_free: int):
         yield from _row_tiles(shape, strides, row_dims, free_dims, free_shape, c0, free, partitions)
 
 
-def _row_tiles(shape, strides, row_dims, free_dims, free_shape, c0, free, partitions):
-    def free_part(s):
+def _row_tiles(shape: list[int], strides: list[list[int]], row_dims: list[int], free_dims: list[int],
+               free_shape: list[int], c0: int, free: int, partitions: int) -> Iterator[Tile]:
+    def free_part(s: list[int]) -> tuple[tuple[int, int], ...]:
         return tuple((s[i], n) for i, n in zip(free_dims, free_shape))
 
     base = [s[free_dims[-1]] * c0 for s in strides]
