@@ -19,13 +19,13 @@ SHAPES = {"transformer": {"input_ids": (2, 16)}}
 
 # (sample, precision): (cycles, instructions)
 PINS = {
-    ("mlp", "fp32"): (14471, 27),
-    ("cnn", "fp32"): (55878, 96),
-    ("cnn", "bf16"): (43286, 101),
-    ("transformer", "bf16"): (116402, 248),
-    ("lstm", "fp32"): (14902, 110),
-    ("detector_head", "fp32"): (15974, 24),
-    ("int8_qdq", "int8"): (21144, 46),
+    ("mlp", "fp32"): (15617, 27),
+    ("cnn", "fp32"): (61226, 96),
+    ("cnn", "bf16"): (53982, 101),
+    ("transformer", "bf16"): (133166, 248),
+    ("lstm", "fp32"): (27508, 110),
+    ("detector_head", "fp32"): (16356, 24),
+    ("int8_qdq", "int8"): (25346, 46),
 }
 
 

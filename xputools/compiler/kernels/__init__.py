@@ -14,17 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-KERNELS: dict[str, Callable] = {}
+from .lib.registry import KERNELS, kernel
+
+__all__ = ["KERNELS", "kernel", "kernels"]
 _loaded = False
-
-
-def kernel(*op_types: str) -> Callable[[Callable], Callable]:
-    """Register the decorated function as the kernel of `op_types`."""
-    def register(fn: Callable) -> Callable:
-        for op in op_types:
-            KERNELS[op] = fn
-        return fn
-    return register
 
 
 def kernels() -> dict[str, Callable]:
