@@ -45,7 +45,8 @@ def sanitize_cmd(program: Path, checks: str, as_json: bool, inputs_path: Path | 
     prog = program_from_path(program, compile_kw)
     feeds = _feeds(prog, inputs_path, random_inputs, seed)
     report = sanitize(prog, feeds, chosen, jitter=jitter)
-    prefix = debug_command_prefix(program, compile_kw)
+    inputs = _input_words(inputs_path, random_inputs or not inputs_path, seed)
+    prefix = debug_command_prefix(program, compile_kw, inputs)
     if as_json:
         click.echo(json.dumps(report_json(report, prefix), indent=2))
     else:
@@ -71,9 +72,18 @@ def _feeds(prog, inputs_path: Path | None, random_inputs: bool, seed: int) -> di
 _DEFAULTS = {"arch": "xpu1", "calibration_method": "minmax", "precision": "fp32"}
 
 
-def debug_command_prefix(program: Path, compile_kw: dict) -> list[str]:
-    """`xpu debug PROGRAM` with the compile options the user gave (so the same program is debugged)."""
-    words = ["xpu", "debug", str(program)]
+def _input_words(inputs_path: Path | None, random_inputs: bool, seed: int) -> list[str]:
+    if inputs_path:
+        return ["--inputs", str(inputs_path)]
+    if not random_inputs:
+        return []
+    return ["--random-inputs"] + (["--seed", str(seed)] if seed else [])
+
+
+def debug_command_prefix(program: Path, compile_kw: dict, input_words: list[str] = ()) -> list[str]:
+    """`xpu debug PROGRAM` with the inputs and compile options the user gave (so the same program
+    runs on the same data)."""
+    words = ["xpu", "debug", str(program), *input_words]
     for name, value in sorted(compile_kw.items()):
         flag = "--" + name.replace("_", "-")
         if name == "shapes":
