@@ -184,3 +184,13 @@ def test_jitter_exposes_a_wait_that_another_signal_can_satisfy_first():
 def test_gemm512_stays_clean_under_jitter():
     program = assemble(program_text("gemm512.xasm"))
     assert sanitize(program, random_inputs(program, 0), "race,uninit", jitter=6).clean
+
+
+def test_progress_is_reported_for_every_run(monkeypatch):
+    from xputools.debug.sanitize import core
+
+    monkeypatch.setattr(core._Counter, "EVERY", 8)
+    program = assemble(program_text("gemm512.xasm"))
+    seen = []
+    sanitize(program, random_inputs(program, 0), "race", jitter=1, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(8 * i, 64) for i in range(1, 9)]  # 32 instructions, twice

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ...clikit import CheckFailed, compile_options, debug_option, program_from_path
+from ...clikit import CheckFailed, compile_options, debug_option, program_from_path, stderr_is_terminal
 from .findings import CHECKS, Finding, SanitizeReport
 
 
@@ -39,12 +39,12 @@ def sanitize_cmd(program: Path, checks: str, as_json: bool, inputs_path: Path | 
       xpu sanitize model.onnx --precision bf16 --random-inputs --seed 3 --json
       xpu sanitize prog.xasm --random-inputs --check race --jitter 8
     """
-    from .core import parse_checks, sanitize
+    from .core import parse_checks
 
     chosen = parse_checks(checks)
     prog = program_from_path(program, compile_kw)
     feeds = _feeds(prog, inputs_path, random_inputs, seed)
-    report = sanitize(prog, feeds, chosen, jitter=jitter)
+    report = _sanitize_with_progress(prog, feeds, chosen, jitter)
     inputs = _input_words(inputs_path, random_inputs or not inputs_path, seed)
     prefix = debug_command_prefix(program, compile_kw, inputs)
     if as_json:
@@ -53,6 +53,20 @@ def sanitize_cmd(program: Path, checks: str, as_json: bool, inputs_path: Path | 
         click.echo(render_report(report, prefix))
     if not report.clean:
         raise CheckFailed()
+
+
+def _sanitize_with_progress(prog, feeds, checks, jitter: int):
+    """`sanitize`, with a progress bar on a terminal (quiet when piped)."""
+    from .core import sanitize
+
+    if not stderr_is_terminal():
+        return sanitize(prog, feeds, checks, jitter=jitter)
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("sanitizing", total=len(prog.instrs) * (1 + jitter))
+        return sanitize(prog, feeds, checks, jitter=jitter,
+                        progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def _feeds(prog, inputs_path: Path | None, random_inputs: bool, seed: int) -> dict:
