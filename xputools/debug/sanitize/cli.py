@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ...clikit import CheckFailed, compile_options, debug_option, program_from_path, stderr_is_terminal
+from ...clikit import CheckFailed, compile_options, debug_option, feeds_from_options, program_from_path
 from .findings import CHECKS, Finding, SanitizeReport
 
 
@@ -43,7 +43,7 @@ def sanitize_cmd(program: Path, checks: str, as_json: bool, inputs_path: Path | 
 
     chosen = parse_checks(checks)
     prog = program_from_path(program, compile_kw)
-    feeds = _feeds(prog, inputs_path, random_inputs, seed)
+    feeds = feeds_from_options(prog, inputs_path, random_inputs, seed)
     report = _sanitize_with_progress(prog, feeds, chosen, jitter)
     inputs = _input_words(inputs_path, random_inputs or not inputs_path, seed)
     prefix = debug_command_prefix(program, compile_kw, inputs)
@@ -57,6 +57,7 @@ def sanitize_cmd(program: Path, checks: str, as_json: bool, inputs_path: Path | 
 
 def _sanitize_with_progress(prog, feeds, checks, jitter: int):
     """`sanitize`, with a progress bar on a terminal (quiet when piped)."""
+    from ...clikit import stderr_is_terminal
     from .core import sanitize
 
     if not stderr_is_terminal():
@@ -69,29 +70,15 @@ def _sanitize_with_progress(prog, feeds, checks, jitter: int):
                         progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
-def _feeds(prog, inputs_path: Path | None, random_inputs: bool, seed: int) -> dict:
-    from ...errors import UserError
-    from ...runtime import random_inputs as make_random
-    from ...runtime import read_npz
-
-    if inputs_path and random_inputs:
-        raise UserError("give either --inputs or --random-inputs, not both")
-    if inputs_path:
-        return read_npz(inputs_path)
-    if random_inputs or not prog.inputs():
-        return make_random(prog, seed)
-    raise UserError("the program has inputs: give --inputs IN.npz or --random-inputs")
-
-
-_DEFAULTS = {"arch": "xpu1", "calibration_method": "minmax", "precision": "fp32"}
-
-
 def _input_words(inputs_path: Path | None, random_inputs: bool, seed: int) -> list[str]:
     if inputs_path:
         return ["--inputs", str(inputs_path)]
     if not random_inputs:
         return []
     return ["--random-inputs"] + (["--seed", str(seed)] if seed else [])
+
+
+_DEFAULTS = {"calibration_method": "minmax", "precision": "fp32"}
 
 
 def debug_command_prefix(program: Path, compile_kw: dict, input_words: list[str] = ()) -> list[str]:

@@ -162,10 +162,10 @@ class Sanitizer(Observer):
 
     def static_sync(self) -> None:
         for problem in static_problems(self._uses):
-            waiter = problem.instrs[0]
+            # the waiter never issues, so a breakpoint on it never fires: run into the hang
             self.add(Finding("sync", problem.kind, problem.message,
                              [self.access(r.engine, r.index) for r in problem.instrs],
-                             _stop_at(waiter.engine, waiter.index) + ["info sems"]))
+                             ["run", "info hang", "info sems"]))
 
     # ---- machine hooks ----------------------------------------------------------------------
     def on_issue(self, ev: InstrEvent) -> None:
@@ -186,7 +186,7 @@ class Sanitizer(Observer):
             if problem is not None:
                 self.add(Finding("sync", problem.kind, problem.message,
                                  [self.access(r.engine, r.index) for r in problem.instrs],
-                                 _stop_at(ev.engine, ev.index) + ["info sems"]))
+                                 [f"watch s{ev.sem}", "run"]))  # stops at each signal: old -> new
 
     def on_complete(self, ev: InstrEvent) -> None:
         touches = self._pending.pop(ev.engine, [])
