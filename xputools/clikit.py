@@ -16,7 +16,7 @@ from .compiler.precision import PRECISIONS
 from .errors import CheckFailed
 
 __all__ = ["CheckFailed", "XpuGroup", "debug_option", "compile_options", "build_options", "program_from_path",
-           "with_compile_progress", "fresh_output_path", "stderr_is_terminal"]
+           "feeds_from_options", "with_compile_progress", "fresh_output_path", "stderr_is_terminal"]
 
 EXIT_INTERNAL_ERROR = 3
 
@@ -140,3 +140,19 @@ def program_from_path(path: Path, compile_kw: dict):
     else:  # a built program: only --arch means something (the arch it must be for)
         options = CompileOptions(arch=compile_kw.get("arch"))
     return with_compile_progress(lambda progress: load_program_or_model(path, options, progress))
+
+
+def feeds_from_options(program, inputs_path: Path | None, random_inputs: bool, seed: int) -> dict:
+    """The inputs `--inputs IN.npz` / `--random-inputs --seed N` name for `program` (random ones when
+    the program takes no inputs), or a UserError saying what to give."""
+    from .errors import UserError
+    from .runtime import random_inputs as make_random
+    from .runtime import read_npz
+
+    if inputs_path and random_inputs:
+        raise UserError("give either --inputs or --random-inputs, not both")
+    if inputs_path:
+        return read_npz(inputs_path)
+    if random_inputs or not program.inputs():
+        return make_random(program, seed)
+    raise UserError("the program has inputs: give --inputs IN.npz or --random-inputs")

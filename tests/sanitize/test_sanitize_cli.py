@@ -46,7 +46,7 @@ def test_findings_exit_1_with_json(root):
         ("dve", 0, "tensor_scalar", "sbuf[0:+128]@0x0{1:64}:f32"),
         ("dma1", 0, "dma_copy", "sbuf[0:+128]@0x0{1:64}:f32")]
     assert all(set(a) >= {"engine", "index", "opcode", "ap", "node"} for a in finding["accesses"])
-    assert finding["repro"] == f"xpu debug {path} -ex 'break dma1:0' -ex run"
+    assert finding["repro"] == f"xpu debug {path} --random-inputs -ex 'break dma1:0' -ex run"
 
 
 def test_text_output_names_both_sides_and_the_debug_command(root):
@@ -70,8 +70,8 @@ def test_repro_keeps_compile_options():
     from xputools.debug.sanitize.cli import debug_command_prefix
 
     words = debug_command_prefix(Path("m.onnx"), {"precision": "bf16", "shapes": ("x=1x3",), "keep": (),
-                                                  "arch": "xpu1", "calibration": None})
-    assert words == ["xpu", "debug", "m.onnx", "--precision", "bf16", "--shape", "x=1x3"]
+                                                  "arch": None, "calibration": None}, ["--inputs", "in.npz"])
+    assert words == ["xpu", "debug", "m.onnx", "--inputs", "in.npz", "--precision", "bf16", "--shape", "x=1x3"]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -101,3 +101,13 @@ def test_host_calls_are_clean_and_their_accesses_are_checked():
     report = sanitize(broken, feeds, "race")
     assert report.findings
     assert all(("host", 0) in [(a.engine, a.index) for a in f.accesses] for f in report.findings)
+
+
+def test_findings_beyond_the_cap_are_counted_not_listed():
+    program = copy.deepcopy(_compile("mlp", "fp32"))
+    for ins in program.instrs:
+        ins.waits = ()
+    report = sanitize(program, read_npz(ROOT / "samples/mlp.inputs.npz"), "race", max_findings=3)
+    assert len(report.findings) == 3
+    assert report.suppressed["race"] > 0
+    assert report.to_json()["suppressed"] == {"race": report.suppressed["race"]}

@@ -112,6 +112,7 @@ def test_lost_signal_hangs_and_names_the_wait_no_signal_can_meet():
     assert summary(report) == [("sync", "under-signalled"), ("hang", "unsatisfiable-wait")]
     sync, hang = report.findings
     assert sides(sync) == [("dve", 0, None), ("dma0", 0, None)]
+    assert sync.debug == ["run", "info hang", "info sems"]
     assert [a.engine for a in hang.accesses] == ["dve", "dma2"]
     assert "no remaining instruction signals it" in hang.message
     assert not report.completed
@@ -130,6 +131,7 @@ def test_over_signalled_names_the_signal_and_the_waits_it_confuses():
     assert summary(report) == [("sync", "over-signalled"), ("race", "RAW")]
     sync, race = report.findings
     assert sides(sync) == [("dma0", 0, None), ("act", 0, None), ("dve", 0, None)]
+    assert sync.debug == ["watch s0", "run"]
     # the consequence: nothing orders load_b's write before the add's read of b
     assert sides(race) == [("dma1", 0, "dst"), ("dve", 0, "b")]
 
@@ -184,3 +186,40 @@ def test_jitter_exposes_a_wait_that_another_signal_can_satisfy_first():
 def test_gemm512_stays_clean_under_jitter():
     program = assemble(program_text("gemm512.xasm"))
     assert sanitize(program, random_inputs(program, 0), "race,uninit", jitter=6).clean
+
+
+def test_progress_is_reported_for_every_run(monkeypatch):
+    from xputools.debug.sanitize import core
+
+    monkeypatch.setattr(core._Counter, "EVERY", 8)
+    program = assemble(program_text("gemm512.xasm"))
+    seen = []
+    sanitize(program, random_inputs(program, 0), "race", jitter=1, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(8 * i, 64) for i in range(1, 9)]  # 32 instructions, twice
+
+
+@pytest.mark.parametrize("name", ["race_war", "uninit_psum", "tensor_overrun", "nan_log", "lost_signal",
+                                  "deadlock", "over_signalled"])
+def test_every_debug_command_of_a_finding_runs_in_the_debugger_and_stops_there(name):
+    from xputools.debug.commands import Commands
+    from xputools.debug.core import Debugger
+
+    program = assemble(program_text(f"{name}.xasm"))
+    feeds = random_inputs(program, 0)
+    report = sanitize(program, feeds)
+    assert report.findings
+    for finding in report.findings:
+        commands = Commands(Debugger(program, feeds))
+        results = [commands.execute(line) for line in finding.debug]
+        for line, result in zip(finding.debug, results):
+            assert result is not None and (result.ok or result.command == "run"), (line, result.error)
+        stop = results[finding.debug.index("run")].data
+        if finding.check == "hang" or finding.debug[0] == "run":
+            assert stop.reason == "hang"
+        elif finding.debug[0].startswith("watch"):  # watch sN: stops at the over-signalling instruction
+            first = finding.accesses[0]
+            assert (stop.reason, stop.engine, stop.index) == ("watchpoint", first.engine, first.index)
+        else:  # break ENGINE:INDEX: stops right before the instruction the finding names
+            where = finding.debug[0].split()[1]
+            assert (stop.reason, f"{stop.engine}:{stop.index}") == ("breakpoint", where)
+            assert where in [f"{a.engine}:{a.index}" for a in finding.accesses]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ...clikit import CheckFailed, compile_options, debug_option, program_from_path
+from ...clikit import CheckFailed, compile_options, debug_option, feeds_from_options, program_from_path
 from .findings import CHECKS, Finding, SanitizeReport
 
 
@@ -39,13 +39,14 @@ def sanitize_cmd(program: Path, checks: str, as_json: bool, inputs_path: Path | 
       xpu sanitize model.onnx --precision bf16 --random-inputs --seed 3 --json
       xpu sanitize prog.xasm --random-inputs --check race --jitter 8
     """
-    from .core import parse_checks, sanitize
+    from .core import parse_checks
 
     chosen = parse_checks(checks)
     prog = program_from_path(program, compile_kw)
-    feeds = _feeds(prog, inputs_path, random_inputs, seed)
-    report = sanitize(prog, feeds, chosen, jitter=jitter)
-    prefix = debug_command_prefix(program, compile_kw)
+    feeds = feeds_from_options(prog, inputs_path, random_inputs, seed)
+    report = _sanitize_with_progress(prog, feeds, chosen, jitter)
+    inputs = _input_words(inputs_path, random_inputs or not inputs_path, seed)
+    prefix = debug_command_prefix(program, compile_kw, inputs)
     if as_json:
         click.echo(json.dumps(report_json(report, prefix), indent=2))
     else:
@@ -54,26 +55,36 @@ def sanitize_cmd(program: Path, checks: str, as_json: bool, inputs_path: Path | 
         raise CheckFailed()
 
 
-def _feeds(prog, inputs_path: Path | None, random_inputs: bool, seed: int) -> dict:
-    from ...errors import UserError
-    from ...runtime import random_inputs as make_random
-    from ...runtime import read_npz
+def _sanitize_with_progress(prog, feeds, checks, jitter: int):
+    """`sanitize`, with a progress bar on a terminal (quiet when piped)."""
+    from ...clikit import stderr_is_terminal
+    from .core import sanitize
 
-    if inputs_path and random_inputs:
-        raise UserError("give either --inputs or --random-inputs, not both")
+    if not stderr_is_terminal():
+        return sanitize(prog, feeds, checks, jitter=jitter)
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("sanitizing", total=len(prog.instrs) * (1 + jitter))
+        return sanitize(prog, feeds, checks, jitter=jitter,
+                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _input_words(inputs_path: Path | None, random_inputs: bool, seed: int) -> list[str]:
     if inputs_path:
-        return read_npz(inputs_path)
-    if random_inputs or not prog.inputs():
-        return make_random(prog, seed)
-    raise UserError("the program has inputs: give --inputs IN.npz or --random-inputs")
+        return ["--inputs", str(inputs_path)]
+    if not random_inputs:
+        return []
+    return ["--random-inputs"] + (["--seed", str(seed)] if seed else [])
 
 
-_DEFAULTS = {"arch": "xpu1", "calibration_method": "minmax", "precision": "fp32"}
+_DEFAULTS = {"calibration_method": "minmax", "precision": "fp32"}
 
 
-def debug_command_prefix(program: Path, compile_kw: dict) -> list[str]:
-    """`xpu debug PROGRAM` with the compile options the user gave (so the same program is debugged)."""
-    words = ["xpu", "debug", str(program)]
+def debug_command_prefix(program: Path, compile_kw: dict, input_words: list[str] = ()) -> list[str]:
+    """`xpu debug PROGRAM` with the inputs and compile options the user gave (so the same program
+    runs on the same data)."""
+    words = ["xpu", "debug", str(program), *input_words]
     for name, value in sorted(compile_kw.items()):
         flag = "--" + name.replace("_", "-")
         if name == "shapes":

@@ -9,7 +9,7 @@ hang is itself a finding.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -47,18 +47,21 @@ def parse_checks(spec: str | Iterable[str] | None) -> tuple[str, ...]:
 
 def sanitize(program: Program, feeds: dict[str, np.ndarray], checks: str | Iterable[str] | None = None,
              arch=None, max_findings: int = MAX_FINDINGS_PER_CHECK, jitter: int = 0,
-             jitter_cycles: int = JITTER_CYCLES) -> SanitizeReport:
+             jitter_cycles: int = JITTER_CYCLES,
+             progress: Callable[[int, int], None] | None = None) -> SanitizeReport:
     """Run `program` on `feeds` under the chosen checks (default all) and report what they found.
 
     `jitter=N` also reruns it under N other timings (deterministic random extra cost of up to
     `jitter_cycles` per instruction, seeds 1..N), like injected delays: the race check follows the
     run it sees, so a wait that another signal could satisfy first shows up only when it does.
-    Findings only seen under jitter say so (`Finding.jitter_seed`)."""
+    Findings only seen under jitter say so (`Finding.jitter_seed`). `progress(done, total)` is
+    called every few hundred completed instructions."""
     chosen = parse_checks(checks)
-    report = _run_once(program, feeds, chosen, arch, max_findings, None)
+    counter = _Counter(progress, len(program.instrs) * (1 + jitter)) if progress else None
+    report = _run_once(program, feeds, chosen, arch, max_findings, None, counter)
     seen = {_identity(f) for f in report.findings}
     for seed in range(1, jitter + 1):
-        extra = _run_once(program, feeds, chosen, arch, max_findings, (seed, jitter_cycles))
+        extra = _run_once(program, feeds, chosen, arch, max_findings, (seed, jitter_cycles), counter)
         for finding in extra.findings:
             if _identity(finding) not in seen:
                 seen.add(_identity(finding))
@@ -72,7 +75,21 @@ def _identity(finding: Finding) -> tuple:
     return finding.check, finding.kind, tuple((a.engine, a.index, a.operand) for a in finding.accesses)
 
 
-def _run_once(program, feeds, checks, arch, max_findings, cost_jitter) -> SanitizeReport:
+class _Counter(Observer):
+    """Reports completed instructions to a progress callback (across all runs of one sanitize)."""
+
+    EVERY = 256
+
+    def __init__(self, progress: Callable[[int, int], None], total: int):
+        self.progress, self.total, self.done = progress, total, 0
+
+    def on_complete(self, ev: InstrEvent) -> None:
+        self.done += 1
+        if self.done % self.EVERY == 0:
+            self.progress(self.done, self.total)
+
+
+def _run_once(program, feeds, checks, arch, max_findings, cost_jitter, counter=None) -> SanitizeReport:
     session = DeviceSession(program, arch, cost_jitter)
     observer = Sanitizer(program, session.machine, checks, max_findings)
     report = observer.report
@@ -82,7 +99,7 @@ def _run_once(program, feeds, checks, arch, max_findings, cost_jitter) -> Saniti
         if "sync" in checks:
             observer.static_sync()
     try:
-        session.run(feeds, observers=[observer])
+        session.run(feeds, observers=[observer] + ([counter] if counter else []))
     except HangError as exc:
         report.completed = False
         observer.hung(exc.report)
@@ -145,10 +162,10 @@ class Sanitizer(Observer):
 
     def static_sync(self) -> None:
         for problem in static_problems(self._uses):
-            waiter = problem.instrs[0]
+            # the waiter never issues, so a breakpoint on it never fires: run into the hang
             self.add(Finding("sync", problem.kind, problem.message,
                              [self.access(r.engine, r.index) for r in problem.instrs],
-                             _stop_at(waiter.engine, waiter.index) + ["info sems"]))
+                             ["run", "info hang", "info sems"]))
 
     # ---- machine hooks ----------------------------------------------------------------------
     def on_issue(self, ev: InstrEvent) -> None:
@@ -169,7 +186,7 @@ class Sanitizer(Observer):
             if problem is not None:
                 self.add(Finding("sync", problem.kind, problem.message,
                                  [self.access(r.engine, r.index) for r in problem.instrs],
-                                 _stop_at(ev.engine, ev.index) + ["info sems"]))
+                                 [f"watch s{ev.sem}", "run"]))  # stops at each signal: old -> new
 
     def on_complete(self, ev: InstrEvent) -> None:
         touches = self._pending.pop(ev.engine, [])
