@@ -121,8 +121,9 @@ def test_compare_cli_json_csv_report_and_bisect_keep_file(chain, tmp_path):
     assert code == 0 and "culprits" in out and "1. bad" in out
     keep = tmp_path / "keep.txt"
     code, out, _ = xpu("acc", "bisect", model, "--precision", "bf16", "--inputs", inputs, "--min-sqnr", 30,
-                       "-o", keep)
+                       "-o", keep, "--report", tmp_path / "b.html")
     assert code == 0 and "bad=fp32" in keep.read_text()
+    assert "<td>bad</td><td>fp32</td>" in (tmp_path / "b.html").read_text()
     code, _, _ = xpu("compile", model, "--precision", "bf16", "--keep-file", keep, "-o", tmp_path / "m.xpu")
     assert code == 0
     code, _, err = xpu("acc", "compare", model, "--inputs", inputs, "--output", "nope")

@@ -57,6 +57,7 @@ class Analysis:
         self.session = DeviceSession(self.program)
         self.device_runs = 0
         self.cycles = 0
+        self.compare_doc: dict | None = None  # the last compare document bisect made on it
         compared = [t.name for t in self.tensors if t.compared]
         wanted = list(dict.fromkeys(compared + self.output_names))
         if against is not None:
@@ -244,7 +245,7 @@ def compare(model, options: CompileOptions | None = None, samples: list[dict] | 
 def _tensor_row(t: TensorInfo, acc: dict, local: dict, hist: dict) -> dict:
     row = {"name": t.name, "node": t.node, "nodes": t.nodes or [t.node], "group": t.group, "group_op": t.group_op,
            "op": t.op,
-           "shape": list(t.shape), "engine": t.engine, "fused_into": t.fused_into or None,
+           "shape": None if t.shape is None else list(t.shape), "engine": t.engine, "fused_into": t.fused_into or None,
            "accumulated": None, "local": None}
     if t.name in acc:
         row["accumulated"], row["accumulated_mean"] = worst(acc[t.name]), mean(acc[t.name])

@@ -160,12 +160,13 @@ def compare_cmd(model: Path, inputs_path, random_inputs, seed, samples_path, aga
 @click.option("--keep-precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Precision for the kept nodes.")
 @click.option("-o", "--keep-output", type=FilePath, help="Write the keep file here (for --keep-file).")
-@click.option("--force", is_flag=True, help="Overwrite an existing keep file.")
+@click.option("--report", "report_path", type=FilePath, help="Write the HTML report (compare + the keep set).")
+@click.option("--force", is_flag=True, help="Overwrite an existing keep file or report.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in docs/accuracy.md).")
 @_compile_options
 @debug_option
 def bisect_cmd(model: Path, inputs_path, random_inputs, seed, samples_path, min_sqnr, min_cosine, max_abs_err,
-               output_name, keep_precision, keep_output, force, as_json, **compile_kw) -> None:
+               output_name, keep_precision, keep_output, report_path, force, as_json, **compile_kw) -> None:
     """Find the smallest set of nodes to keep at higher precision so the outputs meet a threshold;
     write it as a keep file that `xpu compile --keep-file` accepts.
 
@@ -180,10 +181,11 @@ def bisect_cmd(model: Path, inputs_path, random_inputs, seed, samples_path, min_
 
     check_threshold(min_sqnr, min_cosine, max_abs_err)
     inputs = [p for p in (model, inputs_path, samples_path) if p]
-    if keep_output:
-        from device_model.fileio import check_output
+    from device_model.fileio import check_output
 
-        check_output(keep_output, force=force, inputs=inputs)
+    for out in (keep_output, report_path):
+        if out:
+            check_output(out, force=force, inputs=inputs)
     an = _prepare(model, compile_kw)
     samples = _samples(an, inputs_path, random_inputs, seed, samples_path)
     with _progress() as tick:
@@ -192,6 +194,10 @@ def bisect_cmd(model: Path, inputs_path, random_inputs, seed, samples_path, min_
     if keep_output:
         write_keep_file(doc, keep_output, force=force, inputs=inputs)
         doc["keep_file"] = str(keep_output)
+    if report_path:
+        from .report import write_report
+
+        write_report(report_path, an.compare_doc, doc, force=force, inputs=inputs)
     click.echo(json.dumps(doc, indent=2, default=float) if as_json else render_bisect(doc))
     if not doc["met"]:
         raise CheckFailed("the threshold is not met even with every candidate kept")

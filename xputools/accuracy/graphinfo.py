@@ -16,7 +16,7 @@ class TensorInfo:
     name: str
     node: str  # the ONNX node producing it
     op: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...] | None  # None: not known (a tensor folded away)
     engine: str  # "device" | "host" | "fused" | "const"
     group: str = ""  # the compiled node that computes it (what --keep names)
     group_op: str = ""  # its op type (e.g. Conv for a fused Conv+BatchNorm+Relu)
@@ -69,7 +69,7 @@ def graph_tensors(model: onnx.ModelProto, graph, program: Program) -> list[Tenso
             if not name:
                 continue
             v = graph.values.get(name)
-            shape = tuple(v.shape) if v is not None and v.shape is not None else ()
+            shape = tuple(v.shape) if v is not None and v.shape is not None else None
             info = TensorInfo(name, node_name, node.op_type, shape, "const")
             compiled = owner.get(name)
             if compiled is not None:

@@ -17,19 +17,22 @@ def render_compare(doc: dict, top: int = 10) -> str:
     """The per-tensor table (topological order), then the culprits and the outputs."""
     lines = [f"{doc['model']}: {doc['precision']} on the device vs {doc['reference']}, "
              f"{doc['samples']} sample(s), {doc['device_runs']} device run(s)"]
-    head = (f"{'tensor':28s} {'op':18s} {'where':6s} {'acc cos':>9s} {'acc SQNR':>9s} {'acc max|e|':>10s} "
-            f"{'loc SQNR':>9s} {'loc max|e|':>10s} {'NaN/Inf':>7s}")
+    head = (f"{'tensor (node)':32s} {'op':14s} {'shape':>12s} {'where':6s} {'acc cos':>9s} {'acc SQNR':>9s} "
+            f"{'acc max|e|':>10s} {'loc SQNR':>9s} {'loc max|e|':>10s} {'NaN/Inf':>7s}")
     lines += ["", head, "-" * len(head)]
     for r in doc["tensors"]:
         a, lo = r["accumulated"], r["local"]
+        label = r["name"] if r["node"] == r["name"] else f"{r['name']} ({r['node']})"
+        shape = "?" if r["shape"] is None else ("x".join(map(str, r["shape"])) or "scalar")
+        first = f"{label[:32]:32s} {r['op'][:14]:14s} {shape[-12:]:>12s} {r['engine']:6s}"
         if r["engine"] in ("fused", "const"):
             why = f"fused into {r['fused_into']}" if r["engine"] == "fused" else "folded into a constant"
-            lines.append(f"{r['name'][:28]:28s} {r['op'][:18]:18s} {r['engine']:6s} ({why})")
+            lines.append(f"{first} ({why})")
             continue
         bad = "-" if a is None else (f"{a['nan']}/{a['inf']}" if a["nan"] or a["inf"] else "0")
-        lines.append(f"{r['name'][:28]:28s} {r['op'][:18]:18s} {r['engine']:6s} {_metric(a, 'cosine', '.6f'):>9s} "
-                     f"{_metric(a, 'sqnr_db', '.1f'):>9s} {_metric(a, 'max_abs', '.3g'):>10s} "
-                     f"{_metric(lo, 'sqnr_db', '.1f'):>9s} {_metric(lo, 'max_abs', '.3g'):>10s} {bad:>7s}")
+        lines.append(f"{first} {_metric(a, 'cosine', '.6f'):>9s} {_metric(a, 'sqnr_db', '.1f'):>9s} "
+                     f"{_metric(a, 'max_abs', '.3g'):>10s} {_metric(lo, 'sqnr_db', '.1f'):>9s} "
+                     f"{_metric(lo, 'max_abs', '.3g'):>10s} {bad:>7s}")
     lines += ["", "culprits (nodes ranked by the error they introduce; host nodes are never blamed):"]
     if not doc["culprits"]:
         lines.append("  none: no device node changes its values")
@@ -57,7 +60,7 @@ def compare_csv(doc: dict) -> str:
     w.writerow(["name", "node", "nodes", "op", "shape", "engine", "fused_into"]
                + [f"accumulated_{k}" for k in keys] + [f"local_{k}" for k in keys])
     for r in doc["tensors"]:
-        row = [r["name"], r["node"], " ".join(r["nodes"]), r["op"], "x".join(map(str, r["shape"])), r["engine"],
+        row = [r["name"], r["node"], " ".join(r["nodes"]), r["op"], "x".join(map(str, r["shape"] or ())), r["engine"],
                r["fused_into"] or ""]
         for part in ("accumulated", "local"):
             row += ["" if r[part] is None else r[part][k] for k in keys]

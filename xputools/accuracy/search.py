@@ -55,6 +55,7 @@ def bisect(model, options: CompileOptions | None = None, samples: list[dict] | N
     thr = check_threshold(min_sqnr, min_cosine, max_abs_err)
     an = analysis or Analysis(model, options)
     doc = compare(model, options, samples, recover_top=0, output=output, analysis=an, progress=progress)
+    an.compare_doc = doc  # for a report beside the keep set
     samples = samples if samples is not None else _default_samples(an)
     out_names = [output] if output else an.output_names
     order = [c["node"] for c in doc["culprits"]]
