@@ -57,3 +57,10 @@ def test_bad_thresholds_are_bad_input():
         bisect(m.SerializeToString(), CompileOptions(precision="bf16"), [inputs_for(m)])
     with pytest.raises(UserError, match="out of range"):
         bisect(m.SerializeToString(), CompileOptions(precision="bf16"), [inputs_for(m)], min_cosine=2.0)
+
+
+def test_bisect_is_deterministic():
+    m = cancel_branches()
+    a = bisect(m.SerializeToString(), CompileOptions(precision="bf16"), [inputs_for(m)], min_sqnr=30.0)
+    b = bisect(m.SerializeToString(), CompileOptions(precision="bf16"), [inputs_for(m)], min_sqnr=30.0)
+    assert a == b
