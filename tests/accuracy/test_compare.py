@@ -136,3 +136,16 @@ def test_samples_from_a_batched_npz_and_from_a_directory(tmp_path):
     doc = compare(m.SerializeToString(), samples=got, recover_top=2, analysis=an)
     assert doc["samples"] == 2 and doc["culprits"][0]["op"] == "MatMul"
     assert doc["culprits"][0]["recovery_rank"] == 1
+
+
+def test_qdq_tensors_are_compared_dequantized_and_round_trip_through_a_saved_run(tmp_path):
+    feeds = read_npz(SAMPLES / "int8_qdq.inputs.npz")
+    opts = CompileOptions(precision="int8")
+    run = tmp_path / "run.npz"
+    doc = compare(SAMPLES / "int8_qdq.onnx", opts, [feeds], recover_top=0, save_run=run)
+    q = _rows(doc)["conv1/quantize"]
+    assert q["engine"] == "device" and q["accumulated"]["sqnr_db"] > 30
+    assert np.load(run)["conv1/quantize"].dtype == np.int8  # saved as ONNX Runtime gives it: codes
+    same = compare(SAMPLES / "int8_qdq.onnx", opts, None, against=run, recover_top=0)
+    assert all(r["accumulated"]["sqnr_db"] == 200.0 and r["local"]["sqnr_db"] == 200.0
+               for r in same["tensors"] if r["accumulated"])

@@ -90,11 +90,11 @@ class Analysis:
         return {**self.options.const_inputs, **feeds}
 
     def free_run(self, feeds: dict, on_value=None) -> dict[str, np.ndarray]:
-        """Device outputs of one run; `on_value(tensor_name, device_value)` sees every tap."""
+        """Device outputs of one run; `on_value(tensor_info, raw_device_value)` sees every tap."""
         def hook(tap, value):
             info = self.by_tap.get(tap.name)
             if on_value is not None and info is not None:
-                on_value(info.name, info.from_device(value))
+                on_value(info, value)
         return self._run(feeds, hook)
 
     def teacher_forced_run(self, feeds: dict, on_local, names: set[str] | None = None) -> dict[str, np.ndarray]:
@@ -107,7 +107,7 @@ class Analysis:
             if info is None or info.name not in ref:
                 return None
             r = ref.get(info.name)
-            on_local(info.name, info.from_device(value), r)
+            on_local(info.name, info.from_device(value), info.comparable(r))
             return info.to_device(r)
         wanted = {t.tap.name for t in self.tensors if t.compared and (names is None or t.name in names)}
         return self._run(feeds, hook, wanted)
@@ -189,11 +189,12 @@ def compare(model, options: CompileOptions | None = None, samples: list[dict] | 
                  else None)
         tick("device run (accumulated error)", i, len(samples))
 
-        def on_value(name, value):
+        def on_value(info, raw):
+            name, value = info.name, info.from_device(raw)
             if save_run is not None:
-                saved[name] = value
+                saved[name] = info.as_reference(raw)
             if name in ref:
-                r = ref.get(name)
+                r = info.comparable(ref.get(name))
                 acc.setdefault(name, []).append(tensor_metrics(value, r, an.rtol))
                 hist[name] = hist[name] + error_histogram(value, r) if name in hist else error_histogram(value, r)
         try:

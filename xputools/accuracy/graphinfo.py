@@ -26,6 +26,17 @@ class TensorInfo:
     # int8 compilation stores some float tensors only quantized (the compiler's `fused_quantize`):
     # the tap then holds round(x / scale) + zero_point
     quant: tuple[float, int] | None = None
+    # a QDQ model's QuantizeLinear output: device and reference both hold integer codes, compared
+    # dequantized (a zero point would otherwise count as signal)
+    codes: bool = False
+
+    def as_reference(self, raw: np.ndarray) -> np.ndarray:
+        """A tap's device value as ONNX Runtime would give this tensor (what --save-run stores)."""
+        return raw if self.codes else self.from_device(raw)
+
+    def comparable(self, ref: np.ndarray) -> np.ndarray:
+        """A reference value in the space `from_device` returns (dequantized codes)."""
+        return self.from_device(np.asarray(ref)) if self.codes else ref
 
     def from_device(self, value: np.ndarray) -> np.ndarray:
         """The tensor's value from its tap's device value (dequantized if stored int8)."""
@@ -35,7 +46,7 @@ class TensorInfo:
 
     def to_device(self, ref: np.ndarray) -> np.ndarray:
         """A reference value as the tap stores it (quantized as the device does if stored int8)."""
-        if self.quant is None:
+        if self.quant is None or self.codes:
             return ref
         scale, zero = self.quant
         q = np.round(np.asarray(ref, np.float32) / np.float32(scale)) + zero
@@ -62,6 +73,7 @@ def graph_tensors(model: onnx.ModelProto, graph, program: Program) -> list[Tenso
     for alias, target in getattr(graph, "aliases", {}).items():
         if target in owner:
             owner.setdefault(alias, owner[target])
+    consts = _scalar_constants(model)
     out: list[TensorInfo] = []
     for i, node in enumerate(model.graph.node):
         node_name = node.name or f"{node.op_type}_{i}"
@@ -83,8 +95,25 @@ def graph_tensors(model: onnx.ModelProto, graph, program: Program) -> list[Tenso
                 info.engine = "host" if info.group in host else "device"
             if info.engine == "fused":
                 _stored_quantized(info, taps, owner)
+            elif info.compared and node.op_type == "QuantizeLinear":
+                _quantize_linear_codes(info, node, consts)
             out.append(info)
     return out
+
+
+def _scalar_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if int(np.prod(i.dims)) == 1}
+
+
+def _quantize_linear_codes(info: TensorInfo, node, consts: dict[str, np.ndarray]) -> None:
+    """A per-tensor QuantizeLinear output with constant scale (and zero point) is compared dequantized."""
+    scale = consts.get(node.input[1]) if len(node.input) > 1 else None
+    zero = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(())
+    if scale is None or zero is None:
+        return
+    info.quant, info.codes = (float(scale.reshape(())), int(zero.reshape(()))), True
 
 
 def _stored_quantized(info: TensorInfo, taps: dict[str, Tap], owner: dict) -> None:
