@@ -7,9 +7,10 @@ are compared and dropped, never all kept):
 - a teacher-forced run: at each tap point the device value is read (this node computed at device
   precision from reference inputs: local error) and replaced by the reference value before any
   consumer reads it (`runtime.taps.TapHook`).
-Then, for the `recover_top` worst nodes by local error, one run each with only that node's value
-replaced by the reference: the graph outputs' SQNR then is how much of the output's error that node
-alone causes (`recovered_sqnr_db`).
+Then, for the `recover_top` worst nodes by local error, one compile with that node alone kept in fp32
+and one run per sample: the graph outputs' SQNR then (`recovered_sqnr_db`) is how much of the output's
+error disappears when that node runs exactly. (Forcing the node's output to the reference instead
+would also erase the error it inherits.)
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ class Analysis:
         from the elements its instructions touch and their count (measured emulator rates)."""
         work = sum(ap.num_elements for ins in self.program.instrs for ap in ins.operands.values())
         return work / 1e8 + len(self.program.instrs) * 3e-5 >= FORK_MIN_SECONDS
+
     def _run(self, feeds: dict, hook_fn=None, names: set[str] | None = None) -> dict[str, np.ndarray]:
         observers = [TapHook(self.session.machine, self.program.taps, hook_fn, names)] if hook_fn else []
         self.device_runs += 1
