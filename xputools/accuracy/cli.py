@@ -66,18 +66,15 @@ def _prepare(model: Path, compile_kw: dict, against=None):
 
 
 def _samples(an, inputs_path, random_inputs: bool, seed: int, samples_path):
-    from ..runtime import read_npz
+    from ..clikit import feeds_from_options
     from .analysis import load_samples
 
-    given = [x for x in (inputs_path, samples_path) if x] + (["r"] if random_inputs else [])
-    if len(given) > 1:
-        raise UserError("give one of --inputs, --samples or --random-inputs")
-    if inputs_path:
-        return [read_npz(inputs_path)]
     if samples_path:
+        if inputs_path or random_inputs:
+            raise UserError("give one of --inputs, --samples or --random-inputs")
         return load_samples(samples_path, an.program)
-    if random_inputs or not an.program.inputs():
-        return load_samples(None, an.program, seed=seed)
+    if inputs_path or random_inputs or not an.program.inputs():
+        return [feeds_from_options(an.program, inputs_path, random_inputs, seed)]
     return None  # the library's default: the saved run's inputs, or random inputs
 
 
