@@ -61,3 +61,19 @@ def test_summary_csv_tables(cnn, tmp_path):
     assert code == 2 and "--force" in err and (tmp_path / "layers.csv").read_bytes() == before
     code, _, err = run("summary", cnn, "--csv", tmp_path / "missing")
     assert code == 2 and "no such directory" in err
+
+
+def test_every_sql_recipe_in_the_format_doc_runs(cnn):
+    import re
+
+    from prof_helpers import ROOT
+
+    doc = (ROOT / "docs/profile-format.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", doc, re.S)
+    statements = [s.strip() for block in blocks for s in block.split(";") if s.strip()]
+    assert len(statements) >= 10
+    con = sqlite3.connect(cnn.with_name("cnn.profile.db"))
+    for sql in statements:
+        rows = con.execute(sql).fetchall()
+        assert rows or "pe_rows * i.pe_cols <" in sql or "src_dtype != dst_dtype" in sql, sql
+    con.close()

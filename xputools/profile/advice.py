@@ -254,7 +254,10 @@ def _precision(c: Context) -> list[Finding]:
     f32_pe = [i for i in c.steps_of(None, {"pe"}) if c.steps[i]["dtype"] == "f32"]
     if not f32_pe:
         return []
-    f32_dma = [i for i in c.steps_of(None, {"dma"}) if c.steps[i]["dtype"] in ("f32", "f32->f32")]
+    # the model's inputs, outputs and weights keep their dtype in HBM (a bf16 program casts them in
+    # flight, reading as many bytes): only intermediates and on-chip copies get narrower
+    f32_dma = [i for i in c.steps_of(None, {"dma"}) if c.steps[i]["dtype"] in ("f32", "f32->f32")
+               and c.steps[i]["hbm_kind"] in ("scratch", "")]
     # bf16 streams 4x faster; the stationary load, the skew and the write-back do not change
     claims = {i: 0.75 * min(1.0, 4 * c.steps[i]["pe_n"] / max(1, c.step_cycles(i))) for i in f32_pe}
     claims.update({i: 0.5 * _transfer_share(c, i) for i in f32_dma})
@@ -263,11 +266,12 @@ def _precision(c: Context) -> list[Finding]:
         "precision", lambda save: (
             f"the PE computes in f32 (1/4 of the bf16 rate) for {c.us(pe_cycles):.1f} us of the critical path: "
             f"--precision bf16 would save about {c.us(save):.1f} us (estimate: 3/4 of the PE's streaming time "
-            f"plus half the byte-moving time of the f32 DMAs on the critical path; check accuracy with "
-            f"`xpu acc`)"),
+            f"plus half the byte-moving time of the f32 DMAs of intermediates on the critical path; check "
+            f"accuracy with `xpu acc`)"),
         claims, {"pe_critical_us": round(c.us(pe_cycles), 3)}, axis="work", kind="estimate",
-        method="3/4 of the f32 PE streaming time (N x 4 cycles per matmul) and 1/2 of the f32 DMA "
-               "transfer time (latency excluded) on the critical path")]
+        method="3/4 of the f32 PE streaming time (N x 4 cycles per matmul) and 1/2 of the transfer time "
+               "(latency excluded) of f32 DMAs of intermediates (not the model's inputs, outputs or "
+               "weights) on the critical path")]
 
 
 def _transfer_share(c: Context, i: int) -> float:

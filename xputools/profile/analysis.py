@@ -50,6 +50,8 @@ class InstrRecord:
     bytes: int = 0       # DMA: payload bytes written; host_call: bytes over the host link; else 0
     hbm_bytes: int = 0   # DMA: payload bytes on its HBM side(s)
     fabric_bytes: int = 0  # DMA: bytes it costs on the fabric (payload + per-run overhead)
+    hbm_kind: str = ""     # DMA: kind of the program tensor its HBM side lies in (input, output,
+                           # const, scratch; "" without an HBM side or outside every tensor)
     transfer_end: int = 0  # DMA: when its last byte moved (end - latency); else end
     runs: int = 0        # DMA: contiguous runs (descriptor elements) it pays the run overhead for
     sbuf: int = 0        # distinct SBUF bytes its operands touch
@@ -163,6 +165,7 @@ class CriticalStep:
     fabric_bytes: int = 0   # DMA: bytes on the fabric
     transfer_end: int = 0   # DMA: last byte moved (end - latency); else end
     pe_n: int = 0           # matmul/transpose: moving columns streamed
+    hbm_kind: str = ""      # DMA: kind of the tensor its HBM side lies in
 
 
 @dataclass
@@ -259,7 +262,18 @@ def instr_dtype(ins: Instr) -> str:
     return next(iter(ops.values())).dtype if ops else ""
 
 
-def _fill_static(rec: InstrRecord, program: Program, arch: Arch, latency: int) -> None:
+def tensor_locator(program: Program):
+    """A function from an HBM byte offset to the kind of the program tensor holding it ("")."""
+    spans = sorted((t.offset, t.offset + t.nbytes, t.kind) for t in program.tensors)
+    starts = [s[0] for s in spans]
+
+    def kind_at(offset: int) -> str:
+        i = bisect_left(starts, offset + 1) - 1
+        return spans[i][2] if i >= 0 and spans[i][0] <= offset < spans[i][1] else ""
+    return kind_at
+
+
+def _fill_static(rec: InstrRecord, program: Program, arch: Arch, latency: int, kind_at=None) -> None:
     ins = rec.instr
     rec.kind = instr_kind(ins)
     rec.dtype = instr_dtype(ins)
@@ -272,6 +286,9 @@ def _fill_static(rec: InstrRecord, program: Program, arch: Arch, latency: int) -
         rec.hbm_bytes = max((ap.nbytes for ap in sides if ap.space == "hbm"), default=0)
         rec.fabric_bytes = dma_bytes(ins, arch)
         rec.runs = max(contiguous_runs(sides[0]), contiguous_runs(sides[1]))
+        hbm_side = next((ap for ap in sides if ap.space == "hbm"), None)
+        if hbm_side is not None and kind_at is not None:
+            rec.hbm_kind = kind_at(hbm_side.offset)
         rec.transfer_end = max(rec.issue, rec.end - latency)
     elif ins.op == "matmul":
         stat, mov = ins.operands["stat"], ins.operands["mov"]
@@ -335,12 +352,13 @@ def build_profile(program: Program, arch: Arch, capture: Capture, meta: dict,
         streams[ins.engine].append(pid)
     n_origins = len(program.origins)
     by_id: dict[int, InstrRecord] = {}
+    kind_at = tensor_locator(program)
     for engine, index, issue, end, wait in capture.completed:
         pid = streams[engine][index]
         ins = program.instrs[pid]
         layer = ins.dbg if 0 <= ins.dbg < n_origins else NO_LAYER
         rec = InstrRecord(pid, engine, index, ins, layer, issue, end, wait)
-        _fill_static(rec, program, arch, latency)
+        _fill_static(rec, program, arch, latency, kind_at)
         by_id[pid] = rec
     instrs = [by_id[k] for k in sorted(by_id)]
 
@@ -437,7 +455,7 @@ def _critical_path(instrs, by_id, streams) -> list[CriticalStep]:
         gap = current.issue - (pred.end if pred is not None else 0)
         steps.append(CriticalStep(current.id, current.engine, current.layer, current.issue, current.end,
                                   via, max(0, gap), current.kind, current.dtype, current.fabric_bytes,
-                                  current.transfer_end, current.pe_n))
+                                  current.transfer_end, current.pe_n, current.hbm_kind))
         current = pred
     steps.reverse()
     return steps

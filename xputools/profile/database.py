@@ -63,14 +63,14 @@ CREATE TABLE dma_transfers (
     src_space TEXT NOT NULL, dst_space TEXT NOT NULL, bytes INTEGER NOT NULL, hbm_bytes INTEGER NOT NULL,
     fabric_bytes INTEGER NOT NULL,
     start_cycle INTEGER NOT NULL, transfer_end_cycle INTEGER NOT NULL, end_cycle INTEGER NOT NULL,
-    runs INTEGER NOT NULL, src_dtype TEXT NOT NULL, dst_dtype TEXT NOT NULL);
+    runs INTEGER NOT NULL, src_dtype TEXT NOT NULL, dst_dtype TEXT NOT NULL, hbm_kind TEXT NOT NULL);
 CREATE TABLE counters (name TEXT NOT NULL, unit TEXT NOT NULL, cycle INTEGER NOT NULL, value REAL NOT NULL);
 CREATE TABLE critical_path (
     step INTEGER PRIMARY KEY, instruction INTEGER NOT NULL, engine TEXT NOT NULL, kind TEXT NOT NULL,
     layer INTEGER NOT NULL,
     layer_name TEXT NOT NULL, start_cycle INTEGER NOT NULL, end_cycle INTEGER NOT NULL,
     via TEXT NOT NULL, gap_cycles INTEGER NOT NULL, dtype TEXT NOT NULL, fabric_bytes INTEGER NOT NULL,
-    transfer_end_cycle INTEGER NOT NULL, pe_n INTEGER NOT NULL);
+    transfer_end_cycle INTEGER NOT NULL, pe_n INTEGER NOT NULL, hbm_kind TEXT NOT NULL);
 CREATE TABLE allocations (
     id INTEGER PRIMARY KEY, space TEXT NOT NULL, partition_start INTEGER NOT NULL, partitions INTEGER NOT NULL,
     offset INTEGER NOT NULL, bytes_per_partition INTEGER NOT NULL, bytes INTEGER NOT NULL,
@@ -169,10 +169,10 @@ def _fill(con: sqlite3.Connection, profile: Profile, extra_meta: dict) -> None:
          r.release_sem if r.release_sem >= 0 else None, int(r.critical), format_instr(r.instr),
          r.pe_rows, r.pe_cols, r.pe_n)
         for r in profile.selected])
-    con.executemany("INSERT INTO dma_transfers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
+    con.executemany("INSERT INTO dma_transfers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
         (r.id, r.engine, r.layer, r.instr.operands["src"].space, r.instr.operands["dst"].space, r.bytes,
          r.hbm_bytes, r.fabric_bytes, r.issue, r.transfer_end, r.end, r.runs,
-         r.instr.operands["src"].dtype, r.instr.operands["dst"].dtype)
+         r.instr.operands["src"].dtype, r.instr.operands["dst"].dtype, r.hbm_kind)
         for r in profile.selected if r.instr.op == "dma_copy"])
     con.executemany("INSERT INTO counters VALUES (?,?,?,?)", [
         (c.name, c.unit, t, float(v)) for c in profile.counters for t, v in c.samples])
@@ -180,9 +180,9 @@ def _fill(con: sqlite3.Connection, profile: Profile, extra_meta: dict) -> None:
         (i, a.space, a.pstart, a.pcount, a.lo, a.hi - a.lo, a.bytes, a.layer, a.writer, a.first, a.last, a.reads)
         for i, a in enumerate(profile.allocations)])
     names = {i: name for i, (name, _op) in enumerate(profile.origins)}
-    con.executemany("INSERT INTO critical_path VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
+    con.executemany("INSERT INTO critical_path VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
         (i, s.instr, s.engine, s.kind, s.layer, names.get(s.layer, "(no layer)"), s.start, s.end, s.via,
-         s.gap, s.dtype, s.fabric_bytes, s.transfer_end, s.pe_n)
+         s.gap, s.dtype, s.fabric_bytes, s.transfer_end, s.pe_n, s.hbm_kind)
         for i, s in enumerate(profile.critical_path)])
 
 

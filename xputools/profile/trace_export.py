@@ -158,6 +158,8 @@ def build_plan(profile: Profile, flows: bool = False, max_slices: int | None = N
                 args["flops"] = r.flops
             if r.bytes:
                 args["bytes"] = r.bytes
+            if r.pe_rows:   # PE array use: K rows x M columns of the array, N moving columns
+                args["pe_rows"], args["pe_cols"], args["pe_n"] = r.pe_rows, r.pe_cols, r.pe_n
             for name, ap in ins.operands.items():
                 # the pattern repeats across tiles (interned once per track), the offset does not:
                 # `dst` + `dst_offset` together are the assembly spelling of the operand
@@ -229,7 +231,9 @@ def _plan_layers(plan: TracePlan, profile: Profile, records, ns: _Ns) -> None:
                   "busy_cycles": [sum(st.busy.values()) for st in sts],
                   "critical_cycles": [st.critical for st in sts],
                   "flops": [st.flops for st in sts], "dma_bytes": [st.dma_bytes for st in sts],
-                  "bound": [st.bound for st in sts], "bound_reason": [st.reason for st in sts]})
+                  "bound": [st.bound for st in sts], "bound_reason": [st.reason for st in sts],
+                  "own_cycles": [round(st.own) for st in sts],
+                  "pe_occupancy_pct": [round(100 * st.pe_occupancy, 1) for st in sts]})
 
 
 def _plan_counters(plan: TracePlan, profile: Profile, records, ns: _Ns) -> None:
