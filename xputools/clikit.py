@@ -18,7 +18,7 @@ from .compiler.precision import PRECISIONS
 from .errors import CheckFailed
 
 __all__ = ["CheckFailed", "XpuGroup", "debug_option", "compile_options", "build_options", "program_from_path",
-           "with_compile_progress", "fresh_output_path", "stderr_is_terminal"]
+           "input_options", "feeds_from_options", "with_compile_progress", "fresh_output_path", "stderr_is_terminal"]
 
 if TYPE_CHECKING:  # annotations only: importing these at start-up would load numpy
     from device_model.program import Program
@@ -92,6 +92,36 @@ def fresh_output_path(path: Path) -> Path:
         if not candidate.exists():
             return candidate
         n += 1
+
+
+# ---- inputs for every command that runs a program ---------------------------------------------------
+def input_options(f: F) -> F:
+    """--inputs IN.npz, --random-inputs, --seed N (read them with `feeds_from_options`)."""
+    opts = [
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-inputs."),
+        click.option("--random-inputs", is_flag=True, help="Feed deterministic random inputs instead."),
+        click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False, path_type=Path),
+                     help=".npz with one array per input, keyed by input name."),
+    ]
+    for opt in opts:
+        f = opt(f)
+    return f
+
+
+def feeds_from_options(program: Program, inputs_path: Path | None, random_inputs: bool, seed: int) -> dict:
+    """The feeds `input_options` describe: the .npz, or seeded random inputs (also for a program
+    without inputs); UserError when both or neither are given for a program that has inputs."""
+    from .errors import UserError
+    from .runtime import random_inputs as make_random
+    from .runtime import read_npz
+
+    if inputs_path and random_inputs:
+        raise UserError("give either --inputs or --random-inputs, not both")
+    if inputs_path:
+        return read_npz(inputs_path)
+    if random_inputs or not program.inputs():
+        return make_random(program, seed)
+    raise UserError("the program has inputs: give --inputs IN.npz or --random-inputs")
 
 
 # ---- compile options shared by every command that accepts an ONNX model --------------------------

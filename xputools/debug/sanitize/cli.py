@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ...clikit import CheckFailed, compile_options, debug_option, program_from_path
+from ...clikit import CheckFailed, compile_options, debug_option, feeds_from_options, input_options, program_from_path
 from .findings import CHECKS, Finding, SanitizeReport
 
 
@@ -16,10 +16,7 @@ from .findings import CHECKS, Finding, SanitizeReport
 @click.option("--check", "checks", default="all", show_default=True, metavar="LIST",
               help=f"Comma-separated checks to run: {','.join(CHECKS)} (or all).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable findings (schema in docs/sanitize.md).")
-@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False, path_type=Path),
-              help=".npz with one array per input, keyed by input name.")
-@click.option("--random-inputs", is_flag=True, help="Feed deterministic random inputs instead.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-inputs.")
+@input_options
 @click.option("--jitter", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="N",
               help="Also run under N other timings (random extra cost per instruction) to expose races "
                    "that this run's timing hides.")
@@ -43,7 +40,7 @@ def sanitize_cmd(program: Path, checks: str, as_json: bool, inputs_path: Path | 
 
     chosen = parse_checks(checks)
     prog = program_from_path(program, compile_kw)
-    feeds = _feeds(prog, inputs_path, random_inputs, seed)
+    feeds = feeds_from_options(prog, inputs_path, random_inputs, seed)
     report = sanitize(prog, feeds, chosen, jitter=jitter)
     prefix = debug_command_prefix(program, compile_kw)
     if as_json:
@@ -52,20 +49,6 @@ def sanitize_cmd(program: Path, checks: str, as_json: bool, inputs_path: Path | 
         click.echo(render_report(report, prefix))
     if not report.clean:
         raise CheckFailed()
-
-
-def _feeds(prog, inputs_path: Path | None, random_inputs: bool, seed: int) -> dict:
-    from ...errors import UserError
-    from ...runtime import random_inputs as make_random
-    from ...runtime import read_npz
-
-    if inputs_path and random_inputs:
-        raise UserError("give either --inputs or --random-inputs, not both")
-    if inputs_path:
-        return read_npz(inputs_path)
-    if random_inputs or not prog.inputs():
-        return make_random(prog, seed)
-    raise UserError("the program has inputs: give --inputs IN.npz or --random-inputs")
 
 
 _DEFAULTS = {"arch": "xpu1", "calibration_method": "minmax", "precision": "fp32"}
