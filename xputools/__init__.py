@@ -12,6 +12,10 @@ Compile and run (`xpu compile`, `xpu check`, `xpu run`):
 Profile (`xpu-prof record`):
     record(program, feeds, "run.pftrace") -> RecordResult (.profile, trace and database paths)
 
+Debug (`xpu debug`, `xpu sanitize`):
+    Debugger(program, feeds)  gdb's verbs as methods returning data: break_, run, stepi, reverse_stepi, ...
+    sanitize(program, feeds, "race,uninit") -> SanitizeReport (findings naming instructions and nodes)
+
 The device (`xpu arch`, `xpu asm`, `xpu disasm`):
     load_arch("xpu1" | "my.toml") -> Arch;  Machine(arch).load(program) steps and observes a run
     assemble(text) -> Program;  disassemble(program) -> text that re-assembles to the same program
@@ -36,6 +40,8 @@ _EXPORTS = {
     "DeviceSession": "xputools.runtime.session",
     "run_program": "xputools.runtime.session",
     "record": "xputools.profile.recorder",
+    "Debugger": "xputools.debug.core",
+    "sanitize": "xputools.debug.sanitize.core",
     "Machine": "device_model.machine",
     "assemble": "device_model.assembly",
     "disassemble": "device_model.assembly",
