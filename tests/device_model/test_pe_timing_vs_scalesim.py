@@ -54,7 +54,7 @@ def pe_stream(m: int, k: int, n: int) -> Program:
                     "stat": AP("sbuf", 0, ((1, cols),), "bf16", 0, rows),
                     "mov": AP("sbuf", 4096, ((1, width),), "bf16", 0, rows)},
                     {"start": int(ki == 0)}))
-    return Program("xpu1", ARCH.hash, instrs, [])
+    return Program(ARCH, instrs, [])
 
 
 def pe_cycles(m: int, k: int, n: int) -> int:
