@@ -34,7 +34,6 @@ from device_model.isa import AP
 from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
 from ..graph import Node
-from . import kernel
 from .lib.ap import hbm_pattern, sbuf_ap, sub
 from .lib.conv import (
     Band,
@@ -54,6 +53,7 @@ from .lib.conv import (
 from .lib.epilogue import epilogue_for
 from .lib.pe import accumulate, device_cast, operand_dtype, pe_limits
 from .lib.pools import SlotPool, padded
+from .lib.registry import kernel
 
 
 @dataclass

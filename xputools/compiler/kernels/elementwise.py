@@ -9,9 +9,9 @@ import numpy as np
 from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
 from ..graph import Node
-from . import kernel
 from .lib.ap import MAX_FREE, hbm_ap, is_float, load, new_tile, store
 from .lib.dims import broadcast_strides, row_major_strides
+from .lib.registry import kernel
 from .lib.tiling import Tile, elementwise_tiles
 
 # ONNX op -> (ACT function, extra attrs from the node)

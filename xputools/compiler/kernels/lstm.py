@@ -29,10 +29,10 @@ from device_model.isa import AP
 from ..context import LoweringContext
 from ..errors import CompileError
 from ..graph import Graph, Node
-from . import kernel
 from .lib.ap import hbm_pattern, sbuf_ap, sub
 from .lib.pe import Mat, device_cast, load_kmajor, pe_limits
 from .lib.pools import SlotPool, padded
+from .lib.registry import kernel
 
 DEFAULT_ACTIVATIONS = ["sigmoid", "tanh", "tanh"]
 SBUF_BUDGET = 96 * 1024  # bytes per partition one node may keep live on xpu1 (the support rule's view)

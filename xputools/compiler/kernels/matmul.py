@@ -23,12 +23,12 @@ from device_model.isa import AP
 from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
 from ..graph import Node
-from . import kernel
 from .lib.ap import hbm_pattern, sbuf_ap, sub
 from .lib.dims import broadcast_strides, coalesce, row_major_strides
 from .lib.epilogue import Epilogue, epilogue_for
 from .lib.pe import Mat, PeLimits, device_cast, load_kmajor, operand_dtype, pe_limits
 from .lib.pools import SlotPool, padded
+from .lib.registry import kernel
 
 STORE_COLS = 2048  # f32 columns of results gathered before one store
 

@@ -17,7 +17,6 @@ from device_model.isa import AP
 from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
 from ..graph import Node
-from . import kernel
 from .lib.ap import hbm_ap, is_float, new_tile
 from .lib.datamove import (
     STAGE_BYTES,
@@ -32,6 +31,7 @@ from .lib.datamove import (
 )
 from .lib.dims import blocks, broadcast_strides, count_stride_dims, loop_excess, merge_dims, row_major_strides, volume
 from .lib.pools import SlotPool
+from .lib.registry import kernel
 
 
 def _axis(node: Node, rank: int, default: int = 0) -> int:

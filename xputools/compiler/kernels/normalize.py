@@ -18,9 +18,9 @@ from device_model.isa import AP
 from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
 from ..graph import Graph, Node
-from . import kernel
 from .lib.ap import hbm_ap, strided, tile_columns
 from .lib.pools import RingTiles
+from .lib.registry import kernel
 from .lib.rows import BUDGET, Dim, RowTile, best_plan, canonical_dims, row_tiles
 
 LAYERNORM_MAX_ROW = 7680  # x plus replicated scale and bias rows must fit half of SBUF

@@ -21,10 +21,10 @@ from ..context import DeviceValue, LoweringContext
 from ..emitter import Emitter
 from ..errors import CompileError
 from ..graph import Graph, Node
-from . import kernel
 from .lib.ap import hbm_ap
 from .lib.dims import ap_dims
 from .lib.pools import RingTiles
+from .lib.registry import kernel
 from .lib.rows import BUDGET, canonical_dims, reduce_into, row_tiles
 
 

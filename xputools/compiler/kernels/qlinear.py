@@ -32,12 +32,12 @@ from ..context import DeviceValue, LoweringContext
 from ..emitter import Emitter
 from ..errors import CompileError
 from ..graph import Node
-from . import kernel
 from .lib.ap import hbm_pattern, sbuf_ap, sub
 from .lib.conv import Band, channel_units, conv_operands, conv_spec, load_band, output_block, stationary_weights
 from .lib.epilogue import act_function
 from .lib.pe import Mat, PeLimits, accumulate, load_kmajor, pe_limits
 from .lib.pools import SlotPool, padded
+from .lib.registry import kernel
 
 PSUM_I32 = 512      # i32 accumulators per PSUM bank row
 CP_MAX_ELEMS = 4096  # MatMul outputs up to this size keep channels on partitions (transposed store)

@@ -24,9 +24,9 @@ from ..context import DeviceValue, LoweringContext
 from ..emitter import Emitter
 from ..errors import CompileError
 from ..graph import Node
-from . import kernel
 from .lib.ap import MAX_FREE, hbm_ap, load, new_tile, store
 from .lib.dims import broadcast_strides, row_major_strides
+from .lib.registry import kernel
 from .lib.tiling import elementwise_tiles
 
 

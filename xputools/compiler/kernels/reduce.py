@@ -8,7 +8,7 @@ import numpy as np
 from ..context import LoweringContext
 from ..errors import CompileError
 from ..graph import Node
-from . import kernel
+from .lib.registry import kernel
 from .lib.rows import canonical_dims, elementwise_act, reduce_into
 
 REDUCE_OPS = {  # op -> (reduce op, elementwise pre-transform, finish)

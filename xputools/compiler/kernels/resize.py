@@ -17,11 +17,11 @@ from ..context import DeviceValue, LoweringContext
 from ..emitter import SBUF_BLOCK
 from ..errors import CompileError
 from ..graph import Node
-from . import kernel
 from .lib.ap import hbm_ap, new_tile
 from .lib.datamove import copy_region, progressions
 from .lib.dims import count_stride_dims, row_major_strides
 from .lib.pools import SlotPool
+from .lib.registry import kernel
 
 F32 = np.float32
 LINEAR_DTYPES = ("f32", "bf16", "f16")
