@@ -26,7 +26,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from naive_writer import NaiveTraceWriter  # noqa: E402
 
-from device_model.arch import load_arch  # noqa: E402
 from xputools.compiler.context import CompileOptions  # noqa: E402
 from xputools.compiler.driver import compile_model  # noqa: E402
 from xputools.profile.analysis import build_profile  # noqa: E402
@@ -114,7 +113,7 @@ def main(argv=None) -> int:
               f"(built and compiled in {time.perf_counter() - t0:.1f} s)")
 
         # ---- 1. trace export, same events to both writers ---------------------------------------
-        arch = load_arch(program.arch_name)
+        arch = program.arch
         capture, error = run_with_recorder(program, feeds, arch)
         assert error is None, error
         profile = build_profile(program, arch, capture, {"model": "bert_mini", "arch": arch.name,

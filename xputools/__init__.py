@@ -12,6 +12,14 @@ Compile and run (`xpu compile`, `xpu check`, `xpu run`):
 Profile (`xpu-prof record`):
     record(program, feeds, "run.pftrace") -> RecordResult (.profile, trace and database paths)
 
+Debug (`xpu debug`, `xpu sanitize`):
+    Debugger(program, feeds)  gdb's verbs as methods returning data: break_, run, stepi, reverse_stepi, ...
+    sanitize(program, feeds, "race,uninit") -> SanitizeReport (findings naming instructions and nodes)
+
+Accuracy (`xpu acc`): the `xputools.accuracy` package
+    accuracy.compare(model, options) every tensor against ONNX Runtime: local vs accumulated error, culprits
+    accuracy.bisect(...) the smallest keep set meeting a threshold; accuracy.gate_model(...) the CI gate
+
 The device (`xpu arch`, `xpu asm`, `xpu disasm`):
     load_arch("xpu1" | "my.toml") -> Arch;  Machine(arch).load(program) steps and observes a run
     assemble(text) -> Program;  disassemble(program) -> text that re-assembles to the same program
@@ -36,6 +44,8 @@ _EXPORTS = {
     "DeviceSession": "xputools.runtime.session",
     "run_program": "xputools.runtime.session",
     "record": "xputools.profile.recorder",
+    "Debugger": "xputools.debug.core",
+    "sanitize": "xputools.debug.sanitize.core",
     "Machine": "device_model.machine",
     "assemble": "device_model.assembly",
     "disassemble": "device_model.assembly",
@@ -48,7 +58,12 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
+_PACKAGES = ("runtime", "compiler", "profile", "debug", "accuracy")  # `xputools.accuracy.compare(...)` works
+
+
 def __getattr__(name: str):
+    if name in _PACKAGES:
+        return importlib.import_module(f"xputools.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'xputools' has no attribute {name!r}")
@@ -58,4 +73,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_PACKAGES))

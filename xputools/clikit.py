@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import sys
 import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -16,16 +18,24 @@ from .compiler.precision import PRECISIONS
 from .errors import CheckFailed
 
 __all__ = ["CheckFailed", "XpuGroup", "debug_option", "compile_options", "build_options", "program_from_path",
-           "feeds_from_options", "with_compile_progress", "fresh_output_path", "stderr_is_terminal"]
+           "input_options", "feeds_from_options", "with_compile_progress", "fresh_output_path", "stderr_is_terminal"]
+
+if TYPE_CHECKING:  # annotations only: importing these at start-up would load numpy
+    from device_model.program import Program
+
+    from .compiler.context import CompileOptions
 
 EXIT_INTERNAL_ERROR = 3
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+ProgressFn = Callable[[int, int], None]
 
 
 class XpuGroup(click.Group):
     """A click group that turns an XpuError into its message on stderr and its `exit_code`; any other
     exception is an internal error (exit 3, traceback with --debug)."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -59,7 +69,7 @@ def _set_debug(ctx: click.Context, _param, value: bool) -> None:
         ctx.meta["xpu_debug"] = True
 
 
-def debug_option(f):
+def debug_option(f: F) -> F:
     """`--debug`: show the traceback of an error instead of its one line."""
     return click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
                         help="Show the Python traceback on errors.")(f)
@@ -84,8 +94,38 @@ def fresh_output_path(path: Path) -> Path:
         n += 1
 
 
+# ---- inputs for every command that runs a program ---------------------------------------------------
+def input_options(f: F) -> F:
+    """--inputs IN.npz, --random-inputs, --seed N (read them with `feeds_from_options`)."""
+    opts = [
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-inputs."),
+        click.option("--random-inputs", is_flag=True, help="Feed deterministic random inputs instead."),
+        click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False, path_type=Path),
+                     help=".npz with one array per input, keyed by input name."),
+    ]
+    for opt in opts:
+        f = opt(f)
+    return f
+
+
+def feeds_from_options(program: Program, inputs_path: Path | None, random_inputs: bool, seed: int) -> dict:
+    """The feeds `input_options` describe: the .npz, or seeded random inputs (also for a program
+    without inputs); UserError when both or neither are given for a program that has inputs."""
+    from .errors import UserError
+    from .runtime import random_inputs as make_random
+    from .runtime import read_npz
+
+    if inputs_path and random_inputs:
+        raise UserError("give either --inputs or --random-inputs, not both")
+    if inputs_path:
+        return read_npz(inputs_path)
+    if random_inputs or not program.inputs():
+        return make_random(program, seed)
+    raise UserError("the program has inputs: give --inputs IN.npz or --random-inputs")
+
+
 # ---- compile options shared by every command that accepts an ONNX model --------------------------
-def compile_options(f):
+def compile_options(f: F) -> F:
     """--precision, --keep, --keep-file, --shape, --calibration, --const-inputs, --arch."""
     opts = [
         click.option("--arch", help="Arch preset name or TOML file [default: xpu1]. For a .xpu/.xasm program: "
@@ -110,14 +150,16 @@ def compile_options(f):
     return f
 
 
-def build_options(precision, keep, keep_file, shapes, calibration, calibration_method, arch, const_inputs=None):
+def build_options(precision: str, keep: Iterable[str], keep_file: Path | None, shapes: Iterable[str],
+                  calibration: Path | None, calibration_method: str, arch: str | None,
+                  const_inputs: Path | None = None) -> CompileOptions:
     """The CompileOptions that the `compile_options` flags describe (files read, specs parsed)."""
     from .compiler.keepfile import options_from_spec
 
     return options_from_spec(precision, keep, keep_file, shapes, calibration, calibration_method, arch, const_inputs)
 
 
-def with_compile_progress(work):
+def with_compile_progress(work: Callable[[ProgressFn | None], T]) -> T:
     """Call `work(progress)`; on a terminal `progress(done, total)` drives a transient progress bar,
     elsewhere it is None (quiet when piped)."""
     if not stderr_is_terminal():
@@ -129,7 +171,7 @@ def with_compile_progress(work):
         return work(lambda done, total: bar.update(task, completed=done, total=total))
 
 
-def program_from_path(path: Path, compile_kw: dict):
+def program_from_path(path: Path, compile_kw: dict) -> Program:
     """The Program a command-line source names: `.xpu`/`.xasm` loaded, `.onnx` compiled in memory
     with the `compile_options` flags in `compile_kw` (progress bar on a terminal)."""
     from .compiler.context import CompileOptions
@@ -141,18 +183,3 @@ def program_from_path(path: Path, compile_kw: dict):
         options = CompileOptions(arch=compile_kw.get("arch"))
     return with_compile_progress(lambda progress: load_program_or_model(path, options, progress))
 
-
-def feeds_from_options(program, inputs_path: Path | None, random_inputs: bool, seed: int) -> dict:
-    """The inputs `--inputs IN.npz` / `--random-inputs --seed N` name for `program` (random ones when
-    the program takes no inputs), or a UserError saying what to give."""
-    from .errors import UserError
-    from .runtime import random_inputs as make_random
-    from .runtime import read_npz
-
-    if inputs_path and random_inputs:
-        raise UserError("give either --inputs or --random-inputs, not both")
-    if inputs_path:
-        return read_npz(inputs_path)
-    if random_inputs or not program.inputs():
-        return make_random(program, seed)
-    raise UserError("the program has inputs: give --inputs IN.npz or --random-inputs")

@@ -69,6 +69,15 @@ def test_the_profiler_records_a_custom_arch_program_with_its_clock(tmp_path):
     assert summary["arch"] == "myvariant" and summary["clock_ghz"] == 2.0
 
 
+def test_the_debugger_runs_a_custom_arch_program(tmp_path):
+    toml = custom_toml(tmp_path / "my.toml")
+    xpu_file = tmp_path / "mlp.xpu"
+    assert xpu("compile", MLP, "--arch", toml, "-o", xpu_file)[0] == 0
+    toml.unlink()
+    code, out, err = xpu("debug", xpu_file, "--inputs", MLP_INPUTS, "-ex", "run", "--batch")
+    assert code == 0, err + out
+
+
 def test_a_mismatched_arch_is_refused_in_one_line(tmp_path):
     xpu_file = tmp_path / "mlp.xpu"
     assert xpu("compile", MLP, "-o", xpu_file)[0] == 0

@@ -198,6 +198,13 @@ def test_the_arch_description_travels_and_is_checked():
     fails(forge(_edit(lambda h: h["arch"]["description"].update(clock_ghz=-1))), "corrupt header: arch",
           "clock_ghz", "must be > 0")
     fails(forge(_edit(lambda h: h["arch"].pop("description"))), "arch: missing 'description'")
+    # what a hostile file could make a run allocate is bounded
+    def huge(h):
+        for mem in ("sbuf", "psum"):
+            h["arch"]["description"][mem]["partitions"] = 1 << 40
+    fails(forge(_edit(huge)), "corrupt header", "sbuf", "above 4 GiB")
+    fails(forge(_edit(lambda h: h["arch"]["description"].update(semaphores=1 << 40))), "semaphores",
+          "cannot exceed")
 
 
 def test_oversized_declared_lengths_are_rejected_before_allocating(tmp_path):

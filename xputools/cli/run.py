@@ -5,15 +5,12 @@ from pathlib import Path
 
 import click
 
-from ..clikit import compile_options, debug_option
+from ..clikit import compile_options, debug_option, input_options
 
 
 @click.command()
 @click.argument("program", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False, path_type=Path),
-              help=".npz with one array per input, keyed by input name.")
-@click.option("--random-inputs", is_flag=True, help="Feed deterministic random inputs instead.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-inputs.")
+@input_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the outputs to this .npz, keyed by output name.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
@@ -30,23 +27,13 @@ def run(program: Path, inputs_path: Path | None, random_inputs: bool, seed: int,
       xpu run samples/transformer.onnx --shape input_ids=1x16 --random-inputs --precision bf16
       xpu run gemm.xpu --random-inputs --seed 1
     """
-    from ..clikit import program_from_path
+    from ..clikit import feeds_from_options, program_from_path
     from ..compiler.outputs import onnx_outputs
-    from ..errors import UserError
-    from ..runtime import random_inputs as make_random
-    from ..runtime import read_npz, run_program, write_npz
+    from ..runtime import run_program, write_npz
     from ..runtime.report import render_run
 
     prog = program_from_path(program, compile_kw)
-    if inputs_path and random_inputs:
-        raise UserError("give either --inputs or --random-inputs, not both")
-    if inputs_path:
-        feeds = read_npz(inputs_path)
-    elif random_inputs or not prog.inputs():
-        feeds = make_random(prog, seed)
-    else:
-        raise UserError("the program has inputs: give --inputs IN.npz or --random-inputs")
-    out = run_program(prog, feeds)
+    out = run_program(prog, feeds_from_options(prog, inputs_path, random_inputs, seed))
     out.outputs = onnx_outputs(prog, out.outputs)
     if output:
         write_npz(output, out.outputs)

@@ -56,10 +56,12 @@ class DeviceValue:
 
     @property
     def size(self) -> int:
+        """Number of elements."""
         return int(np.prod(self.shape)) if self.shape else 1
 
     @property
     def nbytes(self) -> int:
+        """Bytes in its device dtype."""
         return self.size * np_dtype(self.dtype).itemsize
 
     def flat(self, dtype: str | None = None) -> AP:
@@ -84,6 +86,9 @@ def storage_dtype(np_dt) -> str:
 
 
 class LoweringContext:
+    """What a kernel sees while lowering a node: the graph, where every value lives in HBM, the
+    options (precision, arch) and the emitter it appends instructions to."""
+
     def __init__(self, graph, options: CompileOptions, emitter: Emitter):
         self.graph = graph
         self.options = options
@@ -113,10 +118,12 @@ class LoweringContext:
         return self.place_const(name, v.const)
 
     def const(self, name: str) -> np.ndarray | None:
+        """The constant data of graph value `name`, or None."""
         v = self.graph.values.get(name)
         return None if v is None else v.const
 
     def place_const(self, name: str, array: np.ndarray) -> DeviceValue:
+        """Put `array` in HBM as a program constant named after `name`."""
         arr = np.ascontiguousarray(array)
         dt = storage_dtype(arr.dtype)
         arr = arr.astype(np_dtype(dt)) if arr.dtype != np_dtype(dt) else arr

@@ -41,24 +41,31 @@ class Value:
 
     @property
     def is_const(self) -> bool:
+        """Whether the value is known at compile time."""
         return self.const is not None
 
     @property
     def is_static(self) -> bool:
+        """Whether every dim is a known int."""
         return self.shape is not None and all(isinstance(d, int) and d >= 0 for d in self.shape)
 
     @property
     def size(self) -> int:
+        """Number of elements (the shape must be known)."""
         assert self.shape is not None, f"value {self.name!r} has no known shape"
         return int(np.prod(self.shape, dtype=np.int64))
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the value in its numpy dtype."""
         return self.size * self.dtype.itemsize
 
 
 @dataclass(eq=False)  # nodes compare by identity
 class Node:
+    """One operation: ONNX's (or the compiler's XPU_DOMAIN int8 ones), with the ONNX nodes it
+    stands for (`origin`) and the tensors fusion removed inside it (`fused`)."""
+
     name: str
     op_type: str
     inputs: list[str]
@@ -69,6 +76,7 @@ class Node:
     fused: list[str] = field(default_factory=list)
 
     def present_inputs(self) -> list[str]:
+        """The inputs that are given (omitted optional ones left out)."""
         return [i for i in self.inputs if i]
 
     def input(self, i: int) -> str:
@@ -76,6 +84,7 @@ class Node:
         return self.inputs[i] if i < len(self.inputs) else ""
 
     def subgraphs(self) -> list[onnx.GraphProto]:
+        """The subgraphs in its attributes (If branches, Loop/Scan bodies)."""
         out: list[onnx.GraphProto] = []
         for v in self.attrs.values():
             if isinstance(v, onnx.GraphProto):
@@ -127,6 +136,7 @@ def outer_references(g: onnx.GraphProto, outer_defined: frozenset[str] = frozens
 
 # ---- attributes --------------------------------------------------------------------------------
 def attr_to_python(a: onnx.AttributeProto) -> Any:
+    """An ONNX attribute as a plain Python value (str, numbers, lists, arrays, GraphProto)."""
     A = onnx.AttributeProto
     if a.type == A.STRING:
         return _decode(a.s)
@@ -160,6 +170,7 @@ def _schema_attr_type(op_type: str, domain: str, opset: dict[str, int], name: st
 
 
 def attr_to_onnx(name: str, value: Any, attr_type: int | None) -> onnx.AttributeProto:
+    """A plain attribute value back as ONNX (`attr_type` from the op schema, when known)."""
     A = onnx.AttributeProto
     if isinstance(value, np.ndarray):
         return helper.make_attribute(name, numpy_helper.from_array(value))
@@ -211,24 +222,29 @@ class Graph:
 
     @property
     def inputs(self) -> list[Value]:
+        """The graph inputs' Values."""
         return [self.values[n] for n in self.input_names]
 
     @property
     def outputs(self) -> list[Value]:
+        """The graph outputs' Values."""
         return [self.values[n] for n in self.output_names]
 
     # -- queries
     def value(self, name: str) -> Value:
+        """The Value called `name` (KeyError naming the graph if none)."""
         try:
             return self.values[name]
         except KeyError:
             raise KeyError(f"no value named {name!r} in graph {self.name!r}") from None
 
     def const(self, name: str) -> np.ndarray | None:
+        """The constant data of `name`, or None when it is computed at run time."""
         v = self.values.get(name) if name else None
         return None if v is None else v.const
 
     def is_const(self, name: str) -> bool:
+        """Whether `name` is a constant."""
         return self.const(name) is not None
 
     def changed(self) -> None:
@@ -252,6 +268,7 @@ class Graph:
         return self._index[1], self._index[2]
 
     def producer(self, name: str) -> Node | None:
+        """The node that computes `name` (None for inputs and constants)."""
         return self._uses()[0].get(name)
 
     def consumers(self, name: str) -> list[Node]:
@@ -259,6 +276,7 @@ class Graph:
         return list(self._uses()[1].get(name, ()))
 
     def node(self, name: str) -> Node:
+        """The node called `name`."""
         for n in self.nodes:
             if n.name == name:
                 return n
@@ -286,6 +304,7 @@ class Graph:
         return f"{base}_{i}"
 
     def unique_node_name(self, base: str) -> str:
+        """`base`, or `base` with a suffix, that no node is called yet."""
         names = {n.name for n in self.nodes}
         i, name = 1, base
         while name in names:
@@ -293,6 +312,7 @@ class Graph:
         return name
 
     def add_const(self, base: str, array: np.ndarray) -> str:
+        """A new constant Value holding `array`; returns its (unique) name."""
         name = self.unique_name(base)
         arr = np.asarray(array, order="C")
         self.values[name] = Value(name, tuple(int(d) for d in arr.shape), arr.dtype, arr)
@@ -318,6 +338,7 @@ class Graph:
             self._index = ((id(self.nodes), len(self.nodes)),) + self._index[1:]
 
     def remove_node(self, node: Node) -> None:
+        """Take `node` out of the graph (its output Values stay)."""
         producers = self._uses()[0]
         self._drop_uses(node)
         for o in node.outputs:
@@ -340,11 +361,13 @@ class Graph:
                 producers[o] = new
 
     def set_inputs(self, node: Node, inputs: list[str]) -> None:
+        """Rewire `node`'s inputs, keeping the use index current."""
         self._drop_uses(node)
         node.inputs = list(inputs)
         self._add_uses(node)
 
     def set_output(self, node: Node, index: int, name: str) -> None:
+        """Rename `node`'s output `index`, keeping the use index current."""
         producers = self._uses()[0]
         old = node.outputs[index]
         if producers.get(old) is node:

@@ -6,34 +6,22 @@ from pathlib import Path
 
 import click
 
-from ..clikit import CheckFailed, compile_options, debug_option, program_from_path
+from ..clikit import CheckFailed, compile_options, debug_option, feeds_from_options, input_options, program_from_path
 from ..errors import UserError
 
 
 def load_debugger(program: Path, compile_kw: dict, inputs_path: Path | None, random_inputs: bool, seed: int):
     """The program (or the model, compiled with `compile_kw`) loaded in a Debugger with its inputs."""
-    from ..runtime import random_inputs as make_random
-    from ..runtime import read_npz
     from .core import Debugger
 
     prog = program_from_path(program, compile_kw)
-    if inputs_path and random_inputs:
-        raise UserError("give either --inputs or --random-inputs, not both")
-    if inputs_path:
-        feeds = read_npz(inputs_path)
-    elif random_inputs or not prog.inputs():
-        feeds = make_random(prog, seed)
-    else:
-        raise UserError("the program has inputs: give --inputs IN.npz or --random-inputs")
-    return Debugger(prog, feeds)
+    return Debugger(prog, feeds_from_options(prog, inputs_path, random_inputs, seed))
 
 
 @click.command("debug")
 @click.argument("program", type=click.Path(dir_okay=False, path_type=Path))
 @compile_options
-@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False, path_type=Path), help="Inputs .npz.")
-@click.option("--random-inputs", is_flag=True, help="Use seeded random inputs.")
-@click.option("--seed", default=0, show_default=True, help="Seed for --random-inputs.")
+@input_options
 @click.option("-x", "scripts", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Run the commands of a script file (repeatable; before the -ex commands).")
 @click.option("-ex", "--eval-command", "commands", multiple=True, metavar="CMD",

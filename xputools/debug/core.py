@@ -97,7 +97,7 @@ class Debugger:
                  budget_bytes: int = DEFAULT_BUDGET, interval: int = DEFAULT_INTERVAL):
         self.program = program
         self.index = ProgramIndex(program)
-        self.machine = Machine(arch or program.arch_name, host_runner=host_runner or OnnxHostRunner())
+        self.machine = Machine(arch or program.arch, host_runner=host_runner or OnnxHostRunner())
         self.machine.load(program)
         for name, arr in check_inputs(program, feeds or {}).items():
             self.machine.write_tensor(name, arr)

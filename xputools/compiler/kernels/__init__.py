@@ -1,7 +1,7 @@
 """Kernels: one function per ONNX op (family) that emits the device instructions for a node.
 
-A kernel is `fn(ctx: LoweringContext, node: Node) -> None`, registered with `@kernel("OpType", ...)`.
-It reads its inputs with `ctx.value(name)` (HBM, row-major), allocates its outputs with
+A kernel is `fn(ctx: LoweringContext, node: Node) -> None`, registered with `@kernel("OpType", ...)`
+(`lib/registry.py`). It reads its inputs with `ctx.value(name)` (HBM, row-major), allocates its outputs with
 `ctx.output(name)` (or `ctx.alias` for pure reshapes) and emits instructions with `ctx.em.emit`.
 Synchronisation is automatic (see emitter.py): emit in a correct sequential order and the emitter
 adds the semaphores. SBUF/PSUM buffers come from `ctx.em.sbuf.alloc(bytes_per_partition)` /
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from .lib.registry import KERNELS, kernel
 
 __all__ = ["KERNELS", "kernel", "kernels"]
+
 _loaded = False
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ...clikit import CheckFailed, compile_options, debug_option, feeds_from_options, program_from_path
+from ...clikit import CheckFailed, compile_options, debug_option, feeds_from_options, input_options, program_from_path
 from .findings import CHECKS, Finding, SanitizeReport
 
 
@@ -16,10 +16,7 @@ from .findings import CHECKS, Finding, SanitizeReport
 @click.option("--check", "checks", default="all", show_default=True, metavar="LIST",
               help=f"Comma-separated checks to run: {','.join(CHECKS)} (or all).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable findings (schema in docs/sanitize.md).")
-@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False, path_type=Path),
-              help=".npz with one array per input, keyed by input name.")
-@click.option("--random-inputs", is_flag=True, help="Feed deterministic random inputs instead.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-inputs.")
+@input_options
 @click.option("--jitter", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="N",
               help="Also run under N other timings (random extra cost per instruction) to expose races "
                    "that this run's timing hides.")

@@ -10,6 +10,7 @@ its op family and no kernel module imports another.
 - `epilogue`: bias, scale and fused activation while evacuating PSUM;
 - `conv`: convolution geometry, channel units, weight blocks and zero-padded input bands;
 - `datamove`: strided HBM-to-HBM copies and constant fills;
+- `registry`: `@kernel("OpType")` and the KERNELS table it fills;
 - `rows`: the row planner of reductions (and of Softmax, LayerNorm and global pools) and the
   tiled reduction itself.
 """

@@ -1,6 +1,6 @@
-"""The kernel registry: `@kernel("OpType", ...)` records a kernel module's functions by ONNX op type.
-It lives apart from the package so kernel modules can register without importing the package that
-imports them (no import circle)."""
+"""The kernel registry: `@kernel("OpType", ...)` registers a kernel function in KERNELS. It lives in
+the library (not in the kernels package) so kernel modules do not import the package that imports
+them: the import graph has no circle."""
 from __future__ import annotations
 
 from collections.abc import Callable
