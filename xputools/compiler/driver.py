@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from device_model.program import Program
 
+from .budget import check_work
 from .context import CompileOptions
 from .frontend import import_model, load_model
 from .graph import Graph
@@ -30,6 +31,7 @@ def compile_model(source, options: CompileOptions | None = None,
     options = options or CompileOptions()
     model = load_model(source)
     graph = import_model(model, options.shapes, options.const_inputs)
+    check_work(graph, arch)
     graph = run_passes(graph)
     if options.precision == "int8" or options.calibration is not None:
         from .quantize import quantize_graph

@@ -33,8 +33,11 @@ class DeviceSession:
         """Load `program` on an emulated device of the arch it carries (`arch`, if given, must be
         that arch: a MachineError says otherwise)."""
         self.program = program
-        self.machine = Machine(arch or program.arch, host_runner=OnnxHostRunner())
+        host_runner = OnnxHostRunner()
+        host_runner.check(program)  # payloads are untrusted: vet them before anything runs
+        self.machine = Machine(arch or program.arch, host_runner=host_runner)
         self.machine.load(program, cost_jitter=cost_jitter)
+        program.check_fits(self.machine.arch)  # the taps too, which loading does not reach
         self._fresh = True
 
     def run(self, feeds: dict[str, np.ndarray], taps: bool | set[str] = False, observers=()) -> RunOutput:
