@@ -42,12 +42,11 @@ def check_inputs(program: Program, feeds: dict[str, np.ndarray]) -> dict[str, np
 def random_inputs(program: Program, seed: int = 0, arch=None) -> dict[str, np.ndarray]:
     """Deterministic random feeds: standard normal for floats, small non-negative ints otherwise.
 
-    The sizes are checked first (against `arch`'s memories when given, and against the limit an
-    inputs .npz has), so a program declaring a huge input is refused before anything is built."""
+    The sizes are checked first (against the memories of `arch`, default the program's, and against
+    the limit an inputs .npz has), so a program declaring a huge input is refused before anything is built."""
     from .npz import MAX_NPZ_BYTES
 
-    if arch is not None:
-        program.check_fits(arch)
+    program.check_fits(arch or program.arch)
     total = sum(t.nbytes for t in program.inputs())
     if total > MAX_NPZ_BYTES:
         raise UserError(f"the program's inputs take {total} bytes; random inputs are limited to {MAX_NPZ_BYTES} "
