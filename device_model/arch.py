@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,17 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+# Upper bounds that keep every derived number (cycles, bytes, allocations) sane; any other number
+# stays below MAX_NUMBER. A value outside them is a typo, not a design point.
+MAX_NUMBER = 2**40
+MAX_VALUE = {
+    "clock_ghz": 100, "semaphores": 4096, "sbuf.partitions": 1024, "psum.partitions": 1024,
+    "sbuf.bytes_per_partition": 1 << 30, "psum.bytes_per_partition": 1 << 30, "psum.banks": 1024,
+    "pe.rows": 1024, "pe.cols": 1024, "pe.max_n": 1 << 20, "act_table.segments": 1 << 20,
+    "hbm.bandwidth_gbps": 1e6, "dma.queue_gbps": 1e6, "host.gbps": 1e6,
+}
+
+
 def _check(value: Any, rule: Any, key: str) -> None:
     if isinstance(rule, dict):
         if not isinstance(value, dict):
@@ -75,10 +87,15 @@ def _check(value: Any, rule: Any, key: str) -> None:
         raise ArchError(f"arch key '{key}' must be a number, got {value!r}")
     if kind.startswith("int") and not isinstance(value, int):
         raise ArchError(f"arch key '{key}' must be an integer, got {value!r}")
-    if kind.endswith(">0") and value <= 0:
+    if kind.endswith(">0") and not value > 0:  # (also refuses nan)
         raise ArchError(f"arch key '{key}' must be > 0, got {value!r}")
     if kind.endswith(">=0") and value < 0:
         raise ArchError(f"arch key '{key}' must be >= 0, got {value!r}")
+    if not math.isfinite(value):
+        raise ArchError(f"arch key '{key}' must be a finite number, got {value!r}")
+    limit = MAX_VALUE.get(key.lstrip("."), MAX_NUMBER)
+    if value > limit:
+        raise ArchError(f"arch key '{key}' must be at most {limit}, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ from .errors import XpuError
 SPACES = ("hbm", "sbuf", "psum")
 MAX_FREE_DIMS = 4
 NUM_DMA_QUEUES = 16
+# Every number in an access pattern (offset, stride, count, partition) stays below this (1 TiB, the
+# largest HBM an arch may declare): larger values can address nothing and overflow numpy's strides.
+AP_LIMIT = 1 << 40
 COMPUTE_ENGINES = ("pe", "act", "dve", "pool")
 DMA_ENGINES = tuple(f"dma{i}" for i in range(NUM_DMA_QUEUES))
 HOST_ENGINE = "host"  # fallback work the device cannot do, run by the host between device work
@@ -218,14 +221,22 @@ def validate_ap(ap: AP, where: str = "") -> None:
     if not ap.dims or len(ap.dims) > MAX_FREE_DIMS:
         raise IsaError(f"{pre}access pattern needs 1..{MAX_FREE_DIMS} free dims, got {len(ap.dims)}")
     for s, c in ap.dims:
-        if not isinstance(s, int) or not isinstance(c, int) or s < 0 or c < 1:
+        if isinstance(s, bool) or isinstance(c, bool) or not isinstance(s, int) or not isinstance(c, int) \
+                or s < 0 or c < 1:
             raise IsaError(f"{pre}bad dim [{s},{c}]: stride must be >= 0 and count >= 1")
-    if ap.offset < 0:
-        raise IsaError(f"{pre}negative offset {ap.offset}")
+        if s >= AP_LIMIT or c >= AP_LIMIT:
+            raise IsaError(f"{pre}bad dim [{s},{c}]: stride and count must be below 2^40")
+    if isinstance(ap.offset, bool) or not isinstance(ap.offset, int) or ap.offset < 0:
+        raise IsaError(f"{pre}bad offset {ap.offset!r}: must be an integer >= 0")
+    if ap.offset >= AP_LIMIT:
+        raise IsaError(f"{pre}offset {ap.offset} must be below 2^40")
+    if ap.num_elements >= AP_LIMIT:
+        raise IsaError(f"{pre}access pattern of {ap.num_elements} elements: must be below 2^40")
     if ap.space == "hbm":
         if ap.pstart != 0 or ap.pcount != 1:
             raise IsaError(f"{pre}hbm access patterns have no partitions")
-    elif ap.pstart < 0 or ap.pcount < 1:
+    elif not all(isinstance(v, int) and not isinstance(v, bool) for v in (ap.pstart, ap.pcount)) \
+            or ap.pstart < 0 or ap.pcount < 1 or ap.pstart + ap.pcount > AP_LIMIT:
         raise IsaError(f"{pre}bad partition range {ap.pstart}:+{ap.pcount}")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .arch import Arch
 from .dtypes import np_dtype
-from .isa import AP, ENGINES, Instr, IsaError, validate_ap, validate_instr
+from .isa import AP, AP_LIMIT, ENGINES, Instr, IsaError, validate_ap, validate_instr
 
 TENSOR_KINDS = ("input", "output", "const", "scratch")
 
@@ -173,20 +173,11 @@ class Program:
         debug-info references in range."""
         names = set()
         for t in self.tensors:
-            if t.kind not in TENSOR_KINDS:
-                raise IsaError(f"tensor {t.name}: unknown kind {t.kind!r}")
+            _check_tensor(t)
             if t.name in names:
                 raise IsaError(f"tensor {t.name}: declared twice")
             names.add(t.name)
-            np_dtype(t.dtype)
-            if t.offset < 0 or any((not isinstance(d, int)) or d < 0 for d in t.shape):
-                raise IsaError(f"tensor {t.name}: bad offset or shape")
-            if t.kind == "const":
-                if t.data is None or len(t.data) != t.nbytes:
-                    raise IsaError(f"constant {t.name}: data has {0 if t.data is None else len(t.data)} "
-                                   f"bytes, shape/dtype need {t.nbytes}")
-            elif t.data is not None:
-                raise IsaError(f"tensor {t.name}: only constants carry data")
+        _check_disjoint(self.tensors)
         for i, ins in enumerate(self.instrs):
             try:
                 validate_instr(ins)
@@ -205,8 +196,101 @@ class Program:
         for ins in self.instrs:
             counts[ins.engine] += 1
         for tap in self.taps:
-            for piece in tap.pieces:
-                validate_ap(piece.ap, f"tap {tap.name}")
+            _check_tap(tap)
             if tap.pieces and not (0 <= tap.after_index < counts.get(tap.after_engine, 0)):
                 raise IsaError(f"tap {tap.name}: after {tap.after_engine}:{tap.after_index} "
                                "names no instruction")
+
+    def check_fits(self, arch) -> None:
+        """Raise IsaError unless every tensor, instruction operand and tap lies inside `arch`'s
+        memories and every semaphore exists (`validate` checks what holds on any arch)."""
+        hbm = arch.hbm_bytes
+        for t in self.tensors:
+            if t.offset + t.nbytes > hbm:
+                raise IsaError(f"tensor {t.name}: bytes {t.offset}..{t.offset + t.nbytes} lie outside the "
+                               f"{hbm}-byte HBM of arch {arch.name}")
+        for i, ins in enumerate(self.instrs):
+            for name, ap in ins.operands.items():
+                why = ap_outside(ap, arch)
+                if why:
+                    raise IsaError(f"instruction {i} ({ins.engine} {ins.op}) {name}: {why}")
+            for sem, _ in tuple(ins.waits) + tuple(ins.signals):
+                if sem >= arch.semaphores:
+                    raise IsaError(f"instruction {i} ({ins.engine} {ins.op}): semaphore s{sem} does not "
+                                   f"exist (arch {arch.name} has {arch.semaphores})")
+        for tap in self.taps:
+            for piece in tap.pieces:
+                why = ap_outside(piece.ap, arch)
+                if why:
+                    raise IsaError(f"tap {tap.name}: {why}")
+
+
+def ap_outside(ap: AP, arch) -> str | None:
+    """Why `ap` reaches outside `arch`'s memories, or None."""
+    first, end = ap.byte_extent()
+    if ap.space == "hbm":
+        return f"{ap} reaches byte {end - 1} of a {arch.hbm_bytes}-byte HBM" if end > arch.hbm_bytes else None
+    parts = arch.raw[ap.space]["partitions"]
+    row = arch.raw[ap.space]["bytes_per_partition"]
+    if ap.pstart + ap.pcount > parts:
+        return f"{ap} uses partitions {ap.pstart}..{ap.pstart + ap.pcount - 1} of {parts}"
+    if end > row:
+        return f"{ap} reaches byte {end - 1} of a {row}-byte {ap.space} partition"
+    return None
+
+
+def _check_tensor(t: Tensor) -> None:
+    if t.kind not in TENSOR_KINDS:
+        raise IsaError(f"tensor {t.name}: unknown kind {t.kind!r}")
+    try:
+        np_dtype(t.dtype)
+    except ValueError as exc:
+        raise IsaError(f"tensor {t.name}: {exc}") from None
+    if not _is_int(t.offset) or t.offset < 0 or any(not _is_int(d) or d < 0 for d in t.shape):
+        raise IsaError(f"tensor {t.name}: bad offset or shape")
+    if t.offset >= AP_LIMIT or t.nbytes >= AP_LIMIT:
+        raise IsaError(f"tensor {t.name}: offset {t.offset} and size {t.nbytes} bytes must be below 2^40")
+    if t.kind == "const":
+        if t.data is None or len(t.data) != t.nbytes:
+            raise IsaError(f"constant {t.name}: data has {0 if t.data is None else len(t.data)} "
+                           f"bytes, shape/dtype need {t.nbytes}")
+    elif t.data is not None:
+        raise IsaError(f"tensor {t.name}: only constants carry data")
+
+
+def _check_disjoint(tensors: list[Tensor]) -> None:
+    """Two tensors sharing HBM bytes would silently corrupt each other (an input overwritten by a
+    scratch value, an output read back as a constant)."""
+    placed = sorted((t.offset, t.offset + t.nbytes, t.name) for t in tensors if t.nbytes)
+    for (_, end, name), (start, _, other) in zip(placed, placed[1:]):
+        if start < end:
+            raise IsaError(f"tensors {name} and {other} overlap in HBM (byte {start} is in both)")
+
+
+def _check_tap(tap: Tap) -> None:
+    """A tap's pieces must name elements of its own tensor: logical indices in range."""
+    try:
+        np_dtype(tap.dtype)
+    except ValueError as exc:
+        raise IsaError(f"tap {tap.name}: {exc}") from None
+    if any(not _is_int(d) or d < 0 for d in tap.shape):
+        raise IsaError(f"tap {tap.name}: bad shape {tap.shape}")
+    size = 1
+    for d in tap.shape:
+        size *= d
+    for j, piece in enumerate(tap.pieces):
+        where = f"tap {tap.name} piece {j}"
+        validate_ap(piece.ap, where)
+        shape = piece.ap.shape
+        if len(piece.strides) != len(shape) or not all(_is_int(s) for s in piece.strides) \
+                or not _is_int(piece.offset):
+            raise IsaError(f"{where}: needs an integer offset and one stride per axis of {shape}")
+        low = piece.offset + sum(min(0, (n - 1) * s) for n, s in zip(shape, piece.strides))
+        high = piece.offset + sum(max(0, (n - 1) * s) for n, s in zip(shape, piece.strides))
+        if low < 0 or high >= size or piece.ap.num_elements > size:
+            raise IsaError(f"{where}: names elements {low}..{high} ({piece.ap.num_elements} in all) of a "
+                           f"tensor of {size}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

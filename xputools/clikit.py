@@ -80,6 +80,18 @@ def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
 
+def force_option(f):
+    """`--force`: let a writer replace an existing output file (never one of the command's inputs)."""
+    return click.option("--force", is_flag=True, help="Overwrite an existing output file.")(f)
+
+
+def input_files(*paths, **compile_kw) -> list[Path]:
+    """Every file a command reads (its arguments and the compile options' files), so a writer can
+    refuse to write over any of them."""
+    extra = [compile_kw.get(k) for k in ("calibration", "const_inputs", "keep_file", "arch")]
+    return [Path(p) for p in (*paths, *extra) if p]
+
+
 def fresh_output_path(path: Path) -> Path:
     """`path` if free, else the first `stem-N.suffix` that is (default names never overwrite)."""
     if not path.exists():

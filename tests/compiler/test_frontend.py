@@ -12,11 +12,9 @@ from xputools.compiler.errors import CompileError, UnsupportedError
 from xputools.compiler.frontend import import_model, load_model, parse_shape_spec
 from xputools.compiler.host import run_graph_reference
 
-RNG = np.random.default_rng(0)
 
-
-def _matmul_model(n_in=16, n_out=8, batch="batch"):
-    w = rand(RNG, n_in, n_out)
+def _matmul_model(rng, n_in=16, n_out=8, batch="batch"):
+    w = rand(rng, n_in, n_out)
     return make_model([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
                       [("x", F32, [batch, n_in])], [("y", F32, [batch, n_out])], [const("w", w)])
 
@@ -60,7 +58,8 @@ def test_load_empty_file(tmp_path):
 
 @pytest.mark.parametrize("fraction", [0.05, 0.3, 0.6, 0.97])
 def test_load_truncated_file(fraction, tmp_path):
-    data = _matmul_model(64, 64).SerializeToString()
+    rng = np.random.default_rng(9911)
+    data = _matmul_model(rng, 64, 64).SerializeToString()
     path = tmp_path / "cut.onnx"
     path.write_bytes(data[: int(len(data) * fraction)])
     with pytest.raises(CompileError) as exc:
@@ -69,7 +68,8 @@ def test_load_truncated_file(fraction, tmp_path):
 
 
 def test_load_valid_model_from_path_and_bytes(tmp_path):
-    model = _matmul_model()
+    rng = np.random.default_rng(2439)
+    model = _matmul_model(rng)
     path = tmp_path / "ok.onnx"
     onnx.save(model, path)
     assert load_model(path).graph.node[0].op_type == "MatMul"
@@ -91,7 +91,8 @@ def test_load_checker_failure_is_one_line():
 
 
 def test_load_external_data_present_and_missing(tmp_path):
-    model = _matmul_model(64, 64)
+    rng = np.random.default_rng(7855)
+    model = _matmul_model(rng, 64, 64)
     w = onnx.numpy_helper.to_array(model.graph.initializer[0])
     convert_model_to_external_data(model, all_tensors_to_one_file=True, location="weights.bin",
                                    size_threshold=0)
@@ -120,22 +121,25 @@ def test_unbound_dims_error_lists_every_dim_and_how_to_bind():
 
 
 def test_shape_for_unknown_input_lists_inputs():
+    rng = np.random.default_rng(3287)
     with pytest.raises(CompileError) as exc:
-        import_model(_matmul_model(), {"X": (1, 16)})
+        import_model(_matmul_model(rng), {"X": (1, 16)})
     text = _one_line(exc)
     assert "'X' is not an input" in text and "inputs are: x" in text
 
 
 def test_shape_for_an_initializer_says_so():
+    rng = np.random.default_rng(7817)
     with pytest.raises(CompileError, match="'w' is an initializer"):
-        import_model(_matmul_model(), {"w": (16, 8)})
+        import_model(_matmul_model(rng), {"w": (16, 8)})
 
 
 def test_shape_with_wrong_rank_or_conflicting_static_dim():
+    rng = np.random.default_rng(6596)
     with pytest.raises(CompileError, match="has rank 3 but input 'x' has rank 2"):
-        import_model(_matmul_model(), {"x": (1, 16, 1)})
+        import_model(_matmul_model(rng), {"x": (1, 16, 1)})
     with pytest.raises(CompileError, match="dim 1 is 16 in the model, not 15"):
-        import_model(_matmul_model(), {"x": (1, 15)})
+        import_model(_matmul_model(rng), {"x": (1, 15)})
 
 
 def test_dim_name_bound_once_applies_to_every_input():
@@ -156,7 +160,8 @@ def test_parse_shape_spec():
 
 
 def test_import_binds_shapes_and_keeps_static_model_unchanged():
-    graph = import_model(_matmul_model(), {"x": (4, 16)})
+    rng = np.random.default_rng(1317)
+    graph = import_model(_matmul_model(rng), {"x": (4, 16)})
     assert graph.input_names == ["x"]
     assert graph.values["y"].shape == (4, 8)
     assert graph.values["w"].is_const and graph.values["w"].dtype == np.float32
@@ -164,7 +169,8 @@ def test_import_binds_shapes_and_keeps_static_model_unchanged():
 
 
 def test_initializer_that_is_also_an_input_is_a_constant():
-    model = _matmul_model(batch=2)
+    rng = np.random.default_rng(2073)
+    model = _matmul_model(rng, batch=2)
     model.graph.input.append(helper.make_tensor_value_info("w", F32, [16, 8]))
     graph = import_model(model)
     assert graph.input_names == ["x"] and graph.values["w"].is_const
@@ -192,16 +198,17 @@ def _flatten_by_shape_model():
 
 
 def test_shape_subgraph_folds_into_a_constant_reshape_target():
+    rng = np.random.default_rng(6824)
     model = _flatten_by_shape_model()
     graph = import_model(model, {"x": (2, 3, 4, 5)})
     assert [n.op_type for n in graph.nodes] == ["Relu", "Reshape"]
     np.testing.assert_array_equal(graph.const("target"), [2, -1])
     assert graph.values["y"].shape == (2, 60)
-    x = rand(RNG, 2, 3, 4, 5)
+    x = rand(rng, 2, 3, 4, 5)
     np.testing.assert_array_equal(run_graph_reference(graph, {"x": x})["y"], ort_run(model, {"x": x})["y"])
 
 
-def _if_on_batch_model():
+def _if_on_batch_model(rng):
     """If batch > 1: y = x * 2 (then), else y = Neg(x) + w (else); both branches read outer x."""
     then_g = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["t_out"], name="t_mul")], "then", [],
                                [helper.make_tensor_value_info("t_out", F32, None)],
@@ -214,23 +221,25 @@ def _if_on_batch_model():
              helper.make_node("Greater", ["b", "one"], ["cond"], name="gt"),
              helper.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g, name="if")]
     inits = [const("zero", np.array(0, np.int64)), const("one", np.array(1, np.int64)),
-             const("w", rand(RNG, 3))]
+             const("w", rand(rng, 3))]
     return make_model(nodes, [("x", F32, ["B", 3])], [("y", F32, ["B", 3])], inits)
 
 
 @pytest.mark.parametrize("batch,expected_ops", [(2, ["Mul"]), (1, ["Neg", "Add"])])
 def test_if_with_constant_condition_is_inlined(batch, expected_ops):
-    model = _if_on_batch_model()
+    rng = np.random.default_rng(4853)
+    model = _if_on_batch_model(rng)
     graph = import_model(model, {"x": (batch, 3)})
     assert [n.op_type for n in graph.nodes] == expected_ops
     assert graph.nodes[-1].outputs == ["y"]
     assert graph.values["y"].shape == (batch, 3)
-    x = rand(RNG, batch, 3)
+    x = rand(rng, batch, 3)
     want = ort_run(model, {"x": x})["y"]
     np.testing.assert_allclose(run_graph_reference(graph, {"x": x})["y"], want, rtol=1e-6)
 
 
 def test_if_with_runtime_condition_stays_a_host_node():
+    rng = np.random.default_rng(8756)
     then_g = helper.make_graph([helper.make_node("Neg", ["x"], ["t"])], "then", [],
                                [helper.make_tensor_value_info("t", F32, [3])])
     else_g = helper.make_graph([helper.make_node("Abs", ["x"], ["e"])], "else", [],
@@ -240,13 +249,14 @@ def test_if_with_runtime_condition_stays_a_host_node():
     graph = import_model(model)
     assert [n.op_type for n in graph.nodes] == ["If"]
     assert graph.nodes[0].implicit_inputs() == ["x"]
-    x = rand(RNG, 3)
+    x = rand(rng, 3)
     for c in (True, False):
         got = run_graph_reference(graph, {"x": x, "c": np.array(c)})["y"]
         np.testing.assert_array_equal(got, -x if c else np.abs(x))
 
 
 def test_constant_of_shape_range_and_cast_fold():
+    rng = np.random.default_rng(4803)
     nodes = [helper.make_node("Shape", ["x"], ["s"]),
              helper.make_node("ConstantOfShape", ["s"], ["ones"],
                               value=helper.make_tensor("v", F32, [1], [1.0])),
@@ -261,7 +271,7 @@ def test_constant_of_shape_range_and_cast_fold():
     graph = import_model(model)
     assert [n.op_type for n in graph.nodes] == ["Add", "Mul"]
     np.testing.assert_array_equal(graph.const("rs"), np.arange(6, dtype=np.float32).reshape(2, 3))
-    x = rand(RNG, 2, 3)
+    x = rand(rng, 2, 3)
     np.testing.assert_allclose(run_graph_reference(graph, {"x": x})["y"], ort_run(model, {"x": x})["y"])
 
 
@@ -284,6 +294,7 @@ def test_opset_11_model_is_converted_to_13():
 
 
 def test_local_functions_are_inlined():
+    rng = np.random.default_rng(4638)
     fn = helper.make_function("custom", "DoubleRelu", ["a"], ["b"],
                               [helper.make_node("Relu", ["a"], ["r"]),
                                helper.make_node("Add", ["r", "r"], ["b"])],
@@ -292,11 +303,12 @@ def test_local_functions_are_inlined():
                        [("x", F32, [4])], [("y", F32, [4])], functions=[fn], extra_opsets=[("custom", 1)])
     graph = import_model(model)
     assert [n.op_type for n in graph.nodes] == ["Relu", "Add"]
-    x = rand(RNG, 4)
+    x = rand(rng, 4)
     np.testing.assert_allclose(run_graph_reference(graph, {"x": x})["y"], 2 * np.maximum(x, 0))
 
 
 def test_shapes_inference_cannot_give_are_learned_by_a_zero_run():
+    rng = np.random.default_rng(7717)
     # A Loop with a constant trip count: ONNX shape inference leaves its scan output's length unknown.
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
@@ -312,7 +324,7 @@ def test_shapes_inference_cannot_give_are_learned_by_a_zero_run():
     graph = import_model(model)
     assert graph.values["y"].shape == (3, 2)
     assert any("zero inputs" in w for w in graph.warnings)
-    x = rand(RNG, 2)
+    x = rand(rng, 2)
     np.testing.assert_allclose(run_graph_reference(graph, {"x": x})["y"], ort_run(model, {"x": x})["y"])
 
 

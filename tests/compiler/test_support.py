@@ -11,8 +11,6 @@ from xputools.compiler.frontend import import_model
 from xputools.compiler.passes import run_passes
 from xputools.compiler.support import DEVICE_OPS, SUPPORT_RULES, check_report, placement
 
-RNG = np.random.default_rng(2)
-
 
 def _placements(model, shapes=None, passes=False) -> dict[str, tuple[str, str]]:
     graph = import_model(model, shapes)
@@ -33,11 +31,12 @@ def test_device_op_list_covers_the_documented_ops():
 
 
 def test_conv_2d_runs_on_device_and_conv_3d_falls_back():
+    rng = np.random.default_rng(610)
     nodes = [helper.make_node("Conv", ["x2", "w2"], ["y2"], name="conv2d", pads=[1, 1, 1, 1], group=4),
              helper.make_node("Conv", ["x3", "w3"], ["y3"], name="conv3d")]
     model = make_model(nodes, [("x2", F32, [1, 4, 8, 8]), ("x3", F32, [1, 2, 4, 4, 4])],
                        [("y2", F32, None), ("y3", F32, None)],
-                       [const("w2", rand(RNG, 4, 1, 3, 3)), const("w3", rand(RNG, 2, 2, 1, 1, 1))])
+                       [const("w2", rand(rng, 4, 1, 3, 3)), const("w3", rand(rng, 2, 2, 1, 1, 1))])
     where = _placements(model)
     assert where["conv2d"] == ("device", "supported")
     assert where["conv3d"][0] == "host" and "Conv 3-D is not supported" in where["conv3d"][1]
@@ -86,19 +85,20 @@ def test_pad_modes():
     assert where["wrap"] == ("host", "Pad mode 'wrap' is not supported (supported: constant, edge, reflect)")
 
 
-def _lstm_model(direction="forward", peepholes=False):
+def _lstm_model(rng, direction="forward", peepholes=False):
     dirs = 2 if direction == "bidirectional" else 1
     ins = ["x", "W", "R", "B", "", "", ""] + (["P"] if peepholes else [])
-    inits = [const("W", rand(RNG, dirs, 16, 3)), const("R", rand(RNG, dirs, 16, 4)),
-             const("B", rand(RNG, dirs, 32)), const("P", rand(RNG, dirs, 12))]
+    inits = [const("W", rand(rng, dirs, 16, 3)), const("R", rand(rng, dirs, 16, 4)),
+             const("B", rand(rng, dirs, 32)), const("P", rand(rng, dirs, 12))]
     return make_model([helper.make_node("LSTM", ins, ["Y"], name="lstm", hidden_size=4, direction=direction)],
                       [("x", F32, [5, 2, 3])], [("Y", F32, None)], inits)
 
 
 def test_lstm_directions_and_peepholes():
-    assert _placements(_lstm_model("bidirectional"))["lstm"] == ("device", "supported")
-    assert _placements(_lstm_model("reverse"))["lstm"] == ("device", "supported")
-    where, why = _placements(_lstm_model(peepholes=True))["lstm"]
+    rng = np.random.default_rng(5088)
+    assert _placements(_lstm_model(rng, "bidirectional"))["lstm"] == ("device", "supported")
+    assert _placements(_lstm_model(rng, "reverse"))["lstm"] == ("device", "supported")
+    where, why = _placements(_lstm_model(rng, peepholes=True))["lstm"]
     assert where == "host" and "peepholes" in why
 
 
@@ -117,11 +117,12 @@ def test_reduce_with_runtime_axes_needs_them_frozen_and_int_mean_runs_on_host():
 
 
 def test_check_report_numbers_on_a_tiny_model():
+    rng = np.random.default_rng(4662)
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="fc"),
              helper.make_node("Add", ["m", "b"], ["a"], name="bias"),
              helper.make_node("Relu", ["a"], ["r"], name="relu"),
              helper.make_node("TopK", ["r", "k"], ["y", "idx"], name="topk")]
-    inits = [const("w", rand(RNG, 8, 4)), const("b", rand(RNG, 4)), const("k", np.array([2], np.int64))]
+    inits = [const("w", rand(rng, 8, 4)), const("b", rand(rng, 4)), const("k", np.array([2], np.int64))]
     outputs = [("y", F32, None), ("idx", TensorProto.INT64, None)]
     model = make_model(nodes, [("x", F32, [2, 8])], outputs, inits)
     graph = run_passes(import_model(model))

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from device_model.arch import Arch, arch_from_dict, load_arch
 from device_model.dtypes import DTYPES, np_dtype
-from device_model.isa import AP, ENGINES, OPCODES, SPACES, Instr
+from device_model.isa import AP, AP_LIMIT, ENGINES, OPCODES, SPACES, Instr
 from device_model.program import TENSOR_KINDS, HostOp, Origin, Program, Tap, TapPiece, Tensor
 
 identifiers = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True)
@@ -24,15 +24,20 @@ dtypes = st.sampled_from(list(DTYPES))
 
 
 @st.composite
-def aps(draw, spaces=SPACES) -> AP:
+def aps(draw, spaces=SPACES, max_count: int = 1 << 12) -> AP:
+    """A valid access pattern (fewer than AP_LIMIT elements)."""
     space = draw(st.sampled_from(spaces))
-    dims = tuple(draw(st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(1, 1 << 12)),
+    dims = tuple(draw(st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(1, max_count)),
                                min_size=1, max_size=4)))
     dtype = draw(dtypes)
     if space == "hbm":
-        return AP(space, draw(st.integers(0, 1 << 36)), dims, dtype)
-    return AP(space, draw(st.integers(0, 1 << 18)), dims, dtype,
-              draw(st.integers(0, 127)), draw(st.integers(1, 128)))
+        ap = AP(space, draw(st.integers(0, 1 << 36)), dims, dtype)
+    else:
+        ap = AP(space, draw(st.integers(0, 1 << 18)), dims, dtype,
+                draw(st.integers(0, 127)), draw(st.integers(1, 128)))
+    while ap.num_elements >= AP_LIMIT:  # drop inner dims until it fits
+        ap = dataclasses.replace(ap, dims=ap.dims[:-1])
+    return ap
 
 
 def attr_values(types, choices):
@@ -87,12 +92,13 @@ small_shapes = st.lists(st.integers(0, 4), max_size=3).map(tuple)
 
 
 @st.composite
-def tensors(draw, name: str) -> Tensor:
+def tensors(draw, name: str, offset: int = 0) -> Tensor:
+    """A tensor at or after `offset`, smaller than 2^36 bytes."""
     kind = draw(st.sampled_from(TENSOR_KINDS))
     dtype = draw(dtypes)
-    offset = draw(st.integers(0, 1 << 36))
+    offset += draw(st.integers(0, 1 << 36))
     if kind != "const":
-        return Tensor(name, kind, offset, draw(shapes), dtype)
+        return Tensor(name, kind, offset, draw(shapes.filter(_fits(dtype))), dtype)
     shape = draw(small_shapes)
     t = Tensor(name, kind, offset, shape, dtype)
     t.data = draw(st.binary(min_size=t.nbytes, max_size=t.nbytes))
@@ -100,18 +106,43 @@ def tensors(draw, name: str) -> Tensor:
     return t
 
 
+def _fits(dtype):
+    def small(shape) -> bool:
+        n = np_dtype(dtype).itemsize
+        for d in shape:
+            n *= d
+        return n < 1 << 36
+    return small
+
+
+@st.composite
+def tap_pieces(draw, size: int) -> TapPiece:
+    """A piece naming elements of a tensor of `size` (>= 1) elements: indices in range."""
+    ap = draw(aps(max_count=4))
+    while ap.num_elements > size:
+        ap = dataclasses.replace(ap, dims=ap.dims[:-1] or ((0, 1),), pcount=1)
+    strides, reach = [], 0
+    for n in ap.shape:
+        stride = draw(st.integers(-3, size)) if n > 1 else draw(st.integers(-64, 1 << 20))
+        strides.append(stride if reach + abs(stride) * (n - 1) < size else 0)
+        reach += abs(strides[-1]) * (n - 1)
+    low = sum(min(0, (n - 1) * s) for n, s in zip(ap.shape, strides))
+    offset = draw(st.integers(-low, size - 1 - (reach + low)))
+    return TapPiece(ap, offset, tuple(strides))
+
+
 @st.composite
 def taps(draw, counts: dict[str, int]) -> Tap:
-    tap = Tap(draw(names), draw(small_shapes), draw(st.one_of(dtypes, names)))
+    tap = Tap(draw(names), draw(small_shapes), draw(dtypes))
+    size = 1
+    for d in tap.shape:
+        size *= d
     engines = [e for e, n in counts.items() if n]
-    if engines and draw(st.booleans()):
+    if engines and size and draw(st.booleans()):
         tap.after_engine = draw(st.sampled_from(engines))
         tap.after_index = draw(st.integers(0, counts[tap.after_engine] - 1))
         for _ in range(draw(st.integers(1, 3))):
-            ap = draw(aps())
-            tap.pieces.append(TapPiece(ap, draw(st.integers(-1000, 1 << 30)),
-                                       tuple(draw(st.lists(st.integers(-64, 1 << 20), min_size=len(ap.shape),
-                                                           max_size=len(ap.shape))))))
+            tap.pieces.append(draw(tap_pieces(size)))
     elif draw(st.booleans()):
         tap.fused_into = draw(names)
     return tap
@@ -135,7 +166,10 @@ def arches(draw) -> Arch:
 def programs(draw, max_instrs: int = 8) -> Program:
     """A Program that passes Program.validate()."""
     tensor_names = draw(st.lists(names, max_size=4, unique=True))
-    prog_tensors = [draw(tensors(n)) for n in tensor_names]
+    prog_tensors, end = [], 0
+    for n in tensor_names:  # disjoint in HBM
+        prog_tensors.append(draw(tensors(n, end)))
+        end = prog_tensors[-1].offset + prog_tensors[-1].nbytes
     origins = draw(st.lists(st.builds(Origin, names, st.one_of(st.just(""), names)), max_size=4))
     ref = st.sampled_from(tensor_names + [""]) if tensor_names else st.just("")
     host_ops = draw(st.lists(st.builds(HostOp, names, names, st.lists(ref, max_size=2),

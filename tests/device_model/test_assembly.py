@@ -171,7 +171,7 @@ def test_any_valid_program_round_trips(program):
 # ---- whole programs --------------------------------------------------------------------------------
 
 def _program() -> Program:
-    w = Tensor("layer/w 0", "const", 0x2000, (2, 3), "f32", bytes(range(24)))
+    w = Tensor("layer/w 0", "const", 0x10000, (2, 3), "f32", bytes(range(24)))
     ins = [
         Instr("dma0", "dma_copy", {"dst": sb(0, 64), "src": AP("hbm", 0, ((64, 128), (1, 64)), "f32")},
               signals=((0, 1),), dbg=0, label="load"),
@@ -195,7 +195,7 @@ def test_disassembly_of_a_program_reads_well_and_round_trips():
         '.meta source "model.onnx"',
         '.meta note "a \\"q\\""',
         ".tensor input x @0x0 shape=128x64 dtype=f32",
-        '.tensor const "layer/w 0" @0x2000 shape=2x3 dtype=f32 data=AAECAwQFBgcICQoLDA0ODxAREhMUFRYX',
+        '.tensor const "layer/w 0" @0x10000 shape=2x3 dtype=f32 data=AAECAwQFBgcICQoLDA0ODxAREhMUFRYX',
     ]
     assert '.origin 1 "/blk.0/\\"act\\"\\nnew line" Gelu' in text
     assert ".origin 2 store\n" in text
@@ -219,7 +219,7 @@ def test_annotations_name_the_origin_and_are_ignored_by_the_parser():
 
 def test_without_data_constants_are_marked_and_do_not_reassemble():
     text = disassemble(_program(), data=False)
-    assert '.tensor const "layer/w 0" @0x2000 shape=2x3 dtype=f32  ; data omitted (24 bytes)' in text
+    assert '.tensor const "layer/w 0" @0x10000 shape=2x3 dtype=f32  ; data omitted (24 bytes)' in text
     with pytest.raises(AsmError, match=r"<text>:5: constant layer/w 0 has no data="):
         assemble(text)
 

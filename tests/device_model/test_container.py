@@ -258,7 +258,7 @@ def _edit(fn) -> dict:
      "tensors[1].data: bytes 0..1099511627776 lie outside the"),
     (_edit(lambda h: h["tensors"][1].update(data=7)), "tensors[1].data: expected [start, length]"),
     (_edit(lambda h: h["tensors"][1].update(data=[0, 8])), "invalid program: constant b: data has 8 bytes"),
-    (_edit(lambda h: h["tensors"][0].update(dtype="f128")), "invalid program: unknown dtype 'f128'"),
+    (_edit(lambda h: h["tensors"][0].update(dtype="f128")), "invalid program: tensor x: unknown dtype 'f128'"),
     (_edit(lambda h: h["meta"].update(k=[1])), "meta['k']: expected a string, got list"),
     (_edit(lambda h: h["taps"][0]["pieces"][0].update(ap="sbuf@1")), "taps[0].pieces[0].ap: access pattern"),
     (_edit(lambda h: h["taps"][0].update(after_index=99)), "invalid program: tap /in/Relu_out: after act:99"),

@@ -5,15 +5,16 @@ from pathlib import Path
 
 import click
 
-from ..clikit import debug_option
+from ..clikit import debug_option, force_option
 
 
 @click.command()
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The .xpu program to write.")
+@force_option
 @debug_option
-def asm(source: Path, output: Path) -> None:
+def asm(source: Path, output: Path, force: bool) -> None:
     """Assemble a text program (.xasm) into a .xpu program.
 
     \b
@@ -22,15 +23,17 @@ def asm(source: Path, output: Path) -> None:
     """
     from device_model.assembly import assemble
     from device_model.container import save_program
+    from device_model.fileio import check_output
 
     from ..errors import UserError
 
+    check_output(output, force=force, inputs=[source])
     try:
         text = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{source}: cannot read ({exc})") from None
     program = assemble(text, source=str(source))
-    save_program(program, output)
+    save_program(program, output, force=force, inputs=[source])
     click.echo(f"wrote {output}: {len(program.instrs)} instructions, {len(program.tensors)} tensors",
                err=True)
 
@@ -40,8 +43,9 @@ def asm(source: Path, output: Path) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the assembly here instead of stdout.")
 @click.option("--no-data", is_flag=True, help="Leave constant data out (the text no longer re-assembles).")
+@force_option
 @debug_option
-def disasm(program: Path, output: Path | None, no_data: bool) -> None:
+def disasm(program: Path, output: Path | None, no_data: bool, force: bool) -> None:
     """Print a .xpu program as assembly (re-assembles to the same program), each instruction
     annotated with the model node it implements.
 
@@ -50,12 +54,15 @@ def disasm(program: Path, output: Path | None, no_data: bool) -> None:
       xpu disasm model.xpu | less
     """
     from device_model.assembly import disassemble
+    from device_model.fileio import check_output, write_text_atomic
 
     from ..runtime.programs import load_program_file
 
+    if output:
+        check_output(output, force=force, inputs=[program])
     text = disassemble(load_program_file(program), data=not no_data, annotate=True)
     if output:
-        output.write_text(text, encoding="utf-8")
+        write_text_atomic(output, text, force=force, inputs=[program])
     else:
         click.echo(text, nl=False)
 

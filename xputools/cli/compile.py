@@ -6,16 +6,26 @@ from pathlib import Path
 
 import click
 
-from ..clikit import CheckFailed, build_options, compile_options, debug_option, with_compile_progress
+from ..clikit import (
+    CheckFailed,
+    build_options,
+    compile_options,
+    debug_option,
+    force_option,
+    input_files,
+    with_compile_progress,
+)
 
 
 @click.command("compile")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="The .xpu to write (default: MODEL.xpu beside the model, never overwriting).")
+@force_option
+@click.option("--strict", is_flag=True, help="Fail (exit 2, nothing written) if a --keep pattern matches no node.")
 @compile_options
 @debug_option
-def compile_cmd(model: Path, output: Path | None, **kw) -> None:
+def compile_cmd(model: Path, output: Path | None, force: bool, strict: bool, **kw) -> None:
     """Compile an ONNX model into an XPU program (.xpu).
 
     \b
@@ -26,14 +36,24 @@ def compile_cmd(model: Path, output: Path | None, **kw) -> None:
       xpu compile samples/cnn.onnx --precision int8 --calibration samples/cnn.calib.npz
     """
     from device_model.container import save_program
+    from device_model.fileio import check_output
 
     from ..clikit import fresh_output_path
     from ..compiler.driver import compile_model
+    from ..errors import UserError
 
+    inputs = input_files(model, **kw)
+    if output:  # before a long compile, not after
+        check_output(output, force=force, inputs=inputs)
     options = build_options(**kw)
     compiled = with_compile_progress(lambda progress: compile_model(model, options, progress))
+    if compiled.unmatched_keep:
+        listed = ", ".join(repr(p) for p in compiled.unmatched_keep)
+        if strict:
+            raise UserError(f"--strict: --keep pattern(s) {listed} matched no node; nothing written")
+        click.echo(f"warning: --keep pattern(s) {listed} matched no node", err=True)
     out = output or fresh_output_path(model.with_suffix(".xpu"))
-    save_program(compiled.program, out)
+    save_program(compiled.program, out, force=force, inputs=inputs)
     prog = compiled.program
     host = [h.op_type for h in prog.host_ops]
     click.echo(f"wrote {out}: {len(prog.instrs)} instructions, {len(compiled.graph.nodes)} nodes"

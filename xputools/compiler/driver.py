@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from device_model.arch import load_arch
 from device_model.program import Program
 
+from .budget import check_work
 from .context import CompileOptions
 from .frontend import import_model, load_model
 from .graph import Graph
 from .lower import lower_graph
 from .passes import run_passes
+from .precision import unmatched_keep_patterns
 from .support import check_report
 
 
@@ -21,6 +24,7 @@ class Compiled:
 
     program: Program
     graph: Graph
+    unmatched_keep: list[str] = field(default_factory=list)  # --keep patterns that named no node
 
 
 def compile_model(source, options: CompileOptions | None = None,
@@ -30,6 +34,7 @@ def compile_model(source, options: CompileOptions | None = None,
     options = options or CompileOptions()
     model = load_model(source)
     graph = import_model(model, options.shapes, options.const_inputs)
+    check_work(graph, options.arch or load_arch())
     graph = run_passes(graph)
     if options.precision == "int8" or options.calibration is not None:
         from .quantize import quantize_graph
@@ -38,7 +43,7 @@ def compile_model(source, options: CompileOptions | None = None,
     program = lower_graph(graph, options, progress)
     program.meta.setdefault("precision", options.precision)
     program.meta.setdefault("model", getattr(graph, "name", ""))
-    return Compiled(program, graph)
+    return Compiled(program, graph, unmatched_keep_patterns(options.keep, graph.nodes))
 
 
 def check_model(source, shapes: dict[str, tuple[int, ...]] | None = None, arch=None) -> dict:

@@ -209,6 +209,10 @@ def _load_external_data(model: onnx.ModelProto, base_dir: Path | None, label: st
 
 
 # ---- shapes given by the user --------------------------------------------------------------------
+MAX_SHAPE_DIM = 2**31 - 1
+MAX_ZERO_RUN_BYTES = 1 << 30
+
+
 def parse_shape_spec(spec: str) -> tuple[str, tuple[int, ...]]:
     """`"x=1x3x224x224"` -> `("x", (1, 3, 224, 224))`; `"x="` is a scalar."""
     name, sep, dims = spec.rpartition("=")
@@ -216,11 +220,15 @@ def parse_shape_spec(spec: str) -> tuple[str, tuple[int, ...]]:
         raise CompileError(f"--shape {spec!r}: expected NAME=DIMS, e.g. --shape x=1x3x224x224")
     if not dims.strip():
         return name, ()
-    parts = re.split(r"[x,]", dims.strip())
-    if not all(p.strip().isdigit() for p in parts):
-        raise CompileError(f"--shape {spec!r}: dims must be positive integers separated by 'x', "
+    parts = [p.strip() for p in re.split(r"[x,]", dims.strip())]
+    # ASCII digits only: str.isdigit() also accepts '²', which int() then rejects
+    if not all(re.fullmatch(r"[0-9]{1,12}", p) for p in parts):
+        raise CompileError(f"--shape {spec!r}: dims must be integers (ASCII digits) separated by 'x', "
                            "e.g. x=1x3x224x224")
-    return name, tuple(int(p) for p in parts)
+    shape = tuple(int(p) for p in parts)
+    if any(d > MAX_SHAPE_DIM for d in shape):
+        raise CompileError(f"--shape {spec!r}: a dim larger than {MAX_SHAPE_DIM} cannot fit the device")
+    return name, shape
 
 
 def _fmt_dims(dims) -> str:
@@ -665,6 +673,11 @@ def _require_static_shapes(graph: Graph, strict_error: str) -> None:
             raise UnsupportedError(f"node {n.name!r} (Loop): the length of its scan outputs depends on a "
                                    "trip count computed at run time; the XPU compiler needs static shapes")
     _reject_value_dependent_shapes(graph, unknown)
+    zero_bytes = sum(v.nbytes for v in graph.inputs)
+    if zero_bytes > MAX_ZERO_RUN_BYTES:
+        raise CompileError(f"cannot determine static shapes for {', '.join(unknown[:5])}: learning them needs a "
+                           f"run on {zero_bytes / 2**30:.3g} GiB of zero inputs (limit "
+                           f"{MAX_ZERO_RUN_BYTES / 2**30:.3g} GiB): use smaller --shape values")
     feeds = {v.name: np.zeros(v.shape, dtype=v.dtype) for v in graph.inputs}
     try:
         env = run_graph_reference(graph, feeds)

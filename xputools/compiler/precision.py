@@ -27,3 +27,9 @@ def node_compute_dtype(node, precision: str, keep: Iterable[tuple[str, str]] = (
         if keep_matches(pattern, node):
             return DTYPE_ALIASES[dtype]
     return PRECISIONS[precision]
+
+
+def unmatched_keep_patterns(keep: Iterable[tuple[str, str]], nodes) -> list[str]:
+    """The `--keep` patterns that name none of `nodes` (a typo, or a node the passes removed)."""
+    nodes = list(nodes)
+    return [pattern for pattern, _ in keep if not any(keep_matches(pattern, n) for n in nodes)]

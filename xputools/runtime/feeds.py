@@ -39,8 +39,21 @@ def check_inputs(program: Program, feeds: dict[str, np.ndarray]) -> dict[str, np
     return bound
 
 
-def random_inputs(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
-    """Deterministic random feeds: standard normal for floats, small non-negative ints otherwise."""
+def random_inputs(program: Program, seed: int = 0, arch=None) -> dict[str, np.ndarray]:
+    """Deterministic random feeds: standard normal for floats, small non-negative ints otherwise.
+
+    The sizes are checked first (against the HBM of `arch`, default the program's, and against
+    the limit an inputs .npz has), so a program declaring a huge input is refused before anything is built."""
+    from .npz import MAX_NPZ_BYTES
+
+    hbm = (arch or program.arch).hbm_bytes
+    for t in program.inputs():
+        if t.offset + t.nbytes > hbm:
+            raise UserError(f"input {t.name}: bytes {t.offset}..{t.offset + t.nbytes} lie outside the {hbm}-byte HBM")
+    total = sum(t.nbytes for t in program.inputs())
+    if total > MAX_NPZ_BYTES:
+        raise UserError(f"the program's inputs take {total} bytes; random inputs are limited to {MAX_NPZ_BYTES} "
+                        f"(as an --inputs .npz is): {describe_tensors(program.inputs())}")
     rng = np.random.default_rng(seed)
     feeds = {}
     for t in program.inputs():

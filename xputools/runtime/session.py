@@ -29,12 +29,18 @@ class DeviceSession:
     constants, and inputs are written anew."""
 
     def __init__(self, program: Program, arch: Arch | None = None,
-                 cost_jitter: tuple[int, int] | None = None):
+                 cost_jitter: tuple[int, int] | None = None, check_bounds: bool = True):
         """Load `program` on an emulated device of the arch it carries (`arch`, if given, must be
-        that arch: a MachineError says otherwise)."""
+        that arch: a MachineError says otherwise). An access outside the arch's memories is refused
+        here unless `check_bounds` is False (the sanitizer reports those itself, then lets the run
+        fault where it would)."""
         self.program = program
-        self.machine = Machine(arch or program.arch, host_runner=OnnxHostRunner())
+        host_runner = OnnxHostRunner()
+        host_runner.check(program)  # payloads are untrusted: vet them before anything runs
+        self.machine = Machine(arch or program.arch, host_runner=host_runner)
         self.machine.load(program, cost_jitter=cost_jitter)
+        if check_bounds:
+            program.check_fits(self.machine.arch)  # the taps too, which loading does not reach
         self._fresh = True
 
     def run(self, feeds: dict[str, np.ndarray], taps: bool | set[str] = False, observers=()) -> RunOutput:
