@@ -2,6 +2,7 @@
 for the rest, and a tap for every value so tools can read it without changing the program."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from device_model.arch import load_arch
@@ -10,13 +11,15 @@ from device_model.program import HostOp, Program, TapPiece, Tensor
 from .context import CompileOptions, DeviceValue, LoweringContext, free_tensor_name, storage_dtype
 from .emitter import Emitter
 from .errors import CompileError
+from .graph import Graph
 from .host import host_node_model
 from .kernels import kernels
 from .outputs import onnx_dtypes_meta
 from .support import placement
 
 
-def lower_graph(graph, options: CompileOptions, progress=None) -> Program:
+def lower_graph(graph: Graph, options: CompileOptions,
+                progress: Callable[[int, int], None] | None = None) -> Program:
     """The Program for `graph` on `options.arch`; `progress(done, total)` is called per node."""
     em = Emitter(options.arch or load_arch())
     ctx = LoweringContext(graph, options, em)

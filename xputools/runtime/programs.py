@@ -8,7 +8,7 @@ from device_model.program import Program
 from ..errors import UserError
 
 
-def load_program_file(path: Path) -> Program:
+def load_program_file(path: Path | str) -> Program:
     """The Program in a `.xpu` container or a `.xasm` text file (UserError if it cannot be read)."""
     from device_model.assembly import assemble
     from device_model.container import load_program
