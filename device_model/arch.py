@@ -170,10 +170,6 @@ def _validate_sizes(raw: dict) -> None:
     for mem in ("sbuf", "psum"):
         if raw[mem]["partitions"] * raw[mem]["bytes_per_partition"] > 2**32:
             raise ArchError(f"arch key '{mem}': partitions x bytes_per_partition above 4 GiB is not supported")
-    if raw["semaphores"] > 2**16:
-        raise ArchError("arch key 'semaphores' cannot exceed 65536")
-    if raw["act_table"]["segments"] > 2**20:
-        raise ArchError("arch key 'act_table.segments' cannot exceed 1048576")
 
 
 def arch_from_dict(raw: dict, source: str = "<dict>") -> Arch:

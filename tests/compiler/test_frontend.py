@@ -155,7 +155,7 @@ def test_parse_shape_spec():
     assert parse_shape_spec("s=") == ("s", ())
     with pytest.raises(CompileError, match="expected NAME=DIMS"):
         parse_shape_spec("1x3")
-    with pytest.raises(CompileError, match="positive integers"):
+    with pytest.raises(CompileError, match="dims must be integers"):
         parse_shape_spec("x=1xbatch")
 
 

@@ -201,10 +201,11 @@ def test_the_arch_description_travels_and_is_checked():
     # what a hostile file could make a run allocate is bounded
     def huge(h):
         for mem in ("sbuf", "psum"):
-            h["arch"]["description"][mem]["partitions"] = 1 << 40
+            h["arch"]["description"][mem]["partitions"] = 1024  # each number in range, the product not
+            h["arch"]["description"][mem]["bytes_per_partition"] = 1 << 30
     fails(forge(_edit(huge)), "corrupt header", "sbuf", "above 4 GiB")
     fails(forge(_edit(lambda h: h["arch"]["description"].update(semaphores=1 << 40))), "semaphores",
-          "cannot exceed")
+          "must be at most")
 
 
 def test_oversized_declared_lengths_are_rejected_before_allocating(tmp_path):
