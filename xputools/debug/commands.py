@@ -98,12 +98,10 @@ class Commands:
                 result.ok = False
                 result.error = data.message
             if depth < 4:
-                for hit in data.hits:
-                    point = self.dbg.breakpoints.get(hit.number) or self.dbg.watchpoints.get(hit.number)
-                    for cmd in (point.commands if point else []):
-                        sub = self.execute(cmd, depth + 1)
-                        if sub is not None:
-                            result.followups.append(sub)
+                for cmd in data.commands:
+                    sub = self.execute(cmd, depth + 1)
+                    if sub is not None:
+                        result.followups.append(sub)
         return result
 
     # ---- run control -----------------------------------------------------------------------

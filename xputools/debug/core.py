@@ -418,10 +418,12 @@ class Debugger:
             instr, node = str(ins), self.index.node_name(ins.dbg)
         stop = Stop(reason, self.point, self.machine.time, engine, index, phase, instr, node, hits or [], message,
                     report)
-        for hit in stop.hits:  # temporary breakpoints go once they stop the program
-            bp = self.breakpoints.get(hit.number)
-            if bp is not None and bp.temporary and hit.kind == "breakpoint":
-                self.delete([bp.number])
+        for hit in stop.hits:
+            point = self.breakpoints.get(hit.number) or self.watchpoints.get(hit.number)
+            if point is not None:
+                stop.commands += point.commands
+            if isinstance(point, Breakpoint) and point.temporary:  # gone once it stopped the program
+                self.delete([point.number])
         stop.displays = self.displays() if self.running else []
         self.last_stop = stop
         return stop

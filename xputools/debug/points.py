@@ -78,3 +78,4 @@ class Stop:
     message: str = ""
     report: object = None  # HangReport for a hang or a blocked step
     displays: list = field(default_factory=list)  # (number, expression, Value or error text)
+    commands: list[str] = field(default_factory=list)  # the `commands` of the points that stopped it
