@@ -271,3 +271,17 @@ def test_compiled_model_tensor_print_watch_and_dump(tmp_path):
     assert np.load(out).shape == tuple(tap.shape[1:])
     frames = dbg.backtrace()
     assert [f.kind for f in frames] == ["instruction", "kernel", "node", "model"]
+
+
+def test_info_hang_names_a_wait_with_no_producer_left():
+    from device_model.isa import AP, Instr
+    from device_model.program import Program
+
+    sb = lambda off: AP("sbuf", off, ((1, 8),), "f32", 0, 128)  # noqa: E731
+    prog = Program("xpu1", gemm_debugger().program.arch_hash, [
+        Instr("dve", "memset", {"dst": sb(0)}, {"value": 1.0}, waits=((5, 2),)),
+        Instr("act", "activate", {"dst": sb(64), "src": sb(128)}, signals=((5, 1),))])
+    dbg = Debugger(prog)
+    assert dbg.run().reason == "hang"
+    info = dbg.info_hang()
+    assert info.hung and info.no_producer_left == [("dve", 5)]
