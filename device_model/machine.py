@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -36,7 +36,7 @@ from .events import (
     Stop,
     defined_hooks,
 )
-from .isa import AP, ENGINES, Instr, engine_kind, is_written
+from .isa import AP, ENGINES, Instr, engine_kind, operand_accesses
 from .memory import Memory
 from .program import Program
 from .timing import bytes_per_cycle, compute_cycles, dma_bytes, host_cycles
@@ -187,7 +187,7 @@ class Machine:
             e.costs.append(cost)
             e.waits.append(tuple(ins.waits))
             e.signals.append(tuple(ins.signals))
-            e.accesses.append(tuple(("w" if is_written(n) else "r", n, ap) for n, ap in operands.items()))
+            e.accesses.append(tuple(operand_accesses(replace(ins, operands=operands))))
         for e in self._engines:
             e.n = len(e.instrs)
             e.rate_cap = bytes_per_cycle(self.arch.raw["dma"]["queue_gbps"], self.arch)

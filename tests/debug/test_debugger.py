@@ -285,3 +285,16 @@ def test_info_hang_names_a_wait_with_no_producer_left():
     assert dbg.run().reason == "hang"
     info = dbg.info_hang()
     assert info.hung and info.no_producer_left == [("dve", 5)]
+
+
+def test_rwatch_stops_at_the_readers_and_awatch_at_both():
+    dbg = gemm_debugger()
+    expr = "psum[0:+128]@0x800{1:512}:f32"  # bank 1: pe writes it (and reads it when accumulating), act reads it
+    dbg.rwatch(expr)
+    readers = [("pe", i) for i in (5, 6, 7, 13, 14, 15)] + [("act", 1), ("act", 3)]
+    assert sorted(stops(dbg, dbg.run())) == sorted(readers)
+    dbg.delete()
+    dbg.awatch(expr)
+    hits = stops(dbg, dbg.run())
+    assert [h for h in hits if h[0] == "act"] == [("act", 1), ("act", 3)]
+    assert sorted(h for h in hits if h[0] == "pe") == [("pe", i) for i in (4, 5, 6, 7, 12, 13, 14, 15)]

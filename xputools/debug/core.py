@@ -16,7 +16,7 @@ import numpy as np
 from device_model.access import overlaps
 from device_model.events import EngineView, HangReport
 from device_model.fileio import OutputError, write_bytes_atomic
-from device_model.isa import ENGINE_INDEX, ENGINES, engine_kind, is_written
+from device_model.isa import ENGINE_INDEX, ENGINES, engine_kind, is_written, operand_accesses
 from device_model.machine import HangError, Machine, MachineError
 from device_model.program import Program
 
@@ -557,8 +557,7 @@ class Debugger:
                 continue
             for engine, stream in self.index.streams.items():
                 for i, ins in enumerate(stream):
-                    kinds = {("w" if is_written(name) else "r") for name, ap in ins.operands.items()
-                             if _touches(ap, wp.footprints)}
+                    kinds = {kind for kind, _, ap in operand_accesses(ins) if _touches(ap, wp.footprints)}
                     kind = "w" if "w" in kinds and wp.wants("w") else ("r" if "r" in kinds and wp.wants("r") else "")
                     if kind:
                         watch_at.setdefault((engine, i), []).append((wp, kind))
