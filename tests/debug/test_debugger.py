@@ -278,7 +278,7 @@ def test_info_hang_names_a_wait_with_no_producer_left():
     from device_model.program import Program
 
     sb = lambda off: AP("sbuf", off, ((1, 8),), "f32", 0, 128)  # noqa: E731
-    prog = Program("xpu1", gemm_debugger().program.arch_hash, [
+    prog = Program(gemm_debugger().program.arch, [
         Instr("dve", "memset", {"dst": sb(0)}, {"value": 1.0}, waits=((5, 2),)),
         Instr("act", "activate", {"dst": sb(64), "src": sb(128)}, signals=((5, 1),))])
     dbg = Debugger(prog)
