@@ -298,3 +298,20 @@ def test_rwatch_stops_at_the_readers_and_awatch_at_both():
     hits = stops(dbg, dbg.run())
     assert [h for h in hits if h[0] == "act"] == [("act", 1), ("act", 3)]
     assert sorted(h for h in hits if h[0] == "pe") == [("pe", i) for i in (4, 5, 6, 7, 12, 13, 14, 15)]
+
+
+def test_history_stays_within_its_budget_and_reverse_still_exact():
+    probe = gemm_debugger(interval=2)
+    probe.run()
+    full = probe.history.bytes  # every snapshot kept
+    dbg = gemm_debugger(interval=2, budget_bytes=full // 2)
+    dbg.break_("act:3")
+    dbg.run()
+    h = dbg.info_history()
+    assert h.interval > 2 and h.snapshots < len(probe.history.snaps)
+    assert dbg.history.bytes <= full // 2 or len(dbg.history.snaps) <= 2
+    dbg.set_focus("act")
+    before = _state(dbg)
+    dbg.stepi()
+    dbg.reverse_stepi()
+    assert _state(dbg) == before

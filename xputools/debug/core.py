@@ -77,6 +77,16 @@ class LiveRange:
 
 
 @dataclass
+class HistoryInfo:
+    snapshots: int
+    bytes: int
+    budget: int
+    interval: int  # retired instructions between snapshots (a reverse step replays at most this many)
+    frozen_steps: int
+    point: Point
+
+
+@dataclass
 class HangInfo:
     hung: bool  # the program stopped because nothing can progress
     report: HangReport
@@ -707,6 +717,11 @@ class Debugger:
     def info_hang(self) -> HangInfo:
         hung = self.last_stop is not None and self.last_stop.reason == "hang"
         return HangInfo(hung, self.machine.hang_report())
+
+    def info_history(self) -> HistoryInfo:
+        """What reverse execution holds: snapshots, their pages' bytes against the budget, the interval."""
+        h = self.history
+        return HistoryInfo(len(h.snaps), h.bytes, h.budget, h.interval, len(h.steps), self.point)
 
     def location(self, loc: str) -> Location:
         return self.index.resolve(loc, self.focus)

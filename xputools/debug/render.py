@@ -6,7 +6,7 @@ import numpy as np
 from device_model.events import HangReport
 
 from .commands import Result
-from .core import EngineInfo, Frame, HangInfo, ListingLine, LiveRange, SemInfo
+from .core import EngineInfo, Frame, HangInfo, HistoryInfo, ListingLine, LiveRange, SemInfo
 from .expressions import Value
 from .points import Breakpoint, Hit, Stop, Watchpoint
 
@@ -35,6 +35,10 @@ def _data(data, command: str) -> list[str]:
         return [_engine_line(data)]
     if isinstance(data, HangInfo):
         return hang_lines(data)
+    if isinstance(data, HistoryInfo):
+        return [f"{data.snapshots} snapshots holding {data.bytes / 2**20:.1f} MiB of pages (budget "
+                f"{data.budget / 2**20:.0f} MiB), one every {data.interval} retired instructions; "
+                f"{data.frozen_steps} one-engine steps logged; at {data.point[0]} retired"]
     if isinstance(data, str):
         return [f"wrote {data}" if command == "dump" else data]
     if isinstance(data, list):
