@@ -65,7 +65,8 @@ def test_interactive_console_reads_until_quit(monkeypatch, tmp_path):
     from xputools.runtime.programs import load_program_file
 
     prog = load_program_file(GEMM)
-    lines = iter(["break pe:1", "run", "commands 1", "print s0", "end", "bogus", "quit", "never reached"])
+    lines = iter(["break pe:1", "run", "commands 1", "print s0", "end", "bogus", "engine pe", "stepi", "", "quit",
+                  "never reached"])
     prompts = []
 
     def fake_input(prompt):
@@ -80,4 +81,5 @@ def test_interactive_console_reads_until_quit(monkeypatch, tmp_path):
     text = out.getvalue()
     assert prompts[:3] == ["(xpu) ", "(xpu) ", "(xpu) "] and prompts[3] == ">"
     assert "Breakpoint 1, pe:1 [gemm]" in text and "error: unknown command 'bogus'" in text
+    assert "   retired pe:1" in text and "   retired pe:2" in text  # the empty line repeated stepi
     assert session.failed

@@ -52,6 +52,7 @@ class Session:
                 readline.read_history_file(HISTORY)
             except OSError:
                 pass
+        last = ""
         try:
             while True:
                 try:
@@ -64,6 +65,10 @@ class Session:
                     continue
                 if line.strip() in ("quit", "q", "exit"):
                     break
+                if not line.strip() and not self.commands.collecting:
+                    line = last  # gdb: an empty line repeats the last command
+                else:
+                    last = line
                 self.one(line)
         finally:
             if readline is not None:
