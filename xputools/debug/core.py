@@ -242,7 +242,10 @@ class Debugger:
             if s.point[0] == j and (want is None or ENGINE_INDEX[s.engine] == want):
                 target = s.point
         self._replay_to(target)
-        return self._stop("step", message="reversed")
+        engine = self.focus if not all_engines else ENGINES[log[j]] if j < len(log) else self.focus
+        view = self.machine.engine(engine)
+        return self._stop("step", message="reversed", engine=engine, index=min(view.pc, view.count - 1),
+                          phase="in flight" if view.in_flight else "next")
 
     def reverse_continue(self) -> Stop:
         """Back to the latest breakpoint or watchpoint hit before here (a watchpoint: the last

@@ -86,7 +86,8 @@ def stop_lines(s: Stop) -> list[str]:
     if s.message and s.reason in ("fault", "blocked", "done", "step") and s.message != "reversed":
         lines.append(s.message)
     if s.engine and s.index >= 0 and s.reason not in ("killed",):
-        where = {"issue": "=> about to issue", "complete": "   retired", "fault": "=> faulted at"}.get(s.phase, "  ")
+        where = {"issue": "=> about to issue", "complete": "   retired", "fault": "=> faulted at",
+                 "next": "=> next", "in flight": "=> in flight"}.get(s.phase, "  ")
         node = f"  [{s.node}]" if s.node else ""
         lines.append(f"{where} {s.engine}:{s.index}  {s.instr}{node}")
     lines.append(f"   cycle {s.time}, {s.point[0]} instructions retired")
