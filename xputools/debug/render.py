@@ -125,7 +125,7 @@ def _short(v) -> str:
     arr = np.asarray(v)
     if arr.ndim == 0:
         return str(arr.item() if hasattr(arr, "item") else arr)
-    text = np.array2string(arr.reshape(-1)[:8], precision=6, separator=", ")
+    text = np.array2string(arr.reshape(-1)[:8], precision=6, separator=", ", max_line_width=10_000)
     return f"{text[:-1]}{', ...]' if arr.size > 8 else ']'} ({'x'.join(map(str, arr.shape))} {arr.dtype})"
 
 
@@ -168,7 +168,8 @@ def _engine_line(e: EngineInfo) -> str:
         state = f"BLOCKED on s{s} >= {want} (now {now})"
     else:
         state = v.state + (" (in flight)" if v.in_flight else "")
-    last = f"; last retired #{v.last_retired} [{e.last_node}]" if v.last_retired >= 0 else ""
+    node = f" [{e.last_node}]" if e.last_node else ""
+    last = f"; last retired #{v.last_retired}{node}" if v.last_retired >= 0 else ""
     at = f"  pc {v.pc}/{v.count}"
     return f"{mark} {v.name:<5}{at:<14} {state}{last}"
 
