@@ -83,3 +83,15 @@ def test_interactive_console_reads_until_quit(monkeypatch, tmp_path):
     assert "Breakpoint 1, pe:1 [gemm]" in text and "error: unknown command 'bogus'" in text
     assert "   retired pe:1" in text and "   retired pe:2" in text  # the empty line repeated stepi
     assert session.failed
+
+
+def test_batch_json_lines():
+    import json
+
+    code, out, _ = xpu("debug", ROOT / "samples/programs/deadlock.xasm", "-ex", "run", "-ex", "info hang",
+                       "-ex", "print s1", "--batch", "--json")
+    assert code == 1  # the program hangs
+    run, hang, sem = [json.loads(line) for line in out.splitlines()]
+    assert run["data"]["reason"] == "hang" and not run["ok"]
+    assert {b["engine"] for b in hang["data"]["report"]["blocked"]} == {"pe", "act", "dma0"}
+    assert sem["data"]["array"] == 0

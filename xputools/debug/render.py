@@ -1,6 +1,8 @@
 """Text for the console and batch mode: each Debugger result type -> lines (gdb-like wording)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from device_model.events import HangReport
@@ -211,3 +213,43 @@ def hang_lines(info: HangInfo) -> list[str]:
     if r.cycle:
         lines.append("  deadlock cycle: " + " -> ".join(r.cycle + [r.cycle[0]]))
     return lines
+
+
+MAX_JSON_VALUES = 4096
+
+
+def to_json(obj):
+    """A command result as plain JSON data (dataclasses as objects, arrays as shape/dtype/values with
+    at most MAX_JSON_VALUES values, non-finite floats as strings)."""
+    if isinstance(obj, Result):
+        out = {"command": obj.command, "line": obj.line.strip(), "ok": obj.ok}
+        if obj.error:
+            out["error"] = obj.error
+        out["data"] = to_json(obj.data)
+        if obj.followups:
+            out["followups"] = [to_json(f) for f in obj.followups]
+        return out
+    if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
+        arr = np.asarray(obj)
+        flat = arr.reshape(-1)[:MAX_JSON_VALUES]
+        values = [_json_scalar(v) for v in (flat.astype(np.float64) if arr.dtype.kind not in "iub" else flat).tolist()]
+        return {"shape": list(arr.shape), "dtype": str(arr.dtype), "values": values,
+                "truncated": bool(arr.size > MAX_JSON_VALUES)}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if f.name not in ("cond_tree", "footprints", "tap", "ap", "instrs")}
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, float):
+        return _json_scalar(obj)
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    return str(obj)
+
+
+def _json_scalar(v):
+    if isinstance(v, float) and not np.isfinite(v):
+        return str(v)
+    return v
