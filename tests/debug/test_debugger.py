@@ -315,3 +315,25 @@ def test_history_stays_within_its_budget_and_reverse_still_exact():
     dbg.stepi()
     dbg.reverse_stepi()
     assert _state(dbg) == before
+
+
+def test_same_program_same_inputs_same_stops():
+    def session():
+        dbg = gemm_debugger(seed=7, interval=3)
+        dbg.break_("op activate")
+        dbg.watch("psum[0:+128]@0x800{1:512}:f32")
+        out = [dbg.run()]
+        dbg.set_focus("pe")
+        out += [dbg.stepi(), dbg.tick(500), dbg.cont(), dbg.reverse_continue(), dbg.cont(2), dbg.reverse_stepi()]
+        return [(s.reason, s.point, s.time, s.engine, s.index) for s in out], dbg.machine.memory.sbuf.tobytes()
+
+    first, second = session(), session()
+    assert first == second
+
+
+def test_tick_runs_every_engine_for_n_cycles():
+    dbg = gemm_debugger()
+    dbg.start()
+    stop = dbg.tick(3000)
+    assert stop.reason == "step" and stop.time >= 3000
+    assert dbg.machine.retired == stop.point[0] > 0
