@@ -400,16 +400,16 @@ class Machine:
                 continue
             cost = e.costs[e.pc]
             end = -1 if e.kind == "dma" else t + cost
-            if on_issue:
-                if self._announced != (e.id, e.pc):
-                    ev = InstrEvent(e.name, e.pc, e.instrs[e.pc], t, end, t - e.free_since)
-                    for fn in on_issue:
-                        fn(ev)
-                    if self._stop_requested:
-                        self._announced = (e.id, e.pc)  # on resuming it issues without a second report
-                        self._stop("request", "issue", e.name, e.pc)
-                        return False
-                self._announced = None
+            if self._announced is not None and self._announced == (e.id, e.pc):
+                self._announced = None  # reported before the stop: it issues now without a second report
+            elif on_issue:
+                ev = InstrEvent(e.name, e.pc, e.instrs[e.pc], t, end, t - e.free_since)
+                for fn in on_issue:
+                    fn(ev)
+                if self._stop_requested:
+                    self._announced = (e.id, e.pc)
+                    self._stop("request", "issue", e.name, e.pc)
+                    return False
             e.busy, e.issue, e.waited = True, t, t - e.free_since
             if e.kind == "dma":
                 e.remaining, e.tail, e.end = float(cost), False, -1
