@@ -485,6 +485,10 @@ class Debugger:
             raise DebugError("semaphores can only be watched for signals: watch sN")
         if target.kind == "sem" and not 0 <= target.sem < self.machine.arch.semaphores:
             raise DebugError(f"no semaphore s{target.sem} (the device has {self.machine.arch.semaphores})")
+        if target.kind == "ap":
+            why = self.machine.memory.check(target.ap)
+            if why:
+                raise DebugError(f"{target.text}: {why}")
         wp = Watchpoint(self._take_number(), kind, target, target.footprints(self.program))
         if condition:
             self.condition(wp.number, condition, _new=wp)
