@@ -18,6 +18,7 @@ from .dtypes import itemsize
 from .isa import AP
 
 _CACHE_LIMIT = 1 << 16
+MAX_RUNS = 1 << 25  # about what executing such an instruction would cost anyway
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,6 +70,12 @@ def _build(ap: AP) -> Footprint:
     while dims and dims[-1][0] <= run:  # a stride no larger than the run: runs touch or overlap
         stride, count = dims.pop()
         run = stride * (count - 1) + run
+    runs = 1
+    for _, count in dims:
+        runs *= count
+    if runs > MAX_RUNS:
+        raise ValueError(f"access pattern {ap} has {runs} separate runs of bytes (more than {MAX_RUNS}): "
+                         "too fragmented to compare")
     starts = np.array([ap.offset], dtype=np.int64)
     for stride, count in reversed(dims):  # innermost remaining first; order is irrelevant for the set
         starts = (starts[None, :] + (np.arange(count, dtype=np.int64) * stride)[:, None]).reshape(-1)

@@ -280,6 +280,16 @@ def validate_instr(ins: Instr) -> None:
         raise IsaError(f"{where}: PE writes psum only")
 
 
+def operand_accesses(ins: Instr) -> list[tuple[str, str, AP]]:
+    """(kind "r"/"w", operand name, AP) for every access the instruction makes, reads first. A
+    matmul with start=0 accumulates: it reads its destination before writing it."""
+    out = [("r", n, ap) for n, ap in ins.operands.items() if not is_written(n)]
+    if ins.op == "matmul" and "dst" in ins.operands and attr(ins, "start") == 0:
+        out.append(("r", "dst", ins.operands["dst"]))
+    out += [("w", n, ap) for n, ap in ins.operands.items() if is_written(n)]
+    return out
+
+
 def attr(ins: Instr, name: str):
     """An attribute's value, or the schema's default."""
     if name in ins.attrs:

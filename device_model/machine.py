@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -36,7 +36,7 @@ from .events import (
     Stop,
     defined_hooks,
 )
-from .isa import AP, ENGINES, Instr, engine_kind, is_written
+from .isa import AP, ENGINES, Instr, engine_kind, operand_accesses
 from .memory import Memory
 from .program import Program
 from .timing import bytes_per_cycle, compute_cycles, dma_bytes, host_cycles
@@ -187,7 +187,7 @@ class Machine:
             e.costs.append(cost)
             e.waits.append(tuple(ins.waits))
             e.signals.append(tuple(ins.signals))
-            e.accesses.append(tuple(("w" if is_written(n) else "r", n, ap) for n, ap in operands.items()))
+            e.accesses.append(tuple(operand_accesses(replace(ins, operands=operands))))
         for e in self._engines:
             e.n = len(e.instrs)
             e.rate_cap = bytes_per_cycle(self.arch.raw["dma"]["queue_gbps"], self.arch)
@@ -400,16 +400,16 @@ class Machine:
                 continue
             cost = e.costs[e.pc]
             end = -1 if e.kind == "dma" else t + cost
-            if on_issue:
-                if self._announced != (e.id, e.pc):
-                    ev = InstrEvent(e.name, e.pc, e.instrs[e.pc], t, end, t - e.free_since)
-                    for fn in on_issue:
-                        fn(ev)
-                    if self._stop_requested:
-                        self._announced = (e.id, e.pc)  # on resuming it issues without a second report
-                        self._stop("request", "issue", e.name, e.pc)
-                        return False
-                self._announced = None
+            if self._announced is not None and self._announced == (e.id, e.pc):
+                self._announced = None  # reported before the stop: it issues now without a second report
+            elif on_issue:
+                ev = InstrEvent(e.name, e.pc, e.instrs[e.pc], t, end, t - e.free_since)
+                for fn in on_issue:
+                    fn(ev)
+                if self._stop_requested:
+                    self._announced = (e.id, e.pc)
+                    self._stop("request", "issue", e.name, e.pc)
+                    return False
             e.busy, e.issue, e.waited = True, t, t - e.free_since
             if e.kind == "dma":
                 e.remaining, e.tail, e.end = float(cost), False, -1

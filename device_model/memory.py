@@ -17,7 +17,6 @@ class AccessError(XpuError, RuntimeError):
 
 HBM_PAGE = 64 << 10  # bytes of HBM per snapshot page
 ONCHIP_PAGE = 512  # bytes per partition of an SBUF/PSUM page (the page spans every partition)
-SPACE_NAMES = ("hbm", "sbuf", "psum")
 
 
 @dataclass(frozen=True)
@@ -30,17 +29,6 @@ class MemorySnapshot:
     @property
     def nbytes(self) -> int:
         return sum(p.nbytes for space in self.pages for p in space)
-
-    def unique_nbytes(self, seen: set[int]) -> int:
-        """Bytes of pages not yet in `seen` (ids), which this call adds: the memory a set of
-        snapshots really holds is the sum over them."""
-        total = 0
-        for space in self.pages:
-            for p in space:
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    total += p.nbytes
-        return total
 
 
 class Memory:

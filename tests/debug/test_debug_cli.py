@@ -53,3 +53,45 @@ def test_batch_exits_1_when_the_program_faults_and_stops_post_mortem():
 def test_bad_program_file_is_exit_2():
     code, _, err = xpu("debug", ROOT / "nope.xpu", "--batch")
     assert code == 2 and "no such file" in err
+
+
+def test_interactive_console_reads_until_quit(monkeypatch, tmp_path):
+    import io
+
+    from xputools.debug import console
+    from xputools.debug.commands import Commands
+    from xputools.debug.core import Debugger
+    from xputools.runtime import random_inputs
+    from xputools.runtime.programs import load_program_file
+
+    prog = load_program_file(GEMM)
+    lines = iter(["break pe:1", "run", "commands 1", "print s0", "end", "bogus", "engine pe", "stepi", "", "quit",
+                  "never reached"])
+    prompts = []
+
+    def fake_input(prompt):
+        prompts.append(prompt)
+        return next(lines)
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    monkeypatch.setattr(console, "HISTORY", tmp_path / "history")
+    out = io.StringIO()
+    session = console.Session(Commands(Debugger(prog, random_inputs(prog, 0))), out=out)
+    session.interactive()
+    text = out.getvalue()
+    assert prompts[:3] == ["(xpu) ", "(xpu) ", "(xpu) "] and prompts[3] == ">"
+    assert "Breakpoint 1, pe:1 [gemm]" in text and "error: unknown command 'bogus'" in text
+    assert "   retired pe:1" in text and "   retired pe:2" in text  # the empty line repeated stepi
+    assert session.failed
+
+
+def test_batch_json_lines():
+    import json
+
+    code, out, _ = xpu("debug", ROOT / "samples/programs/deadlock.xasm", "-ex", "run", "-ex", "info hang",
+                       "-ex", "print s1", "--batch", "--json")
+    assert code == 1  # the program hangs
+    run, hang, sem = [json.loads(line) for line in out.splitlines()]
+    assert run["data"]["reason"] == "hang" and not run["ok"]
+    assert {b["engine"] for b in hang["data"]["report"]["blocked"]} == {"pe", "act", "dma0"}
+    assert sem["data"]["array"] == 0

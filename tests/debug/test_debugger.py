@@ -271,3 +271,69 @@ def test_compiled_model_tensor_print_watch_and_dump(tmp_path):
     assert np.load(out).shape == tuple(tap.shape[1:])
     frames = dbg.backtrace()
     assert [f.kind for f in frames] == ["instruction", "kernel", "node", "model"]
+
+
+def test_info_hang_names_a_wait_with_no_producer_left():
+    from device_model.isa import AP, Instr
+    from device_model.program import Program
+
+    sb = lambda off: AP("sbuf", off, ((1, 8),), "f32", 0, 128)  # noqa: E731
+    prog = Program(gemm_debugger().program.arch, [
+        Instr("dve", "memset", {"dst": sb(0)}, {"value": 1.0}, waits=((5, 2),)),
+        Instr("act", "activate", {"dst": sb(64), "src": sb(128)}, signals=((5, 1),))])
+    dbg = Debugger(prog)
+    assert dbg.run().reason == "hang"
+    info = dbg.info_hang()
+    assert info.hung and info.no_producer_left == [("dve", 5)]
+
+
+def test_rwatch_stops_at_the_readers_and_awatch_at_both():
+    dbg = gemm_debugger()
+    expr = "psum[0:+128]@0x800{1:512}:f32"  # bank 1: pe writes it (and reads it when accumulating), act reads it
+    dbg.rwatch(expr)
+    readers = [("pe", i) for i in (5, 6, 7, 13, 14, 15)] + [("act", 1), ("act", 3)]
+    assert sorted(stops(dbg, dbg.run())) == sorted(readers)
+    dbg.delete()
+    dbg.awatch(expr)
+    hits = stops(dbg, dbg.run())
+    assert [h for h in hits if h[0] == "act"] == [("act", 1), ("act", 3)]
+    assert sorted(h for h in hits if h[0] == "pe") == [("pe", i) for i in (4, 5, 6, 7, 12, 13, 14, 15)]
+
+
+def test_history_stays_within_its_budget_and_reverse_still_exact():
+    probe = gemm_debugger(interval=2)
+    probe.run()
+    full = probe.history.bytes  # every snapshot kept
+    dbg = gemm_debugger(interval=2, budget_bytes=full // 2)
+    dbg.break_("act:3")
+    dbg.run()
+    h = dbg.info_history()
+    assert h.interval > 2 and h.snapshots < len(probe.history.snaps)
+    assert dbg.history.bytes <= full // 2 or len(dbg.history.snaps) <= 2
+    dbg.set_focus("act")
+    before = _state(dbg)
+    dbg.stepi()
+    dbg.reverse_stepi()
+    assert _state(dbg) == before
+
+
+def test_same_program_same_inputs_same_stops():
+    def session():
+        dbg = gemm_debugger(seed=7, interval=3)
+        dbg.break_("op activate")
+        dbg.watch("psum[0:+128]@0x800{1:512}:f32")
+        out = [dbg.run()]
+        dbg.set_focus("pe")
+        out += [dbg.stepi(), dbg.tick(500), dbg.cont(), dbg.reverse_continue(), dbg.cont(2), dbg.reverse_stepi()]
+        return [(s.reason, s.point, s.time, s.engine, s.index) for s in out], dbg.machine.memory.sbuf.tobytes()
+
+    first, second = session(), session()
+    assert first == second
+
+
+def test_tick_runs_every_engine_for_n_cycles():
+    dbg = gemm_debugger()
+    dbg.start()
+    stop = dbg.tick(3000)
+    assert stop.reason == "step" and stop.time >= 3000
+    assert dbg.machine.retired == stop.point[0] > 0

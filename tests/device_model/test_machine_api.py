@@ -206,3 +206,28 @@ def test_restore_then_replay_gives_identical_cycles(snap_at):
     r2 = m.run()
     assert r1 == r2
     np.testing.assert_array_equal(m.read_tensor("y"), y1)
+
+
+def test_an_instruction_stopped_at_issue_is_reported_once_even_if_others_issue_first():
+    from device_model.isa import AP, Instr
+    from device_model.program import Program
+    from tests.device_model.test_machine import ARCH as arch
+
+    sb = lambda off: AP("sbuf", off, ((1, 8),), "f32", 0, 128)  # noqa: E731
+    prog = Program(arch, [Instr("dve", "memset", {"dst": sb(0)}, {"value": 1.0}),
+                          Instr("pool", "memset", {"dst": sb(64)}, {"value": 2.0})])
+    m = Machine(arch).load(prog)
+
+    class StopAtDve(Log):
+        def on_issue(self, ev):
+            super().on_issue(ev)
+            if ev.engine == "dve" and self.issued.count(("dve", 0)) == 1:
+                m.request_stop()
+
+    log = StopAtDve()
+    m.attach(log)
+    m.run()
+    assert m.stopped.phase == "issue" and m.stopped.engine == "dve"
+    assert m.step("pool", freeze_others=True).engine == "pool"  # pool issues while dve waits, frozen
+    m.run()
+    assert log.issued.count(("dve", 0)) == 1 and log.completed.count(("dve", 0)) == 1

@@ -37,7 +37,7 @@ HELP = {
     "print": "print EXPR — a tensor[slices], an access pattern or sN (also p; display EXPR each stop)",
     "x": "x/NFU ADDR — examine memory: N units, F in x d u f, U in b h w g; ADDR sbuf[P:+N]@OFF or hbm@OFF",
     "dump": "dump EXPR FILE.npy [--force] — write a value to a .npy file",
-    "info": "info engines|sems|queues|memory|line|breakpoints|display|hang",
+    "info": "info engines|sems|queues|memory|line|breakpoints|display|hang|history",
     "bt": "bt — instruction -> kernel -> ONNX node -> model (also backtrace, where, info line)",
     "list": "list [LOC] — instructions around the pc with => (also l); disassemble: the current node",
 }
@@ -98,12 +98,10 @@ class Commands:
                 result.ok = False
                 result.error = data.message
             if depth < 4:
-                for hit in data.hits:
-                    point = self.dbg.breakpoints.get(hit.number) or self.dbg.watchpoints.get(hit.number)
-                    for cmd in (point.commands if point else []):
-                        sub = self.execute(cmd, depth + 1)
-                        if sub is not None:
-                            result.followups.append(sub)
+                for cmd in data.commands:
+                    sub = self.execute(cmd, depth + 1)
+                    if sub is not None:
+                        result.followups.append(sub)
         return result
 
     # ---- run control -----------------------------------------------------------------------
@@ -223,7 +221,7 @@ class Commands:
                  "queues": self.dbg.info_queues, "memory": self.dbg.info_memory, "line": self.dbg.backtrace,
                  "breakpoints": self.dbg.info_breakpoints, "break": self.dbg.info_breakpoints,
                  "watchpoints": self.dbg.info_breakpoints, "display": self.dbg.displays,
-                 "hang": self.dbg.info_hang}
+                 "hang": self.dbg.info_hang, "history": self.dbg.info_history}
         if what not in table:
             raise DebugError(f"info {what}: expected one of {', '.join(table)}")
         return table[what]()

@@ -2,13 +2,14 @@
 history. It only formats what `Commands` returns."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 from .commands import Commands
-from .render import render
+from .render import render, to_json
 
 PROMPT = "(xpu) "
 HISTORY = Path(os.path.expanduser("~")) / ".xpu_debug_history"
@@ -17,10 +18,11 @@ HISTORY = Path(os.path.expanduser("~")) / ".xpu_debug_history"
 class Session:
     """Runs command lines, writes their text, and remembers whether anything failed."""
 
-    def __init__(self, commands: Commands, out=None, echo: bool = False):
+    def __init__(self, commands: Commands, out=None, echo: bool = False, as_json: bool = False):
         self.commands = commands
         self.out = out or sys.stdout
-        self.echo = echo
+        self.echo = echo and not as_json
+        self.as_json = as_json
         self.failed = False
 
     def run_lines(self, lines: Iterable[str]) -> None:
@@ -38,8 +40,11 @@ class Session:
         for sub in result.followups:
             if not sub.ok:
                 self.failed = True
-        for text in render(result):
-            self.out.write(text + "\n")
+        if self.as_json:  # one JSON object per command (JSON lines)
+            self.out.write(json.dumps(to_json(result)) + "\n")
+        else:
+            for text in render(result):
+                self.out.write(text + "\n")
         self.out.flush()
 
     def interactive(self) -> None:
@@ -52,6 +57,7 @@ class Session:
                 readline.read_history_file(HISTORY)
             except OSError:
                 pass
+        last = ""
         try:
             while True:
                 try:
@@ -64,6 +70,10 @@ class Session:
                     continue
                 if line.strip() in ("quit", "q", "exit"):
                     break
+                if not line.strip() and not self.commands.collecting:
+                    line = last  # gdb: an empty line repeats the last command
+                else:
+                    last = line
                 self.one(line)
         finally:
             if readline is not None:

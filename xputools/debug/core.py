@@ -16,7 +16,7 @@ import numpy as np
 from device_model.access import overlaps
 from device_model.events import EngineView, HangReport
 from device_model.fileio import OutputError, write_bytes_atomic
-from device_model.isa import ENGINE_INDEX, ENGINES, engine_kind, is_written
+from device_model.isa import ENGINE_INDEX, ENGINES, engine_kind, is_written, operand_accesses
 from device_model.machine import HangError, Machine, MachineError
 from device_model.program import Program
 
@@ -74,6 +74,16 @@ class LiveRange:
     hi: int
     written_by: list[str]  # nodes
     read_by: list[str]
+
+
+@dataclass
+class HistoryInfo:
+    snapshots: int
+    bytes: int
+    budget: int
+    interval: int  # retired instructions between snapshots (a reverse step replays at most this many)
+    frozen_steps: int
+    point: Point
 
 
 @dataclass
@@ -232,7 +242,10 @@ class Debugger:
             if s.point[0] == j and (want is None or ENGINE_INDEX[s.engine] == want):
                 target = s.point
         self._replay_to(target)
-        return self._stop("step", message="reversed")
+        engine = self.focus if not all_engines else ENGINES[log[j]] if j < len(log) else self.focus
+        view = self.machine.engine(engine)
+        return self._stop("step", message="reversed", engine=engine, index=min(view.pc, view.count - 1),
+                          phase="in flight" if view.in_flight else "next")
 
     def reverse_continue(self) -> Stop:
         """Back to the latest breakpoint or watchpoint hit before here (a watchpoint: the last
@@ -418,10 +431,12 @@ class Debugger:
             instr, node = str(ins), self.index.node_name(ins.dbg)
         stop = Stop(reason, self.point, self.machine.time, engine, index, phase, instr, node, hits or [], message,
                     report)
-        for hit in stop.hits:  # temporary breakpoints go once they stop the program
-            bp = self.breakpoints.get(hit.number)
-            if bp is not None and bp.temporary and hit.kind == "breakpoint":
-                self.delete([bp.number])
+        for hit in stop.hits:
+            point = self.breakpoints.get(hit.number) or self.watchpoints.get(hit.number)
+            if point is not None:
+                stop.commands += point.commands
+            if isinstance(point, Breakpoint) and point.temporary:  # gone once it stopped the program
+                self.delete([point.number])
         stop.displays = self.displays() if self.running else []
         self.last_stop = stop
         return stop
@@ -470,6 +485,10 @@ class Debugger:
             raise DebugError("semaphores can only be watched for signals: watch sN")
         if target.kind == "sem" and not 0 <= target.sem < self.machine.arch.semaphores:
             raise DebugError(f"no semaphore s{target.sem} (the device has {self.machine.arch.semaphores})")
+        if target.kind == "ap":
+            why = self.machine.memory.check(target.ap)
+            if why:
+                raise DebugError(f"{target.text}: {why}")
         wp = Watchpoint(self._take_number(), kind, target, target.footprints(self.program))
         if condition:
             self.condition(wp.number, condition, _new=wp)
@@ -555,8 +574,7 @@ class Debugger:
                 continue
             for engine, stream in self.index.streams.items():
                 for i, ins in enumerate(stream):
-                    kinds = {("w" if is_written(name) else "r") for name, ap in ins.operands.items()
-                             if _touches(ap, wp.footprints)}
+                    kinds = {kind for kind, _, ap in operand_accesses(ins) if _touches(ap, wp.footprints)}
                     kind = "w" if "w" in kinds and wp.wants("w") else ("r" if "r" in kinds and wp.wants("r") else "")
                     if kind:
                         watch_at.setdefault((engine, i), []).append((wp, kind))
@@ -706,6 +724,11 @@ class Debugger:
     def info_hang(self) -> HangInfo:
         hung = self.last_stop is not None and self.last_stop.reason == "hang"
         return HangInfo(hung, self.machine.hang_report())
+
+    def info_history(self) -> HistoryInfo:
+        """What reverse execution holds: snapshots, their pages' bytes against the budget, the interval."""
+        h = self.history
+        return HistoryInfo(len(h.snaps), h.bytes, h.budget, h.interval, len(h.steps), self.point)
 
     def location(self, loc: str) -> Location:
         return self.index.resolve(loc, self.focus)

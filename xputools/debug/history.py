@@ -45,7 +45,7 @@ class History:
         self.points.append(point)
         self.snaps.append(snap)
         self._count(snap, +1)
-        if self.bytes > self.budget and len(self.snaps) > 2:
+        while self.bytes > self.budget and len(self.snaps) > 2:
             self._thin()
 
     def next_due(self) -> int:

@@ -12,17 +12,24 @@ from .locations import Location
 Point = tuple[int, int]  # (instructions retired, issues since the last completion): a place in the run
 
 
-@dataclass
-class Breakpoint:
-    number: int
-    location: Location
-    temporary: bool = False
+@dataclass(kw_only=True)
+class StopPoint:
+    """What breakpoints and watchpoints share: enabling, a condition, an ignore count, hit count
+    and the commands run when it stops the program."""
+
     enabled: bool = True
     condition: str = ""
     cond_tree: ast.Expression | None = None
     ignore: int = 0
     hits: int = 0
     commands: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Breakpoint(StopPoint):
+    number: int
+    location: Location
+    temporary: bool = False
 
     @property
     def kind(self) -> str:
@@ -30,17 +37,11 @@ class Breakpoint:
 
 
 @dataclass
-class Watchpoint:
+class Watchpoint(StopPoint):
     number: int
     kind: str  # "watch" (writes), "rwatch" (reads), "awatch" (both)
     target: Target
     footprints: list[Footprint]
-    enabled: bool = True
-    condition: str = ""
-    cond_tree: ast.Expression | None = None
-    ignore: int = 0
-    hits: int = 0
-    commands: list[str] = field(default_factory=list)
 
     def wants(self, access_kind: str) -> bool:
         return self.kind == "awatch" or (access_kind == "w") == (self.kind == "watch")
@@ -77,3 +78,4 @@ class Stop:
     message: str = ""
     report: object = None  # HangReport for a hang or a blocked step
     displays: list = field(default_factory=list)  # (number, expression, Value or error text)
+    commands: list[str] = field(default_factory=list)  # the `commands` of the points that stopped it

@@ -1,12 +1,14 @@
 """Text for the console and batch mode: each Debugger result type -> lines (gdb-like wording)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from device_model.events import HangReport
 
 from .commands import Result
-from .core import EngineInfo, Frame, HangInfo, ListingLine, LiveRange, SemInfo
+from .core import EngineInfo, Frame, HangInfo, HistoryInfo, ListingLine, LiveRange, SemInfo
 from .expressions import Value
 from .points import Breakpoint, Hit, Stop, Watchpoint
 
@@ -35,6 +37,10 @@ def _data(data, command: str) -> list[str]:
         return [_engine_line(data)]
     if isinstance(data, HangInfo):
         return hang_lines(data)
+    if isinstance(data, HistoryInfo):
+        return [f"{data.snapshots} snapshots holding {data.bytes / 2**20:.1f} MiB of pages (budget "
+                f"{data.budget / 2**20:.0f} MiB), one every {data.interval} retired instructions; "
+                f"{data.frozen_steps} one-engine steps logged; at {data.point[0]} retired"]
     if isinstance(data, str):
         return [f"wrote {data}" if command == "dump" else data]
     if isinstance(data, list):
@@ -82,7 +88,8 @@ def stop_lines(s: Stop) -> list[str]:
     if s.message and s.reason in ("fault", "blocked", "done", "step") and s.message != "reversed":
         lines.append(s.message)
     if s.engine and s.index >= 0 and s.reason not in ("killed",):
-        where = {"issue": "=> about to issue", "complete": "   retired", "fault": "=> faulted at"}.get(s.phase, "  ")
+        where = {"issue": "=> about to issue", "complete": "   retired", "fault": "=> faulted at",
+                 "next": "=> next", "in flight": "=> in flight"}.get(s.phase, "  ")
         node = f"  [{s.node}]" if s.node else ""
         lines.append(f"{where} {s.engine}:{s.index}  {s.instr}{node}")
     lines.append(f"   cycle {s.time}, {s.point[0]} instructions retired")
@@ -120,7 +127,7 @@ def _short(v) -> str:
     arr = np.asarray(v)
     if arr.ndim == 0:
         return str(arr.item() if hasattr(arr, "item") else arr)
-    text = np.array2string(arr.reshape(-1)[:8], precision=6, separator=", ")
+    text = np.array2string(arr.reshape(-1)[:8], precision=6, separator=", ", max_line_width=10_000)
     return f"{text[:-1]}{', ...]' if arr.size > 8 else ']'} ({'x'.join(map(str, arr.shape))} {arr.dtype})"
 
 
@@ -163,7 +170,8 @@ def _engine_line(e: EngineInfo) -> str:
         state = f"BLOCKED on s{s} >= {want} (now {now})"
     else:
         state = v.state + (" (in flight)" if v.in_flight else "")
-    last = f"; last retired #{v.last_retired} [{e.last_node}]" if v.last_retired >= 0 else ""
+    node = f" [{e.last_node}]" if e.last_node else ""
+    last = f"; last retired #{v.last_retired}{node}" if v.last_retired >= 0 else ""
     at = f"  pc {v.pc}/{v.count}"
     return f"{mark} {v.name:<5}{at:<14} {state}{last}"
 
@@ -205,3 +213,43 @@ def hang_lines(info: HangInfo) -> list[str]:
     if r.cycle:
         lines.append("  deadlock cycle: " + " -> ".join(r.cycle + [r.cycle[0]]))
     return lines
+
+
+MAX_JSON_VALUES = 4096
+
+
+def to_json(obj):
+    """A command result as plain JSON data (dataclasses as objects, arrays as shape/dtype/values with
+    at most MAX_JSON_VALUES values, non-finite floats as strings)."""
+    if isinstance(obj, Result):
+        out = {"command": obj.command, "line": obj.line.strip(), "ok": obj.ok}
+        if obj.error:
+            out["error"] = obj.error
+        out["data"] = to_json(obj.data)
+        if obj.followups:
+            out["followups"] = [to_json(f) for f in obj.followups]
+        return out
+    if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
+        arr = np.asarray(obj)
+        flat = arr.reshape(-1)[:MAX_JSON_VALUES]
+        values = [_json_scalar(v) for v in (flat.astype(np.float64) if arr.dtype.kind not in "iub" else flat).tolist()]
+        return {"shape": list(arr.shape), "dtype": str(arr.dtype), "values": values,
+                "truncated": bool(arr.size > MAX_JSON_VALUES)}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if f.name not in ("cond_tree", "footprints", "tap", "ap", "instrs")}
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, float):
+        return _json_scalar(obj)
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    return str(obj)
+
+
+def _json_scalar(v):
+    if isinstance(v, float) and not np.isfinite(v):
+        return str(v)
+    return v
