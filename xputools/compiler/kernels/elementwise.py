@@ -2,9 +2,11 @@
 broadcasting done by the DMA access patterns (stride 0)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
+
+from device_model.isa import AP
 
 from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
@@ -33,6 +35,16 @@ def _tiles(ctx: LoweringContext, out: DeviceValue, inputs: list[DeviceValue]) ->
     return elementwise_tiles(out.shape, strides, ctx.arch.partitions, MAX_FREE)
 
 
+def _map_tiles(ctx: LoweringContext, x: DeviceValue, out: DeviceValue, load_dtype: str,
+               body: Callable[[AP, Tile], AP]) -> None:
+    """out = body(x) tile by tile: each tile of x is loaded as `load_dtype`, `body(src, tile)`
+    emits the work and returns the result tile, which is stored."""
+    for t in _tiles(ctx, out, [x]):
+        (o_off, o_dims), (x_off, x_dims) = t.patterns
+        src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, load_dtype)
+        store(ctx, body(src, t), hbm_ap(out, o_off, o_dims))
+
+
 def _work_dtype(v: DeviceValue) -> str:
     return "f32" if is_float(v.dtype) else ("i32" if v.dtype in ("i8", "u8", "i16", "i32") else v.dtype)
 
@@ -45,12 +57,13 @@ def unary(ctx: LoweringContext, node: Node) -> None:
     attrs = {"func": func, "mode": ctx.act_mode(node)}
     if node.op_type == "LeakyRelu":
         attrs["alpha"] = float(node.attrs.get("alpha", 0.01))
-    for t in _tiles(ctx, out, [x]):
-        (o_off, o_dims), (x_off, x_dims) = t.patterns
-        src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, "f32")
-        dst = new_tile(ctx, t.partitions, t.free, _work_dtype(out) if not is_float(out.dtype) else "f32")
+    dst_dtype = _work_dtype(out) if not is_float(out.dtype) else "f32"
+
+    def body(src: AP, t: Tile) -> AP:
+        dst = new_tile(ctx, t.partitions, t.free, dst_dtype)
         ctx.em.emit("act", "activate", {"dst": dst, "src": src}, **attrs)
-        store(ctx, dst, hbm_ap(out, o_off, o_dims))
+        return dst
+    _map_tiles(ctx, x, out, "f32", body)
 
 
 def _scalar_const(ctx: LoweringContext, name: str) -> float | None:
@@ -161,12 +174,12 @@ def clip(ctx: LoweringContext, node: Node) -> None:
     lo = _bound(ctx, node, 1, "min", -np.inf)
     hi = _bound(ctx, node, 2, "max", np.inf)
     work = "f32" if is_float(x.dtype) else _work_dtype(x)
-    for t in _tiles(ctx, out, [x]):
-        (o_off, o_dims), (x_off, x_dims) = t.patterns
-        src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, work)
+
+    def body(src: AP, t: Tile) -> AP:
         dst = new_tile(ctx, t.partitions, t.free, work)
         ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": src}, op0="max", s0=lo, op1="min", s1=hi)
-        store(ctx, dst, hbm_ap(out, o_off, o_dims))
+        return dst
+    _map_tiles(ctx, x, out, work, body)
 
 
 def _bound(ctx: LoweringContext, node: Node, index: int, attr: str, default: float) -> float:
@@ -183,14 +196,14 @@ def hard_sigmoid(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     alpha, beta = float(node.attrs.get("alpha", 0.2)), float(node.attrs.get("beta", 0.5))
-    for t in _tiles(ctx, out, [x]):
-        (o_off, o_dims), (x_off, x_dims) = t.patterns
-        src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, "f32")
+
+    def body(src: AP, t: Tile) -> AP:
         mid = new_tile(ctx, t.partitions, t.free, "f32")
         ctx.em.emit("dve", "tensor_scalar", {"dst": mid, "src": src}, op0="mul", s0=alpha, op1="add", s1=beta)
         dst = new_tile(ctx, t.partitions, t.free, "f32")
         ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": mid}, op0="max", s0=0.0, op1="min", s1=1.0)
-        store(ctx, dst, hbm_ap(out, o_off, o_dims))
+        return dst
+    _map_tiles(ctx, x, out, "f32", body)
 
 
 @kernel("Gelu")
@@ -198,12 +211,12 @@ def gelu(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     func = "gelu_tanh" if node.attrs.get("approximate", "none") == "tanh" else "gelu"
-    for t in _tiles(ctx, out, [x]):
-        (o_off, o_dims), (x_off, x_dims) = t.patterns
-        src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, "f32")
+
+    def body(src: AP, t: Tile) -> AP:
         dst = new_tile(ctx, t.partitions, t.free, "f32")
         ctx.em.emit("act", "activate", {"dst": dst, "src": src}, func=func, mode=ctx.act_mode(node))
-        store(ctx, dst, hbm_ap(out, o_off, o_dims))
+        return dst
+    _map_tiles(ctx, x, out, "f32", body)
 
 
 @kernel("Cast")
@@ -213,12 +226,12 @@ def cast(ctx: LoweringContext, node: Node) -> None:
     out = ctx.output(node.outputs[0])
     if ctx.graph.values[node.outputs[0]].dtype == np.bool_:
         work = "f32" if is_float(x.dtype) else _work_dtype(x)
-        for t in _tiles(ctx, out, [x]):
-            (o_off, o_dims), (x_off, x_dims) = t.patterns
-            src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, work)
+
+        def body(src: AP, t: Tile) -> AP:
             dst = new_tile(ctx, t.partitions, t.free, "u8")
             ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": src}, op0="ne", s0=0.0)
-            store(ctx, dst, hbm_ap(out, o_off, o_dims))
+            return dst
+        _map_tiles(ctx, x, out, work, body)
         return
     chunk = 1 << 20
     for start in range(0, max(out.size, 1), chunk):
