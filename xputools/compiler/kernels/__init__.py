@@ -12,16 +12,14 @@ compiler's context, emitter and graph, never another kernel module.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from .lib.registry import KERNELS, Kernel, kernel
 
-from .lib.registry import KERNELS, kernel
-
-__all__ = ["KERNELS", "kernel", "kernels"]
+__all__ = ["KERNELS", "Kernel", "kernel", "kernels"]
 
 _loaded = False
 
 
-def kernels() -> dict[str, Callable]:
+def kernels() -> dict[str, Kernel]:
     """All registered kernels, by ONNX op type. Every kernel module is imported by name: a module
     that is missing or fails to import is an error, never a silent fallback to the host."""
     global _loaded

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-KERNELS: dict[str, Callable] = {}
+from ...context import LoweringContext
+from ...graph import Node
+
+Kernel = Callable[[LoweringContext, Node], None]
+KERNELS: dict[str, Kernel] = {}
 
 
-def kernel(*op_types: str) -> Callable[[Callable], Callable]:
+def kernel(*op_types: str) -> Callable[[Kernel], Kernel]:
     """Register the decorated function as the kernel of `op_types`."""
-    def register(fn: Callable) -> Callable:
+    def register(fn: Kernel) -> Kernel:
         for op in op_types:
             KERNELS[op] = fn
         return fn
