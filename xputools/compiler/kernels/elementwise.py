@@ -2,11 +2,9 @@
 broadcasting done by the DMA access patterns (stride 0)."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
-
-from device_model.isa import AP
 
 from ..context import DeviceValue, LoweringContext
 from ..errors import CompileError
@@ -35,14 +33,20 @@ def _tiles(ctx: LoweringContext, out: DeviceValue, inputs: list[DeviceValue]) ->
     return elementwise_tiles(out.shape, strides, ctx.arch.partitions, MAX_FREE)
 
 
-def _map_tiles(ctx: LoweringContext, x: DeviceValue, out: DeviceValue, load_dtype: str,
-               body: Callable[[AP, Tile], AP]) -> None:
-    """out = body(x) tile by tile: each tile of x is loaded as `load_dtype`, `body(src, tile)`
-    emits the work and returns the result tile, which is stored."""
+Stage = tuple[str, str, dict, str]  # engine, opcode, attributes, dtype of the result tile
+
+
+def _map_tiles(ctx: LoweringContext, x: DeviceValue, out: DeviceValue, load_dtype: str, stages: list[Stage]) -> None:
+    """out = x through `stages` tile by tile: each tile of x is loaded as `load_dtype`, every stage
+    writes a new tile from the previous one, and the last is stored."""
     for t in _tiles(ctx, out, [x]):
         (o_off, o_dims), (x_off, x_dims) = t.patterns
-        src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, load_dtype)
-        store(ctx, body(src, t), hbm_ap(out, o_off, o_dims))
+        cur = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, load_dtype)
+        for engine, op, attrs, dtype in stages:
+            dst = new_tile(ctx, t.partitions, t.free, dtype)
+            ctx.em.emit(engine, op, {"dst": dst, "src": cur}, **attrs)
+            cur = dst
+        store(ctx, cur, hbm_ap(out, o_off, o_dims))
 
 
 def _work_dtype(v: DeviceValue) -> str:
@@ -57,13 +61,7 @@ def unary(ctx: LoweringContext, node: Node) -> None:
     attrs = {"func": func, "mode": ctx.act_mode(node)}
     if node.op_type == "LeakyRelu":
         attrs["alpha"] = float(node.attrs.get("alpha", 0.01))
-    dst_dtype = _work_dtype(out) if not is_float(out.dtype) else "f32"
-
-    def body(src: AP, t: Tile) -> AP:
-        dst = new_tile(ctx, t.partitions, t.free, dst_dtype)
-        ctx.em.emit("act", "activate", {"dst": dst, "src": src}, **attrs)
-        return dst
-    _map_tiles(ctx, x, out, "f32", body)
+    _map_tiles(ctx, x, out, "f32", [("act", "activate", attrs, _work_dtype(out) if not is_float(out.dtype) else "f32")])
 
 
 def _scalar_const(ctx: LoweringContext, name: str) -> float | None:
@@ -174,12 +172,7 @@ def clip(ctx: LoweringContext, node: Node) -> None:
     lo = _bound(ctx, node, 1, "min", -np.inf)
     hi = _bound(ctx, node, 2, "max", np.inf)
     work = "f32" if is_float(x.dtype) else _work_dtype(x)
-
-    def body(src: AP, t: Tile) -> AP:
-        dst = new_tile(ctx, t.partitions, t.free, work)
-        ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": src}, op0="max", s0=lo, op1="min", s1=hi)
-        return dst
-    _map_tiles(ctx, x, out, work, body)
+    _map_tiles(ctx, x, out, work, [("dve", "tensor_scalar", dict(op0="max", s0=lo, op1="min", s1=hi), work)])
 
 
 def _bound(ctx: LoweringContext, node: Node, index: int, attr: str, default: float) -> float:
@@ -196,14 +189,8 @@ def hard_sigmoid(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     alpha, beta = float(node.attrs.get("alpha", 0.2)), float(node.attrs.get("beta", 0.5))
-
-    def body(src: AP, t: Tile) -> AP:
-        mid = new_tile(ctx, t.partitions, t.free, "f32")
-        ctx.em.emit("dve", "tensor_scalar", {"dst": mid, "src": src}, op0="mul", s0=alpha, op1="add", s1=beta)
-        dst = new_tile(ctx, t.partitions, t.free, "f32")
-        ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": mid}, op0="max", s0=0.0, op1="min", s1=1.0)
-        return dst
-    _map_tiles(ctx, x, out, "f32", body)
+    _map_tiles(ctx, x, out, "f32", [("dve", "tensor_scalar", dict(op0="mul", s0=alpha, op1="add", s1=beta), "f32"),
+                                     ("dve", "tensor_scalar", dict(op0="max", s0=0.0, op1="min", s1=1.0), "f32")])
 
 
 @kernel("Gelu")
@@ -211,12 +198,7 @@ def gelu(ctx: LoweringContext, node: Node) -> None:
     x = ctx.value(node.inputs[0])
     out = ctx.output(node.outputs[0])
     func = "gelu_tanh" if node.attrs.get("approximate", "none") == "tanh" else "gelu"
-
-    def body(src: AP, t: Tile) -> AP:
-        dst = new_tile(ctx, t.partitions, t.free, "f32")
-        ctx.em.emit("act", "activate", {"dst": dst, "src": src}, func=func, mode=ctx.act_mode(node))
-        return dst
-    _map_tiles(ctx, x, out, "f32", body)
+    _map_tiles(ctx, x, out, "f32", [("act", "activate", dict(func=func, mode=ctx.act_mode(node)), "f32")])
 
 
 @kernel("Cast")
@@ -226,12 +208,7 @@ def cast(ctx: LoweringContext, node: Node) -> None:
     out = ctx.output(node.outputs[0])
     if ctx.graph.values[node.outputs[0]].dtype == np.bool_:
         work = "f32" if is_float(x.dtype) else _work_dtype(x)
-
-        def body(src: AP, t: Tile) -> AP:
-            dst = new_tile(ctx, t.partitions, t.free, "u8")
-            ctx.em.emit("dve", "tensor_scalar", {"dst": dst, "src": src}, op0="ne", s0=0.0)
-            return dst
-        _map_tiles(ctx, x, out, work, body)
+        _map_tiles(ctx, x, out, work, [("dve", "tensor_scalar", dict(op0="ne", s0=0.0), "u8")])
         return
     chunk = 1 << 20
     for start in range(0, max(out.size, 1), chunk):
