@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,6 +124,8 @@ class Debugger:
         self._next_number = 1
         self._next_display = 1
         self.last_stop: Stop | None = None
+        self._interrupt = threading.Event()
+        self.obs.interrupted = self._interrupt.is_set
 
     # ---- position ----------------------------------------------------------------------------
     @property
@@ -133,6 +136,12 @@ class Debugger:
         return self.machine.engine(engine).last_retired >= index if engine in self.index.streams else False
 
     # ---- run control -------------------------------------------------------------------------
+    def interrupt(self) -> None:
+        """Ask a running `continue`/`next`/`reverse-continue` (in another thread) to stop at the next
+        instruction boundary (gdb's Ctrl+C); the command returns a Stop with reason "interrupted".
+        Safe to call from any thread; a request made just before the command starts stops it at once."""
+        self._interrupt.set()
+
     def start(self) -> Stop:
         """Restart the program and stop before anything runs (gdb `start`)."""
         self.machine.restore(self.history.snaps[0])
@@ -277,9 +286,13 @@ class Debugger:
         if predicate is not None:
             obs.break_at, obs.watch_at, obs.sem_watch = {}, {}, {}
         obs.scan_issue = predicate
+        origin = end
         try:
             i = max(0, _bisect_left(self.history.points, end) - 1)
             while True:
+                if self._interrupt.is_set():
+                    pt, hits = origin, None
+                    break
                 obs.scan_hits = []
                 self._replay_to(end, SCAN, i)
                 found = [(pt, hits) for pt, hits in obs.scan_hits if pt < end]
@@ -294,6 +307,10 @@ class Debugger:
         finally:
             obs.break_at, obs.watch_at, obs.sem_watch = saved
             obs.scan_issue = None
+            self._interrupt.clear()
+        if hits is None:  # interrupted: back where the search started
+            self._replay_to(origin)
+            return self._stop("interrupted", message="interrupted; still where reverse-continue started")
         if pt is None:
             self._replay_to((0, 0))
             return self._stop(none_reason, message="no earlier stop: at the start of the program")
@@ -373,9 +390,12 @@ class Debugger:
                 if obs.hits:
                     reason = "breakpoint" if obs.hits[0].kind == "breakpoint" else "watchpoint"
                     return self._stop(reason, hits=list(obs.hits))
+                if "interrupt" in obs.reasons:
+                    return self._stop("interrupted", message="interrupted")
                 return self._stop("step" if finished_reason != "exited" else "exited")
         finally:
             obs.issue_until = obs.complete_until = None
+            self._interrupt.clear()
 
     def _snapshot(self) -> None:
         self.history.take(self.point)

@@ -38,6 +38,7 @@ class DebugObserver(Observer):
         self.scan_issue: Callable[[InstrEvent], bool] | None = None
         self._pending: list[tuple[Watchpoint, str, object]] = []
         self._accessed: tuple[str, int] | None = None
+        self.interrupted: Callable[[], bool] = lambda: False  # the debugger's thread-safe Ctrl+C flag
 
     @property
     def point(self) -> Point:
@@ -163,6 +164,8 @@ class DebugObserver(Observer):
             self._stop("until")
         if len(self.retire_log) >= self.snapshot_at:
             self._stop("snapshot")
+        if self.interrupted():
+            self._stop("interrupt")
 
     def _condition(self, wp: Watchpoint, ev: InstrEvent) -> bool:
         if wp.cond_tree is None:

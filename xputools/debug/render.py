@@ -82,6 +82,7 @@ def stop_lines(s: Stop) -> list[str]:
         "hang": "Program hung: no engine can make progress (info hang for the wait-for graph)",
         "blocked": "Cannot step:", "start": "Stopped at the start of the program", "killed": "[program killed]",
         "reverse-start": "No earlier stop: at the start of the program", "done": None, "step": None,
+        "interrupted": "Interrupted.",
     }.get(s.reason)
     if head:
         lines.append(head)
