@@ -33,8 +33,10 @@ def load_debugger(program: Path, compile_kw: dict, inputs_path: Path | None, ran
 @click.option("--json", "as_json", is_flag=True, help="Print each command's result as one JSON object per line.")
 @click.option("--batch", is_flag=True, help="Run the -x / -ex commands and exit: 1 if a command failed or the "
                                             "program faulted or hung.")
+@click.option("--tui", is_flag=True, help="Open the terminal UI (engine columns, node tree, console; docs/tui.md); "
+                                          "-x / -ex commands run in its console.")
 @debug_option
-def debug_cmd(program: Path, inputs_path, random_inputs, seed, scripts, commands, history_mib, as_json, batch,
+def debug_cmd(program: Path, inputs_path, random_inputs, seed, scripts, commands, history_mib, as_json, batch, tui,
               **compile_kw) -> None:
     """Debug a program or model on the emulated XPU with gdb's verbs: breakpoints on instructions,
     labels, ONNX nodes or opcodes; watchpoints on SBUF/PSUM/HBM ranges, tensors and semaphores;
@@ -43,6 +45,7 @@ def debug_cmd(program: Path, inputs_path, random_inputs, seed, scripts, commands
     \b
     Examples:
       xpu debug samples/programs/gemm512.xasm --random-inputs
+      xpu debug samples/programs/gemm512.xasm --random-inputs --tui
       xpu debug samples/cnn.onnx --inputs samples/cnn.inputs.npz -ex 'break op matmul' -ex run -ex bt --batch
       xpu debug prog.xpu --random-inputs -ex 'watch sbuf[0:+128]@0x0{1:256}:f32' -ex run -ex reverse-continue
       xpu debug prog.xasm --random-inputs -ex 'break pe:3' -ex run -ex 'print s2' --batch --json
@@ -57,7 +60,14 @@ def debug_cmd(program: Path, inputs_path, random_inputs, seed, scripts, commands
         except (OSError, UnicodeDecodeError) as exc:
             raise UserError(f"{script}: cannot read ({exc})") from None
     lines += list(commands)
+    if tui and (batch or as_json):
+        raise UserError("--tui excludes --batch and --json")
     dbg = load_debugger(program, compile_kw, inputs_path, random_inputs, seed, history_mib)
+    if tui:
+        from ..tui import run_app
+
+        run_app(debugger=dbg, startup=["start", *lines] if lines else None)
+        return
     session = Session(Commands(dbg), echo=batch or not sys.stdin.isatty(), as_json=as_json)
     session.run_lines(lines)
     if not batch:

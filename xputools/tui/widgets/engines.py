@@ -1,0 +1,113 @@
+"""One column per engine: the instruction stream around its pc with `=>` at the pc, breakpoint marks
+in a gutter, BLOCKED engines highlighted with the semaphore they wait on. The DMA queues share one
+column with a queue picker ([ and ])."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from xputools.debug import Debugger
+
+
+class EngineColumn(Widget, can_focus=True):
+    """The listing of one engine (or of the DMA queue picked among `engines`)."""
+
+    BINDINGS = [
+        Binding("up", "move(-1)", "Up", show=False), Binding("down", "move(1)", "Down", show=False),
+        Binding("pageup", "move(-10)", show=False), Binding("pagedown", "move(10)", show=False),
+        Binding("left_square_bracket", "queue(-1)", "Prev queue", show=False),
+        Binding("right_square_bracket", "queue(1)", "Next queue", show=False),
+    ]
+    cursor: reactive[int] = reactive(0)
+
+    class Focused(Message):
+        def __init__(self, engine: str):
+            super().__init__()
+            self.engine = engine
+
+    def __init__(self, dbg: Debugger, engines: list[str], **kw):
+        super().__init__(**kw)
+        self.dbg = dbg
+        self.engines = engines
+        self.pick = 0
+        self.follow_pc()
+
+    @property
+    def engine(self) -> str:
+        return self.engines[self.pick]
+
+    @property
+    def count(self) -> int:
+        return len(self.dbg.index.streams[self.engine])
+
+    def follow_pc(self) -> None:
+        view = self.dbg.machine.engine(self.engine)
+        self.cursor = min(view.pc, self.count - 1)
+
+    def action_move(self, delta: int) -> None:
+        self.cursor = max(0, min(self.count - 1, self.cursor + delta))
+
+    def action_queue(self, delta: int) -> None:
+        if len(self.engines) > 1:
+            self.pick = (self.pick + delta) % len(self.engines)
+            self.follow_pc()
+            self.post_message(self.Focused(self.engine))
+            self.refresh()
+
+    def on_focus(self) -> None:
+        self.post_message(self.Focused(self.engine))
+
+    def on_mount(self) -> None:
+        self.set_class(self.dbg.focus in self.engines, "-focus-engine")
+
+    def refresh(self, *args, **kw):
+        if self.is_mounted:
+            self.set_class(self.dbg.focus in self.engines, "-focus-engine")
+        return super().refresh(*args, **kw)
+
+    def render(self) -> Text:
+        dbg, engine = self.dbg, self.engine
+        width = max(self.size.width, 10)
+        height = max(self.size.height, 3)
+        out = Text(no_wrap=True, overflow="crop")
+        head = self._header()
+        head.truncate(width)
+        out.append_text(head)
+        out.append("\n")
+        rows = height - 1
+        lo = max(0, min(self.cursor - rows // 2, self.count - rows))
+        stop = dbg.last_stop
+        fault = (stop.engine, stop.index) if stop is not None and stop.reason == "fault" else None
+        # listing(loc, context) centres on loc: ask for exactly the visible window
+        lines = dbg.listing(f"{engine}:{min(lo + rows // 2, self.count - 1)}", context=rows // 2 + 1)
+        shown = [x for x in lines if lo <= x.index < lo + rows]
+        for x in shown:
+            mark = "!!" if fault == (engine, x.index) else ("=>" if x.current else "  ")
+            gutter = "●" if x.breakpoints else " "
+            style = "bold red" if mark == "!!" else ("bold yellow" if x.current else "")
+            if x.index == self.cursor and self.has_focus:
+                style += " reverse"
+            line = Text(f"{mark}{gutter}{x.index:>4} {x.text}", style=style.strip())
+            if x.breakpoints:
+                line.stylize("bold red", 2, 3)
+            line.truncate(width)
+            out.append_text(line)
+            out.append("\n")
+        out.rstrip()
+        return out
+
+    def _header(self) -> Text:
+        v = self.dbg.machine.engine(self.engine)
+        picker = f"[{self.pick + 1}/{len(self.engines)}]" if len(self.engines) > 1 else ""
+        focus = "*" if self.dbg.focus == self.engine else " "
+        head = Text(f"{focus}{self.engine}{picker} {v.pc}/{v.count} ", style="bold")
+        if v.state == "BLOCKED" and v.blocked_on:
+            s, want, now = v.blocked_on
+            head.append(f"BLOCKED s{s}>={want} (now {now})", style="bold white on red")
+        else:
+            head.append(v.state + ("+" if v.in_flight else ""),
+                        style={"DONE": "dim", "RUNNING": "green"}.get(v.state, ""))
+        return head
