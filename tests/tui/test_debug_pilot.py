@@ -1,0 +1,146 @@
+"""The Debug screen driven with Textual's Pilot: keys do what the console commands do."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from tuihelp import console_text, gemm_debugger, settle, sync
+
+from device_model.events import Observer
+from xputools.tui.app import XpuApp
+from xputools.tui.widgets.nodes import NodeTree
+
+
+@pytest.fixture
+def gemm():
+    return gemm_debugger()
+
+
+def _pcs(dbg) -> dict[str, int]:
+    return {e.view.name: e.view.pc for e in dbg.info_engines()}
+
+
+@sync
+async def test_f11_advances_only_the_focused_engine_by_one(gemm):
+    app = XpuApp(debugger=gemm)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        app.debug_view.run_commands(["engine dma0"])
+        await settle(app, pilot)
+        before = _pcs(gemm)
+        await pilot.press("f11")
+        await settle(app, pilot)
+        after = _pcs(gemm)
+        assert after["dma0"] == before["dma0"] + 1
+        assert {e: pc for e, pc in after.items() if e != "dma0"} == {e: pc for e, pc in before.items() if e != "dma0"}
+        assert gemm.last_stop.reason == "step"
+
+
+@sync
+async def test_breakpoint_from_the_node_tree_then_f5_stops_there(gemm):
+    app = XpuApp(debugger=gemm)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        tree = app.query_one(NodeTree)
+        tree.focus()
+        tree.move_cursor(tree._by_name["evacuate"])
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert [bp.location.text for bp in gemm.breakpoints.values()] == ["node evacuate"]
+        await pilot.press("f5")
+        await settle(app, pilot)
+        stop = gemm.last_stop
+        assert stop.reason == "breakpoint" and stop.node == "evacuate" and stop.phase == "issue"
+        assert "Breakpoint 1" in console_text(app)
+
+
+@sync
+async def test_console_command_and_its_output(gemm):
+    app = XpuApp(debugger=gemm)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("colon")
+        assert app.focused is app.query_one("#console-input")
+        await pilot.press(*"info engines", "enter")
+        await settle(app, pilot)
+        text = console_text(app)
+        assert "(xpu) info engines" in text
+        assert "* pe     pc 0/16" in text
+        await pilot.press(*"print nope", "enter")  # a core error is one line, the app keeps going
+        await settle(app, pilot)
+        assert console_text(app).splitlines()[-1].startswith("error: ")
+        assert app.is_running
+
+
+@sync
+async def test_f_keys_work_while_the_console_has_focus(gemm):
+    app = XpuApp(debugger=gemm)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("escape")
+        await pilot.press("f5")
+        await settle(app, pilot)
+        assert gemm.last_stop.reason == "exited"
+        assert app.query_one("#console-input").value == ""
+
+
+class _SlowRun(Observer):
+    """Makes a continue long: after the 5th completion it waits (up to 10 s) for the user's Ctrl+C."""
+
+    def __init__(self, dbg):
+        self.dbg = dbg
+        self.reached = threading.Event()
+
+    def on_complete(self, ev) -> None:
+        if len(self.dbg.obs.retire_log) == 5:
+            self.reached.set()
+            for _ in range(1000):
+                if self.dbg.obs.interrupted():
+                    return
+                threading.Event().wait(0.01)
+
+
+@sync
+async def test_ctrl_c_interrupts_a_long_continue_without_leaving(gemm):
+    slow = _SlowRun(gemm)
+    gemm.machine.attach(slow)
+    app = XpuApp(debugger=gemm)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f5")
+        for _ in range(500):
+            if slow.reached.is_set():
+                break
+            await pilot.pause(0.01)
+        assert app.debug_view.busy
+        await pilot.press("ctrl+c")
+        await settle(app, pilot)
+        assert gemm.last_stop.reason == "interrupted"
+        assert gemm.last_stop.point[0] < 32
+        assert "Interrupted." in console_text(app)
+        assert app.is_running
+        await pilot.press("f5")
+        await settle(app, pilot)
+        assert gemm.last_stop.reason == "exited"
+
+
+@sync
+async def test_fault_opens_post_mortem_at_the_faulting_instruction():
+    from pathlib import Path
+
+    from device_model.assembly import assemble
+    from xputools.debug import Debugger
+    from xputools.runtime import random_inputs
+
+    path = Path(__file__).resolve().parents[2] / "samples/programs/out_of_bounds.xasm"
+    prog = assemble(path.read_text(), str(path))
+    dbg = Debugger(prog, random_inputs(prog, 0))
+    app = XpuApp(debugger=dbg, startup=["run"])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        stop = dbg.last_stop
+        assert stop.reason == "fault"
+        assert dbg.focus == stop.engine
+        col = next(c for c in app.debug_view.columns if c.engine == stop.engine)
+        assert col.cursor == stop.index
+        assert "faulted" in console_text(app)
