@@ -219,6 +219,26 @@ def summary_cmd(profile: Path, as_json: bool, top: int | None, csv_dir: Path | N
         click.echo(render_summary(build_summary(data, top or DEFAULT_TOP), top or DEFAULT_TOP))
 
 
+@prof.command("view")
+@click.argument("profile", type=click.Path(path_type=Path))
+@debug_option
+def view_cmd(profile: Path) -> None:
+    """Browse a recorded profile (PROFILE = the .pftrace or its .profile.db) in the terminal UI: the
+    per-engine timeline with zoom and pan, the selected instruction, per-layer table, critical path
+    and recommendations (docs/tui.md). q quits.
+
+    \b
+    Examples:
+      xpu-prof record samples/cnn.onnx -o cnn.pftrace && xpu-prof view cnn.pftrace
+      xpu-prof view cnn.profile.db
+    """
+    from ..tui import run_app
+    from .database import open_profile
+
+    data = open_profile(profile)  # a bad file is one line and exit 2, before the screen opens
+    run_app(profile=lambda: data)
+
+
 @prof.command("diff")
 @click.argument("a", type=click.Path(path_type=Path))
 @click.argument("b", type=click.Path(path_type=Path))

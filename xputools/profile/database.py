@@ -285,6 +285,25 @@ def load_database(path: Path) -> ProfileData:
         con.close()
 
 
+def load_instructions(path: str | Path) -> list[dict]:
+    """Every instruction row of a profile database (engine, pc, op, kind, layer, start/end cycle,
+    wait, flops, bytes, critical, asm), in start order: what a timeline view draws."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise UserError(f"{path}: cannot open the profile database ({exc})") from None
+    try:
+        con.row_factory = sqlite3.Row
+        return _rows(con, """
+            SELECT i.id, i.engine, i.pc, i.op, i.kind, i.dtype, i.layer, COALESCE(l.name, '') AS layer_name,
+                   i.start_cycle, i.end_cycle, i.cycles, i.wait_cycles, i.flops, i.bytes, i.critical, i.asm
+            FROM instructions i LEFT JOIN layers l ON l.layer = i.layer ORDER BY i.start_cycle, i.id""")
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{path}: the profile database is damaged ({exc}); re-record it") from None
+    finally:
+        con.close()
+
+
 def _rows(con, sql: str) -> list[dict]:
     return [dict(row) for row in con.execute(sql)]
 

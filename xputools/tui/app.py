@@ -34,6 +34,12 @@ EngineColumn:focus { background: $boost; }
 #console-log { height: 1fr; }
 #console-input { height: 1; border: none; padding: 0; }
 #tensor { width: 40%; border: round $panel-lighten-2; }
+ProfileView, AccuracyView { height: 1fr; }
+#timeline { height: auto; max-height: 50%; border: round $panel-lighten-2; }
+#instr-detail { height: 1; text-wrap: nowrap; text-overflow: ellipsis; background: $panel; }
+#prof-bottom, #acc-bottom { height: 1fr; }
+#layers { width: 1fr; }
+#prof-summary { width: 45%; border: round $panel-lighten-2; }
 Screen.-wide #side { width: 30%; }
 Screen.-wide #debug-bottom { height: 14; }
 Screen.-wide #sems, Screen.-wide #watches { max-height: 14; }
@@ -101,6 +107,11 @@ class XpuApp(App):
         self.screen.set_class(self.size.width >= 140 and self.size.height >= 40, "-wide")
 
     # ---- actions --------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action in ("debug", "debug_line") and self.debugger is None:
+            return False  # a profile-only session: no debugger keys in the footer
+        return True
+
     def _active_debug(self) -> DebugView | None:
         view = self.debug_view
         if view is None or self.query_one(TabbedContent).active != "debug":
