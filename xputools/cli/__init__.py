@@ -8,7 +8,7 @@ import click
 
 from .. import __version__
 from ..clikit import XpuGroup, debug_option
-from . import arch, asm, compile, run
+from . import arch, asm, compile, run, tui
 
 # Tool groups: each `xputools/<tool>/cli.py` defines `register(root)`. Adding a tool is one line here.
 # A missing module fails loudly (no tool is skipped silently).
@@ -35,7 +35,7 @@ def cli() -> None:
     """
 
 
-for _module in (arch, asm, run, compile):
+for _module in (arch, asm, run, compile, tui):
     _module.register(cli)
 for _name in TOOL_CLIS:
     importlib.import_module(_name).register(cli)

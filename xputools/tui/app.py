@@ -38,7 +38,11 @@ ProfileView, AccuracyView { height: 1fr; }
 #timeline { height: auto; max-height: 50%; border: round $panel-lighten-2; }
 #instr-detail { height: 1; text-wrap: nowrap; text-overflow: ellipsis; background: $panel; }
 #prof-bottom, #acc-bottom { height: 1fr; }
-#layers { width: 1fr; }
+#layers, #acc-table { width: 1fr; }
+#acc-head { height: 1; background: $panel; }
+#acc-spark { height: 2; }
+#acc-culprits { width: 40%; border: round $panel-lighten-2; }
+#acc-loading { height: 3; }
 #prof-summary { width: 45%; border: round $panel-lighten-2; }
 Screen.-wide #side { width: 30%; }
 Screen.-wide #debug-bottom { height: 14; }
@@ -47,8 +51,8 @@ Screen.-wide #sems, Screen.-wide #watches { max-height: 14; }
 
 
 class XpuApp(App):
-    """`XpuApp(debugger=..., profile=..., accuracy=...)`: the tabs given (a loader is called in a worker
-    the first time its tab is shown)."""
+    """`XpuApp(debugger=..., profile=..., accuracy=...)`: the tabs given (each loader is called in
+    a worker when the app starts)."""
 
     TITLE = "xpu"
     CSS = CSS
@@ -134,19 +138,29 @@ class XpuApp(App):
         if view is None:
             self.notify("no program to debug in this session (xpu tui MODEL opens one)", severity="warning")
             return
-        self.query_one(TabbedContent).active = "debug"
+        if self.query_one(TabbedContent).active != "debug":
+            self.query_one(TabbedContent).active = "debug"
+            view._focused_column().focus()  # focus left in a hidden tab would switch it back
         view.run_commands([line])
 
     def action_tab(self, name: str) -> None:
         tabs = self.query_one(TabbedContent)
         if tabs.query(f"TabPane#{name}"):
             tabs.active = name
+            self._focus_pane()
 
     def action_cycle_tab(self, step: int) -> None:
         tabs = self.query_one(TabbedContent)
         ids = [p.id for p in tabs.query(TabPane)]
         if ids:
             tabs.active = ids[(ids.index(tabs.active) + step) % len(ids)]
+            self._focus_pane()
+
+    def _focus_pane(self) -> None:
+        """Focus the first pane of the tab shown (focus left in a hidden tab would switch back to it)."""
+        pane = self.query_one(TabbedContent).active_pane
+        first = next((w for w in pane.query("*") if w.focusable), None) if pane is not None else None
+        self.set_focus(first)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
