@@ -44,3 +44,38 @@ def sync(test):
     def run(*args, **kw):
         return asyncio.run(test(*args, **kw))
     return run
+
+
+def gemm_session(tmp_path=None):
+    """A ModelSession over gemm512 (a hand-written program: Debug and Profile tabs)."""
+    from xputools.runtime import random_inputs
+    from xputools.tui.sessions import ModelSession
+
+    prog = assemble(GEMM.read_text(), str(GEMM))
+    return ModelSession(GEMM, {}, random_inputs(prog, 0), prog)
+
+
+MLP = ROOT / "samples/mlp.onnx"
+COMPILE_KW = dict(precision="fp32", keep=(), keep_file=None, shapes=(), calibration=None,
+                  calibration_method="minmax", arch=None, const_inputs=None)
+
+
+def mlp_session(**kw):
+    """A ModelSession over the mlp sample with its bundled inputs (Debug, Profile and Accuracy tabs)."""
+    from xputools.clikit import feeds_from_options, program_from_path
+    from xputools.tui.sessions import ModelSession
+
+    compile_kw = {**COMPILE_KW, **kw}
+    prog = program_from_path(MLP, compile_kw)
+    return ModelSession(MLP, compile_kw, feeds_from_options(prog, ROOT / "samples/mlp.inputs.npz", False, 0), prog)
+
+
+async def loaded(app, pilot, view_type, attr: str) -> None:
+    """Wait until a tab's loader worker has filled `attr` of its view (or failed)."""
+    view = app.query_one(view_type)
+    for _ in range(600):
+        await pilot.pause(0.05)
+        if getattr(view, attr) is not None or not app.workers._workers:
+            break
+    await app.workers.wait_for_complete()
+    await pilot.pause()
