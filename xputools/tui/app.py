@@ -20,7 +20,16 @@ TabbedContent { height: 1fr; }
 TabPane { padding: 0; }
 DebugView { height: 1fr; }
 #debug-top { height: 1fr; }
-#engines { width: 1fr; }
+#engines-area { width: 1fr; }
+#engines { height: 1fr; }
+#strip { height: auto; max-height: 4; display: none; border-bottom: solid $panel-lighten-2; }
+Screen.-narrow #strip { display: block; }
+Screen.-narrow EngineColumn { display: none; }
+Screen.-narrow EngineColumn.-focus-engine { display: block; }
+Screen.-narrow #side { width: 28; }
+Screen.-narrow #sems { max-height: 5; }
+Screen.-narrow #watches { max-height: 3; }
+#nodes { min-height: 4; }
 EngineColumn, SemaphorePane, WatchPane, TensorView { text-wrap: nowrap; text-overflow: ellipsis; }
 EngineColumn { width: 1fr; border-right: solid $panel-lighten-2; }
 EngineColumn.-focus-engine { width: 2fr; }
@@ -66,6 +75,8 @@ class XpuApp(App):
         Binding("shift+f11,f23", "debug_line('finish')", "Finish", priority=True),
         Binding("ctrl+c", "debug('interrupt')", "Interrupt", priority=True, show=False),
         Binding("colon,escape", "debug('focus_console')", "Console", show=False),
+        Binding("e", "debug('cycle_engine', 1)", "Engine", show=False),
+        Binding("E", "debug('cycle_engine', -1)", show=False),
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Keys"),
         Binding("1", "tab('debug')", show=False), Binding("2", "tab('profile')", show=False),
@@ -105,10 +116,16 @@ class XpuApp(App):
         yield Footer()
 
     def on_resize(self, event) -> None:
-        self.screen.set_class(event.size.width >= 140 and event.size.height >= 40, "-wide")
+        self._size_classes(event.size.width, event.size.height)
 
     def on_mount(self) -> None:
-        self.screen.set_class(self.size.width >= 140 and self.size.height >= 40, "-wide")
+        self._size_classes(self.size.width, self.size.height)
+
+    def _size_classes(self, width: int, height: int) -> None:
+        """-wide: more room for the side panes and console; -narrow: only the focused engine's
+        column, the others as one line each in a strip."""
+        self.screen.set_class(width >= 140 and height >= 40, "-wide")
+        self.screen.set_class(width < 120, "-narrow")
 
     # ---- actions --------------------------------------------------------------------------------
     def check_action(self, action: str, parameters) -> bool | None:
@@ -122,10 +139,10 @@ class XpuApp(App):
             return None
         return view
 
-    def action_debug(self, method: str) -> None:
+    def action_debug(self, method: str, *args) -> None:
         view = self._active_debug()
         if view is not None:
-            getattr(view, method)()
+            getattr(view, method)(*args)
 
     def action_debug_line(self, line: str) -> None:
         view = self._active_debug()

@@ -17,7 +17,7 @@ from xputools.debug.points import Stop
 from xputools.debug.render import render
 
 from .widgets.console import Console
-from .widgets.engines import EngineColumn
+from .widgets.engines import EngineColumn, EngineStrip
 from .widgets.nodes import NodeTree
 from .widgets.state import SemaphorePane, WatchPane
 from .widgets.tensor import TensorView
@@ -45,11 +45,13 @@ class DebugView(Vertical):
         queues = [e for e in ENGINES if e in streams and engine_kind(e) == "dma"]
         groups = [[e] for e in compute] + ([queues] if queues else [])
         with Horizontal(id="debug-top"):
-            with Horizontal(id="engines"):
-                for engines in groups:
-                    col = EngineColumn(self.dbg, engines, classes="engine")
-                    self.columns.append(col)
-                    yield col
+            with Vertical(id="engines-area"):
+                yield EngineStrip(self.dbg, id="strip")
+                with Horizontal(id="engines"):
+                    for engines in groups:
+                        col = EngineColumn(self.dbg, engines, classes="engine")
+                        self.columns.append(col)
+                        yield col
             with Vertical(id="side"):
                 yield NodeTree(self.dbg, id="nodes")
                 yield SemaphorePane(self.dbg, id="sems")
@@ -106,8 +108,16 @@ class DebugView(Vertical):
                 self.query_one(TensorView).show(result.data)
             if isinstance(result.data, Stop):
                 self._after_stop(result.data)
+        self._follow_focus()
         self.refresh_panes()
         self._next()
+
+    def _follow_focus(self) -> None:
+        """Show the focused engine in its column (the DMA column picks that queue)."""
+        for col in self.columns:
+            if self.dbg.focus in col.engines and col.engine != self.dbg.focus:
+                col.pick = col.engines.index(self.dbg.focus)
+                col.follow_pc()
 
     def _after_stop(self, stop: Stop) -> None:
         target = stop.engine if stop.reason == "fault" and stop.engine in self.dbg.index.streams else ""
@@ -144,6 +154,7 @@ class DebugView(Vertical):
             return  # the machine is running in the worker: read it once it stops
         for col in self.columns:
             col.refresh()
+        self.query_one(EngineStrip).refresh()
         self.query_one(SemaphorePane).update_view()
         self.query_one(WatchPane).update_view()
         self._status()
@@ -189,6 +200,12 @@ class DebugView(Vertical):
                 self.run_commands([f"delete {bp.number}"])
                 return
         self.run_commands([f"break {text}"])
+
+    def cycle_engine(self, step: int) -> None:
+        """e / E: focus the next / previous engine (the console's `engine NAME`)."""
+        engines = list(self.dbg.index.streams)
+        nxt = engines[(engines.index(self.dbg.focus) + step) % len(engines)]
+        self.run_commands([f"engine {nxt}"])
 
     def _focused_column(self) -> EngineColumn:
         return next((c for c in self.columns if self.dbg.focus in c.engines), self.columns[0])

@@ -3,13 +3,63 @@ in a gutter, BLOCKED engines highlighted with the semaphore they wait on. The DM
 column with a queue picker ([ and ])."""
 from __future__ import annotations
 
+import re
+
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from device_model.isa import engine_kind
 from xputools.debug import Debugger
+
+
+def engine_state(dbg: Debugger, engine: str) -> Text:
+    """`pe 4/16 RUNNING`, BLOCKED engines in red with the semaphore they wait on."""
+    v = dbg.machine.engine(engine)
+    head = Text(f"{v.pc}/{v.count} ")
+    if v.state == "BLOCKED" and v.blocked_on:
+        s, want, now = v.blocked_on
+        head.append(f"BLOCKED s{s}>={want} (now {now})", style="bold white on red")
+    else:
+        head.append(v.state + ("+" if v.in_flight else ""), style={"DONE": "dim", "RUNNING": "green"}.get(v.state, ""))
+    return head
+
+
+class EngineStrip(Widget):
+    """One line per engine (state, pc, what it waits on): shown instead of the other engines'
+    columns when the terminal is too narrow for a column each."""
+
+    def __init__(self, dbg: Debugger, **kw):
+        super().__init__(**kw)
+        self.dbg = dbg
+
+    def render(self) -> Text:
+        entries = []
+        for engine in self.dbg.index.streams:
+            if engine_kind(engine) == "dma":
+                continue
+            entry = Text(f"{'*' if engine == self.dbg.focus else ' '}{engine:<5}", style="bold")
+            entry.append_text(engine_state(self.dbg, engine))
+            entries.append(entry)
+        queues = [self.dbg.machine.engine(e) for e in self.dbg.index.streams if engine_kind(e) == "dma"]
+        if queues:
+            states: dict[str, int] = {}
+            for v in queues:
+                states[v.state] = states.get(v.state, 0) + 1
+            entry = Text(f" dma×{len(queues)} ", style="bold")
+            entry.append(" ".join(f"{n} {state}" for state, n in sorted(states.items())),
+                         style="bold white on red" if "BLOCKED" in states else "")
+            entries.append(entry)
+        width = max(20, self.size.width // 2)
+        out = Text(no_wrap=True, overflow="ellipsis")
+        for i, entry in enumerate(entries):
+            entry.truncate(width - 1, pad=True)
+            out.append_text(entry)
+            out.append("\n" if i % 2 else " ")
+        out.rstrip()
+        return out
 
 
 class EngineColumn(Widget, can_focus=True):
@@ -90,7 +140,8 @@ class EngineColumn(Widget, can_focus=True):
             style = "bold red" if mark == "!!" else ("bold yellow" if x.current else "")
             if x.index == self.cursor and self.has_focus:
                 style += " reverse"
-            line = Text(f"{mark}{gutter}{x.index:>4} {x.text}", style=style.strip())
+            text = re.sub(rf"^((?:\S+: )?){re.escape(engine)}\s+", r"\1", x.text)  # the column names the engine
+            line = Text(f"{mark}{gutter}{x.index:>4} {text}", style=style.strip())
             if x.breakpoints:
                 line.stylize("bold red", 2, 3)
             line.truncate(width)
@@ -100,14 +151,8 @@ class EngineColumn(Widget, can_focus=True):
         return out
 
     def _header(self) -> Text:
-        v = self.dbg.machine.engine(self.engine)
         picker = f"[{self.pick + 1}/{len(self.engines)}]" if len(self.engines) > 1 else ""
         focus = "*" if self.dbg.focus == self.engine else " "
-        head = Text(f"{focus}{self.engine}{picker} {v.pc}/{v.count} ", style="bold")
-        if v.state == "BLOCKED" and v.blocked_on:
-            s, want, now = v.blocked_on
-            head.append(f"BLOCKED s{s}>={want} (now {now})", style="bold white on red")
-        else:
-            head.append(v.state + ("+" if v.in_flight else ""),
-                        style={"DONE": "dim", "RUNNING": "green"}.get(v.state, ""))
+        head = Text(f"{focus}{self.engine}{picker} ", style="bold")
+        head.append_text(engine_state(self.dbg, self.engine))
         return head
