@@ -45,7 +45,7 @@ async def _ready(pilot, tab: str, lines: list[str]) -> None:
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_debug_screen(snap_compare, session, size):
     async def before(pilot):
-        await _ready(pilot, "1", ["break node fc2/matmul", "display fc1/relu[0, 0:4]", "continue",
+        await _ready(pilot, "1", ["break pe:2", "display fc1/relu[0, 0:4]", "continue",
                                   "print fc1/relu"])
     assert snap_compare(_app(session), terminal_size=size, run_before=before)
 
