@@ -144,3 +144,74 @@ async def test_fault_opens_post_mortem_at_the_faulting_instruction():
         col = next(c for c in app.debug_view.columns if c.engine == stop.engine)
         assert col.cursor == stop.index
         assert "faulted" in console_text(app)
+
+
+@sync
+async def test_console_history_and_completion(gemm):
+    app = XpuApp(debugger=gemm)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        console = app.query_one("#console-input")
+        await pilot.press("colon", *"info sem")
+        await pilot.pause(0.2)
+        await pilot.press("right")  # accept the suggested word
+        assert console.value == "info sems"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert console_text(app).splitlines()[-1].startswith("s")  # info sems printed its table
+        await pilot.press(*"engine dm")
+        await pilot.pause(0.2)
+        await pilot.press("right")
+        assert console.value == "engine dma0"
+        console.value = ""
+        await pilot.press("up")
+        assert console.value == "info sems"
+
+
+@sync
+async def test_tensor_viewer_shows_a_print_and_d_dumps_it(gemm, tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    app = XpuApp(debugger=gemm, startup=["run", "print c"])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        viewer = app.query_one("#tensor")
+        assert viewer.value is not None and viewer.value.target.text == "c"
+        viewer.focus()
+        await pilot.press("d")
+        await settle(app, pilot)
+        assert np.array_equal(np.load(tmp_path / "c.npy"), np.asarray(viewer.value.array))
+        await pilot.press("d")  # the file exists now: refused, one line, nothing overwritten
+        await settle(app, pilot)
+        assert console_text(app).splitlines()[-1].startswith("error: ")
+
+
+@sync
+async def test_command_palette_finds_a_node_and_sets_a_breakpoint(gemm):
+    app = XpuApp(debugger=gemm)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+p")
+        await pilot.press(*"break node gemm")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert [bp.location.text for bp in gemm.breakpoints.values()] == ["node gemm"]
+
+
+@sync
+async def test_question_mark_shows_the_keys_and_q_quits(gemm):
+    from xputools.tui.help import HelpScreen
+
+    app = XpuApp(debugger=gemm)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        app.debug_view.columns[0].focus()
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("q")
+        await pilot.pause()
+        assert not app.is_running
