@@ -261,13 +261,18 @@ def _load_for_trace(trace: Path) -> ProfileData:
     return data
 
 
-def load_database(path: Path) -> ProfileData:
+def _connect_read_only(path: str | Path) -> sqlite3.Connection:
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise UserError(f"{path}: cannot open the profile database ({exc})") from None
+    con.row_factory = sqlite3.Row
+    return con
+
+
+def load_database(path: Path) -> ProfileData:
+    con = _connect_read_only(path)
     try:
-        con.row_factory = sqlite3.Row
         try:
             meta = {row["key"]: _decode(row["value"]) for row in con.execute("SELECT key, value FROM meta")}
         except sqlite3.DatabaseError as exc:
@@ -288,12 +293,8 @@ def load_database(path: Path) -> ProfileData:
 def load_instructions(path: str | Path) -> list[dict]:
     """Every instruction row of a profile database (engine, pc, op, kind, layer, start/end cycle,
     wait, flops, bytes, critical, asm), in start order: what a timeline view draws."""
+    con = _connect_read_only(path)
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise UserError(f"{path}: cannot open the profile database ({exc})") from None
-    try:
-        con.row_factory = sqlite3.Row
         return _rows(con, """
             SELECT i.id, i.engine, i.pc, i.op, i.kind, i.dtype, i.layer, COALESCE(l.name, '') AS layer_name,
                    i.start_cycle, i.end_cycle, i.cycles, i.wait_cycles, i.flops, i.bytes, i.critical, i.asm

@@ -2,12 +2,11 @@
 (values that changed since the last stop highlighted)."""
 from __future__ import annotations
 
-import numpy as np
 from rich.text import Text
 from textual.widgets import Static
 
 from xputools.debug import Debugger
-from xputools.debug.render import value_lines
+from xputools.debug.render import _same, value_lines
 
 
 class SemaphorePane(Static, can_focus=True):
@@ -39,13 +38,6 @@ def _summary(value) -> str:
     if isinstance(value, str):
         return value
     return value_lines(value)[0]
-
-
-def _same(a, b) -> bool:
-    try:
-        return np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
-    except TypeError:
-        return np.array_equal(np.asarray(a), np.asarray(b))
 
 
 class WatchPane(Static, can_focus=True):
