@@ -113,6 +113,8 @@ async def test_ctrl_c_interrupts_a_long_continue_without_leaving(gemm):
                 break
             await pilot.pause(0.01)
         assert app.debug_view.busy
+        await pilot.press("f11")  # keys do not pile up behind a running command
+        assert "busy: stepi not run" in console_text(app)
         await pilot.press("ctrl+c")
         await settle(app, pilot)
         assert gemm.last_stop.reason == "interrupted"

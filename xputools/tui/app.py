@@ -147,7 +147,7 @@ class XpuApp(App):
     def action_debug_line(self, line: str) -> None:
         view = self._active_debug()
         if view is not None:
-            view.run_commands([line])
+            view.key_command(line)
 
     def run_debug_command(self, line: str) -> None:
         """Run a console command on the Debug tab (the palette, "debug here")."""

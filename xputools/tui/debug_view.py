@@ -161,10 +161,7 @@ class DebugView(Vertical):
 
     # ---- events from the widgets --------------------------------------------------------------
     def on_console_submitted(self, event: Console.Submitted) -> None:
-        if self.busy:
-            self.query_one(Console).write("busy: a command is running (Ctrl+C interrupts it)", style="red")
-            return
-        self.run_commands([event.line])
+        self.key_command(event.line)
 
     def on_engine_column_focused(self, event: EngineColumn.Focused) -> None:
         if not self.busy and self.dbg.focus != event.engine:
@@ -172,16 +169,27 @@ class DebugView(Vertical):
             self.refresh_panes()
 
     def on_node_tree_chosen(self, event: NodeTree.Chosen) -> None:
-        self.run_commands([f"break node {event.node}"])
+        self.key_command(f"break node {event.node}")
 
     def on_tensor_view_dump_requested(self, event: TensorView.DumpRequested) -> None:
-        self.run_commands([f"dump {event.expr} {event.path}"])
+        self.key_command(f"dump {event.expr} {event.path}")
 
     # ---- key actions (bound in the app) -----------------------------------------------------
+    def key_command(self, line: str) -> None:
+        """A key's command: refused while another runs (keys pressed during a long run must not
+        pile up behind it)."""
+        if self.busy:
+            self.query_one(Console).write(f"busy: {line} not run (Ctrl+C interrupts the running command)",
+                                          style="red")
+            return
+        self.run_commands([line])
+
     def resume(self) -> None:
+        if self.busy:
+            return self.key_command("continue")
         m = self.dbg.machine
         live = self.dbg.running and m.fault is None and not m.done
-        self.run_commands(["continue" if live else "run"])
+        self.key_command("continue" if live else "run")
 
     def toggle_breakpoint(self) -> None:
         """F9: a breakpoint at the selected instruction (engine column) or node (node tree); again removes it."""
@@ -197,15 +205,15 @@ class DebugView(Vertical):
         for bp in self.dbg.breakpoints.values():
             if bp.location.text == text or (loc is not None and bp.location.kind == "instr"
                                             and bp.location.instrs == frozenset([loc])):
-                self.run_commands([f"delete {bp.number}"])
+                self.key_command(f"delete {bp.number}")
                 return
-        self.run_commands([f"break {text}"])
+        self.key_command(f"break {text}")
 
     def cycle_engine(self, step: int) -> None:
         """e / E: focus the next / previous engine (the console's `engine NAME`)."""
         engines = list(self.dbg.index.streams)
         nxt = engines[(engines.index(self.dbg.focus) + step) % len(engines)]
-        self.run_commands([f"engine {nxt}"])
+        self.key_command(f"engine {nxt}")
 
     def _focused_column(self) -> EngineColumn:
         return next((c for c in self.columns if self.dbg.focus in c.engines), self.columns[0])

@@ -27,15 +27,31 @@ def engine_state(dbg: Debugger, engine: str) -> Text:
     return head
 
 
-class EngineStrip(Widget):
-    """One line per engine (state, pc, what it waits on): shown instead of the other engines'
-    columns when the terminal is too narrow for a column each."""
+class MachineView(Widget):
+    """A widget drawn from the machine's state. While a command runs in the worker thread the
+    machine is changing under us: it then shows what it drew last (redrawn when the command stops)."""
 
     def __init__(self, dbg: Debugger, **kw):
         super().__init__(**kw)
         self.dbg = dbg
+        self._last: Text | None = None
 
     def render(self) -> Text:
+        view = getattr(self.app, "debug_view", None)
+        if self._last is not None and view is not None and view.busy:
+            return self._last
+        self._last = self.draw()
+        return self._last
+
+    def draw(self) -> Text:
+        raise NotImplementedError
+
+
+class EngineStrip(MachineView):
+    """One line per engine (state, pc, what it waits on): shown instead of the other engines'
+    columns when the terminal is too narrow for a column each."""
+
+    def draw(self) -> Text:
         entries = []
         for engine in self.dbg.index.streams:
             if engine_kind(engine) == "dma":
@@ -62,7 +78,7 @@ class EngineStrip(Widget):
         return out
 
 
-class EngineColumn(Widget, can_focus=True):
+class EngineColumn(MachineView, can_focus=True):
     """The listing of one engine (or of the DMA queue picked among `engines`)."""
 
     BINDINGS = [
@@ -79,8 +95,7 @@ class EngineColumn(Widget, can_focus=True):
             self.engine = engine
 
     def __init__(self, dbg: Debugger, engines: list[str], **kw):
-        super().__init__(**kw)
-        self.dbg = dbg
+        super().__init__(dbg, **kw)
         self.engines = engines
         self.pick = 0
         self.follow_pc()
@@ -118,7 +133,7 @@ class EngineColumn(Widget, can_focus=True):
             self.set_class(self.dbg.focus in self.engines, "-focus-engine")
         return super().refresh(*args, **kw)
 
-    def render(self) -> Text:
+    def draw(self) -> Text:
         dbg, engine = self.dbg, self.engine
         width = max(self.size.width, 10)
         height = max(self.size.height, 3)
