@@ -62,6 +62,7 @@ class DebugView(Vertical):
             yield TensorView(id="tensor")
 
     def on_mount(self) -> None:
+        self._focused_column().focus()
         self.refresh_panes()
         lines = self.startup or ["start"]
         self.run_commands(lines)
