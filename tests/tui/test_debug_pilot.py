@@ -217,3 +217,20 @@ async def test_question_mark_shows_the_keys_and_q_quits(gemm):
         await pilot.press("q")
         await pilot.pause()
         assert not app.is_running
+
+
+@sync
+async def test_a_display_that_changed_since_the_last_stop_is_highlighted(gemm):
+    from xputools.tui.widgets.state import WatchPane
+
+    app = XpuApp(debugger=gemm, startup=["start", "display s0", "display s3", "engine dma0"])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        pane = app.query_one(WatchPane)
+        assert pane.changed == set()
+        await pilot.press("f11")  # dma0's load signals s0; nothing signals s3
+        await settle(app, pilot)
+        assert gemm.print_("s0").array == 1 and pane.changed == {1}
+        await pilot.press("f11")  # dma0 has nothing left: no value changes this time
+        await settle(app, pilot)
+        assert pane.changed == set()

@@ -157,7 +157,7 @@ class XpuApp(App):
             return
         if self.query_one(TabbedContent).active != "debug":
             self.query_one(TabbedContent).active = "debug"
-            view._focused_column().focus()  # focus left in a hidden tab would switch it back
+            view._focused_column().focus_quietly()  # focus left in a hidden tab would switch it back
         view.run_commands([line])
 
     def action_tab(self, name: str) -> None:

@@ -62,7 +62,7 @@ class DebugView(Vertical):
             yield TensorView(id="tensor")
 
     def on_mount(self) -> None:
-        self._focused_column().focus()
+        self._focused_column().focus_quietly()
         self.refresh_panes()
         lines = self.startup or ["start"]
         self.run_commands(lines)

@@ -98,6 +98,7 @@ class EngineColumn(MachineView, can_focus=True):
         super().__init__(dbg, **kw)
         self.engines = engines
         self.pick = 0
+        self._quiet = False
         self.follow_pc()
 
     @property
@@ -122,7 +123,16 @@ class EngineColumn(MachineView, can_focus=True):
             self.post_message(self.Focused(self.engine))
             self.refresh()
 
+    def focus_quietly(self) -> None:
+        """Take the keyboard focus without making this engine the debugger's focus (at start the
+        two agree already, and the startup commands may move the debugger's focus meanwhile)."""
+        self._quiet = True
+        self.focus()
+
     def on_focus(self) -> None:
+        if self._quiet:
+            self._quiet = False
+            return
         self.post_message(self.Focused(self.engine))
 
     def on_mount(self) -> None:

@@ -49,6 +49,7 @@ class WatchPane(Static, can_focus=True):
         self.dbg = dbg
         self.border_title = "watches / displays"
         self._previous: dict[int, object] = {}
+        self.changed: set[int] = set()  # displays whose value changed at the last stop
 
     def update_view(self) -> None:
         out = Text(no_wrap=True, overflow="ellipsis")
@@ -56,11 +57,13 @@ class WatchPane(Static, can_focus=True):
             out.append(f"w{wp.number} {wp.kind} {wp.target.text}  hits {wp.hits}\n",
                        style="" if wp.enabled else "dim")
         current: dict[int, object] = {}
+        self.changed = set()
         for n, _expr, value in self.dbg.displays():
             arr = None if isinstance(value, str) else value.array
             current[n] = arr
-            changed = n in self._previous and arr is not None and not _same(self._previous[n], arr)
-            out.append(f"{n}: {_summary(value)}\n", style="bold black on yellow" if changed else "")
+            if n in self._previous and arr is not None and not _same(self._previous[n], arr):
+                self.changed.add(n)
+            out.append(f"{n}: {_summary(value)}\n", style="bold black on yellow" if n in self.changed else "")
         self._previous = current
         out.rstrip()
         self.update(out if out.plain else Text("(display EXPR / watch EXPR in the console)", style="dim"))

@@ -3,6 +3,7 @@ opcode that covers most of its cycles (a letter, coloured by layer), zoom (+ -) 
 keys, a selected lane (Up/Down) and instruction (, .) whose details show below the lanes."""
 from __future__ import annotations
 
+import bisect
 import zlib
 
 from rich.text import Text
@@ -40,6 +41,8 @@ class Timeline(Widget, can_focus=True):
     def __init__(self, instrs: list[dict], engines: list[str], total: int, **kw):
         super().__init__(**kw)
         self.lanes = {e: [i for i in instrs if i["engine"] == e] for e in engines}
+        # an engine runs one instruction at a time: its starts are sorted, so the window is a bisect away
+        self._starts = {e: [i["start_cycle"] for i in lane] for e, lane in self.lanes.items()}
         self.engines = [e for e in engines if self.lanes[e]]
         self.total = max(1, total)
         self.lo, self.span = 0, self.total
@@ -102,9 +105,11 @@ class Timeline(Widget, can_focus=True):
         sel = self.selected
         for n, engine in enumerate(self.engines):
             cells: list[tuple[str, str, float]] = [(" ", "", 0.0)] * width
-            for ins in self.lanes[engine]:
+            lane = self.lanes[engine]
+            first = max(0, bisect.bisect_right(self._starts[engine], self.lo) - 1)
+            for ins in lane[first:bisect.bisect_left(self._starts[engine], self.lo + self.span)]:
                 s, e = ins["start_cycle"], ins["end_cycle"]
-                if e <= self.lo or s >= self.lo + self.span:
+                if e <= self.lo:
                     continue
                 c0 = int(max(0, (s - self.lo) / per))
                 c1 = int(min(width - 1, max(c0, (e - 1 - self.lo) / per)))
