@@ -35,6 +35,8 @@ class NodeTree(Tree):
             label = f"{origin.name}" + (f"  ({origin.op_type})" if origin.op_type else "")
             self._by_name[origin.name] = parent.add_leaf(label, data=origin.name)
         self.root.expand()
+        if not self._by_name:
+            self.border_title = "nodes (none: a hand-written program)"
 
     @property
     def names(self) -> list[str]:
