@@ -5,20 +5,18 @@ from pathlib import Path
 
 import click
 
-from ..clikit import compile_options, debug_option
+from ..clikit import compile_options, debug_option, input_options
 
 
 @click.command("tui")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False, path_type=Path), help="Inputs .npz.")
-@click.option("--random-inputs", is_flag=True, help="Use seeded random inputs.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-inputs.")
 @compile_options
+@input_options
 @debug_option
 def tui_cmd(model: Path, inputs_path: Path | None, random_inputs: bool, seed: int, **compile_kw) -> None:
     """Open MODEL (.onnx, or a .xpu/.xasm program) in the terminal UI: the Debug tab (engine columns,
     node tree, console with every `xpu debug` command), the Profile tab (timeline, layers, critical
-    path; recorded on first view) and, for an ONNX model, the Accuracy tab (`xpu acc compare` against
+    path; recorded in the background at start) and, for an ONNX model, the Accuracy tab (`xpu acc compare` against
     ONNX Runtime; keep a node at fp32 and re-run). ? lists the keys, q quits.
 
     \b
