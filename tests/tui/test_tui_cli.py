@@ -66,3 +66,20 @@ def test_prof_view_opens_a_recorded_profile_and_rejects_a_bad_one(tmp_path, open
     junk.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
     code, _, err = invoke(prof, "view", junk)
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_an_unexpected_error_inside_the_app_is_one_line_not_a_traceback(monkeypatch):
+    """The app closes (terminal restored) and the CLI prints one `internal error:` line, exit 3."""
+    from textual.app import App
+
+    from xputools.tui.debug_view import DebugView
+
+    def broken(self):
+        raise RuntimeError("boom")
+
+    run = App.run
+    monkeypatch.setattr(DebugView, "on_mount", broken)  # a bug in a handler, hit while the app runs
+    monkeypatch.setattr(App, "run", lambda self, **kw: run(self, headless=True, size=(80, 24)))
+    code, out, err = invoke(cli, "debug", GEMM, "--random-inputs", "--tui")
+    assert code == 3
+    assert err.strip().splitlines() == ["internal error: RuntimeError: boom (rerun with --debug for the traceback)"]

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 
 def run_app(**kw) -> None:
-    """Run the app full-screen until the user quits (`XpuApp` keyword arguments)."""
+    """Run the app full-screen until the user quits (`XpuApp` keyword arguments). An unexpected
+    exception inside the app closes it cleanly and is raised here (the CLI prints it as one line)."""
     from .app import XpuApp
 
-    XpuApp(**kw).run()
+    app = XpuApp(**kw)
+    app.run()
+    error = getattr(app, "_exception", None)  # Textual keeps the first unhandled exception here
+    if error is not None:
+        raise error

@@ -115,6 +115,12 @@ class XpuApp(App):
                     yield AccuracyView(self.accuracy_loader)
         yield Footer()
 
+    def _fatal_error(self) -> None:
+        """Textual's exit after an unhandled exception, without its traceback screen: `run_app`
+        re-raises the exception so the CLI reports it as one line (the traceback with --debug)."""
+        self.bell()
+        self._close_messages_no_wait()
+
     def on_resize(self, event) -> None:
         self._size_classes(event.size.width, event.size.height)
 
