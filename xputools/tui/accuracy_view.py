@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 from rich.text import Text
 from textual import work
@@ -86,7 +87,7 @@ class AccuracyView(Vertical):
         outs = ", ".join(f"{o['name']} {_cell(o['accumulated']).plain} dB" for o in doc["outputs"])
         keep = ", ".join(f"{n}={p}" for n, p in (self.keep or []))
         self.query_one("#acc-head", Static).update(Text(
-            f"{doc['model']}  {doc['precision']} vs {doc['reference']}  outputs: {outs}" +
+            f"{Path(doc['model']).name}  {doc['precision']} vs {doc['reference']}  outputs: {outs}" +
             (f"  keep: {keep}" if keep else ""), no_wrap=True, overflow="ellipsis"))
         graph = ordered_rows(doc, worst_first=False)
         self.query_one(Sparkline).data = [min(SQNR_CAP, _sqnr(r.get("accumulated")) or SQNR_CAP) for r in graph]
