@@ -339,3 +339,45 @@ def test_every_value_is_static_after_import():
     graph = import_model(_flatten_by_shape_model(), {"x": (1, 3, 4, 5)})
     graph.validate()
     assert all(v.is_static and v.dtype is not None for v in graph.values.values())
+
+
+# ---- shapes as exporters write them ------------------------------------------------------------------
+@pytest.mark.parametrize("dims", [(-1, 3, "?", "?"), (0, 3, "", "?"), (-1, 3, None, "-1")])
+def test_exporter_unknown_dims_are_independent_and_bound_by_shape(dims):
+    """PaddlePaddle writes [-1, 3, '?', '?']: every -1, 0, empty or '?' dim is its own unknown."""
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", F32, list(dims))], [("y", F32, None)])
+    graph = import_model(model, {"x": (1, 3, 4, 5)})
+    assert graph.values["x"].shape == (1, 3, 4, 5) and graph.values["y"].shape == (1, 3, 4, 5)
+
+
+def test_exporter_unknown_dims_unbound_are_listed():
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", F32, [-1, 3, "?", "?"])],
+                       [("y", F32, None)])
+    with pytest.raises(CompileError) as exc:
+        import_model(model)
+    text = _one_line(exc)
+    assert "input x dim 0" in text and "input x dim 2" in text and "input x dim 3" in text
+    assert "input x dim 1" not in text and "--shape x=1x3x1x1" in text
+
+
+def test_exporter_unknown_dims_keep_the_fixed_dim_error():
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", F32, [-1, 3, "?", "?"])],
+                       [("y", F32, None)])
+    with pytest.raises(CompileError, match="input 'x' dim 1 is 3 in the model, not 4"):
+        import_model(model, {"x": (1, 4, 4, 5)})
+
+
+def test_exporter_unknown_dims_run_and_match_ort(tmp_path):
+    from click.testing import CliRunner
+
+    from xputools.cli import cli
+    rng = np.random.default_rng(4411)
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", F32, [-1, 3, "?", "?"])],
+                       [("y", F32, None)])
+    onnx.save(model, tmp_path / "m.onnx")
+    x = rand(rng, 1, 3, 4, 5)
+    np.savez(tmp_path / "in.npz", x=x)
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "m.onnx"), "--shape", "x=1x3x4x5", "--inputs",
+                                       str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz")])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npz")["y"], ort_run(model, {"x": x})["y"])

@@ -235,15 +235,21 @@ def _fmt_dims(dims) -> str:
     return "x".join("?" if not isinstance(d, int) else str(d) for d in dims) or "scalar"
 
 
+# Dim names exporters write for "unknown": each occurrence is its own unknown, never one shared symbol.
+ANONYMOUS_DIM_PARAMS = frozenset({"?", "-1", "unk", "None", "none"})
+
+
 def _declared_dims(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
+    """The declared dims of `vi`: an int for a fixed dim, a name for a symbol shared across inputs, None
+    for an independent unknown (`-1`, `0`, an empty or anonymous name such as PaddlePaddle's `'?'`)."""
     tt = vi.type.tensor_type
     if not tt.HasField("shape"):
         return None
     dims: list[int | str | None] = []
     for d in tt.shape.dim:
-        if d.HasField("dim_value"):
+        if d.HasField("dim_value") and d.dim_value > 0:
             dims.append(int(d.dim_value))
-        elif d.HasField("dim_param") and d.dim_param:
+        elif d.HasField("dim_param") and d.dim_param.strip() and d.dim_param.strip() not in ANONYMOUS_DIM_PARAMS:
             dims.append(d.dim_param)
         else:
             dims.append(None)
