@@ -124,11 +124,13 @@ class LoweringContext:
 
     def place_const(self, name: str, array: np.ndarray) -> DeviceValue:
         """Put `array` in HBM as a program constant named after `name`."""
-        arr = np.ascontiguousarray(array)
+        arr = np.array(array, order="C")  # not ascontiguousarray: it turns a 0-d constant into shape (1,)
         dt = storage_dtype(arr.dtype)
         arr = arr.astype(np_dtype(dt)) if arr.dtype != np_dtype(dt) else arr
         dv = self._alloc(name, tuple(arr.shape), dt)
-        self.em.hbm.declare(Tensor(free_tensor_name(name, self.em), "const", dv.offset, dv.shape, dt,
+        # a graph output that folded to a constant is declared as an output later: leave it the name
+        reserved = {v.name for v in self.graph.outputs}
+        self.em.hbm.declare(Tensor(free_tensor_name(name, self.em, reserved), "const", dv.offset, dv.shape, dt,
                                    arr.tobytes()))
         return dv
 
@@ -169,9 +171,9 @@ class LoweringContext:
         return dv
 
 
-def free_tensor_name(name: str, em: Emitter) -> str:
-    """`name`, primed until no declared tensor has it."""
-    taken = {t.name for t in em.hbm.tensors}
+def free_tensor_name(name: str, em: Emitter, reserved: set[str] | frozenset[str] = frozenset()) -> str:
+    """`name`, primed until no declared tensor (and no `reserved` name) has it."""
+    taken = {t.name for t in em.hbm.tensors} | set(reserved)
     out = name
     while out in taken:
         out += "'"

@@ -49,7 +49,9 @@ SHAPE_SLOTS = {
     "ReduceMean": (1,), "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "ReduceL2": (1,),
     "ReduceL1": (1,), "ReduceProd": (1,), "ReduceLogSum": (1,), "ReduceLogSumExp": (1,),
     "ReduceSumSquare": (1,), "TopK": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2), "OneHot": (1,),
-    "CenterCropPad": (1,),
+    "CenterCropPad": (1,), "HannWindow": (0,), "HammingWindow": (0,), "BlackmanWindow": (0,),
+    "AffineGrid": (1,), "MelWeightMatrix": (0, 1), "DFT": (1, 2), "STFT": (1, 3), "MaxUnpool": (2,),
+    "Col2Im": (1, 2),
 }
 
 
@@ -344,6 +346,7 @@ def import_model(model: onnx.ModelProto, shapes: Shapes | None = None,
 
         work = inliner.inline_local_functions(work)
     work = _upgrade_opset(work, warnings)
+    _spell_out_defaults(work.graph)
     _bind_input_shapes(work.graph, dict(shapes or {}))
     del work.graph.value_info[:]
     for o in work.graph.output:  # declared output dims may be symbolic or stale; inference redoes them
@@ -363,6 +366,15 @@ def import_model(model: onnx.ModelProto, shapes: Shapes | None = None,
     graph.prune()
     graph.validate()
     return graph
+
+
+def _spell_out_defaults(graph: onnx.GraphProto) -> None:
+    """Write attribute defaults that ONNX shape inference gets wrong: STFT's `onesided` defaults to 1,
+    but inference reads a missing attribute as 0 and gives the full spectrum's length."""
+    for node in graph.node:
+        if node.op_type == "STFT" and node.domain in ("", "ai.onnx") and \
+                not any(a.name == "onesided" for a in node.attribute):
+            node.attribute.append(helper.make_attribute("onesided", 1))
 
 
 def _freeze_inputs(graph: onnx.GraphProto, frozen: Mapping[str, np.ndarray]) -> None:
@@ -391,11 +403,22 @@ def _upgrade_opset(model: onnx.ModelProto, warnings: list[str]) -> onnx.ModelPro
     from onnx import version_converter
 
     try:
-        return version_converter.convert_version(model, TARGET_MIN_OPSET)
+        converted = version_converter.convert_version(model, TARGET_MIN_OPSET)
     except Exception as exc:  # noqa: BLE001 - the converter raises many types; the model still imports
         warnings.append(f"could not convert opset {version} to {TARGET_MIN_OPSET} "
                         f"({_condense(str(exc), 160)}); kept opset {version}")
         return model
+    # Some adapters change the model's interface (Scan 8 -> 9 drops the batch dim of the graph inputs):
+    # the user feeds the model's own inputs, so such a conversion is not taken.
+    if _interface(converted) != _interface(model):
+        warnings.append(f"converting opset {version} to {TARGET_MIN_OPSET} would change the model's input or "
+                        f"output types; kept opset {version}")
+        return model
+    return converted
+
+
+def _interface(model: onnx.ModelProto) -> list[bytes]:
+    return [vi.type.SerializeToString() for vi in list(model.graph.input) + list(model.graph.output)]
 
 
 def _infer_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
@@ -635,6 +658,28 @@ def _reject_value_dependent_shapes(graph: Graph, unknown: list[str]) -> None:
                     f"--const-inputs FILE.npz holding {', '.join(sources) or name}")
 
 
+def _refuse_shapes_that_move(graph: Graph, unknown: list[str], zero_env: Mapping[str, np.ndarray]) -> None:
+    """A second run on other input values (ones) must give the shapes the zero run gave: a shape that
+    moves is decided by an input's value (a window size, a grid size fed by an input), and a shape
+    learned from zeros would be silently wrong. The run failing proves nothing either way."""
+    feeds = {v.name: np.ones(v.shape, dtype=v.dtype) for v in graph.inputs}
+    try:
+        with np.errstate(all="ignore"):
+            env = run_graph_reference(graph, feeds)
+    except CompileError:
+        return
+    for name in unknown:
+        a, b = zero_env.get(name), env.get(name)
+        if a is None or b is None or np.shape(a) == np.shape(b):
+            continue
+        sources = _graph_inputs_feeding(graph, name)
+        p = graph.producer(name)
+        where = f"node {p.name!r} ({p.op_type})" if p is not None else f"value {name!r}"
+        raise CompileError(f"{where}: the shape of {name!r} depends on the run-time value of input "
+                           f"{', '.join(sources) or '?'}; freeze it with --const-inputs FILE.npz holding "
+                           f"{', '.join(sources) or name}")
+
+
 def _graph_inputs_feeding(graph: Graph, name: str) -> list[str]:
     seen, stack, found = set(), [name], []
     while stack:
@@ -691,6 +736,7 @@ def _require_static_shapes(graph: Graph, strict_error: str) -> None:
         hint = f" (shape inference: {strict_error})" if strict_error else ""
         raise CompileError(f"cannot determine static shapes for {', '.join(unknown[:5])}"
                            f"{'...' if len(unknown) > 5 else ''}: {_condense(str(exc), 200)}{hint}") from None
+    _refuse_shapes_that_move(graph, unknown, env)
     for name in unknown:
         arr = env[name]
         v = graph.values[name]

@@ -80,9 +80,9 @@ def _tap_aliases(ctx: LoweringContext, graph) -> None:
 def _declare_outputs(ctx: LoweringContext, graph) -> None:
     """Graph outputs become `output` tensors. A host op's scratch tensor for the value is promoted;
     an output that is an input, a constant or shares bytes with another output is copied first."""
-    by_offset = {t.offset: t for t in ctx.em.hbm.tensors}
     for v in graph.outputs:
-        dv = ctx.value(v.name)
+        dv = ctx.value(v.name)  # may place a constant (an output that folded) and declare it
+        by_offset = {t.offset: t for t in ctx.em.hbm.tensors}
         existing = by_offset.get(dv.offset)
         if existing is not None and existing.kind == "scratch" and existing.name == v.name:
             existing.kind = "output"
@@ -94,7 +94,6 @@ def _declare_outputs(ctx: LoweringContext, graph) -> None:
             dv = copy
         tensor = Tensor(v.name, "output", dv.offset, dv.shape, dv.dtype)
         ctx.em.hbm.declare(tensor)
-        by_offset[dv.offset] = tensor
 
 
 def _lower_host(ctx: LoweringContext, node) -> None:
