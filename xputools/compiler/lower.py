@@ -31,7 +31,7 @@ def lower_graph(graph: Graph, options: CompileOptions,
     for i, node in enumerate(graph.nodes):
         ctx.node = node
         em.set_origin(node.name, node.op_type)
-        where, _why = placement(node, graph)
+        where, _why = placement(node, graph, options)
         fn = table.get(node.op_type)
         if all(ctx.graph.values[o].size == 0 for o in node.outputs if o):
             for o in node.outputs:  # empty results: nothing to compute

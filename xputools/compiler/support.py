@@ -266,8 +266,34 @@ SUPPORT_RULES: dict[str, Rule] = {
 DEVICE_OPS: tuple[str, ...] = tuple(SUPPORT_RULES)
 
 
-def placement(node: Node, graph: Graph) -> tuple[str, str]:
-    """("device", "supported") or ("host", why the device cannot run this node)."""
+PLANNED_OPS = ("Conv", "ConvTranspose")  # kernels whose on-chip plan is checked before they are called device ops
+
+
+def plan_problem(node: Node, graph: Graph, options=None) -> str | None:
+    """Why the device kernel of `node` finds no plan that fits on chip (None: it does), asked of the
+    planner the lowering itself uses, on a throwaway emitter (`options`: a CompileOptions, default fp32
+    on the default arch)."""
+    if node.op_type not in PLANNED_OPS or node.domain:
+        return None
+    from device_model.arch import load_arch
+
+    from .context import CompileOptions, DeviceValue, LoweringContext, storage_dtype
+    from .emitter import Emitter
+    from .kernels.conv import conv_plan_problem
+
+    options = options or CompileOptions()
+    ctx = LoweringContext(graph, options, Emitter(options.arch or load_arch()))
+    ctx.node = node
+    for name in node.present_inputs():
+        v = graph.values[name]
+        if not v.is_const:
+            ctx.values[name] = DeviceValue(name, 0, tuple(v.shape), storage_dtype(v.dtype))
+    return conv_plan_problem(ctx, node)
+
+
+def placement(node: Node, graph: Graph, options=None) -> tuple[str, str]:
+    """("device", "supported") or ("host", why the device cannot run this node). A Conv the planner
+    cannot fit on chip (`plan_problem`, under `options`) runs on the host."""
     if node.domain not in ("", "ai.onnx", XPU_DOMAIN):
         return "host", f"custom op {node.domain}.{node.op_type} (only standard ONNX ops run on the device)"
     rule = SUPPORT_RULES.get(node.op_type)
@@ -283,7 +309,7 @@ def placement(node: Node, graph: Graph) -> tuple[str, str]:
                             f"device dtypes: {', '.join(DEVICE_DTYPES)})")
     if any(not graph.values[o].is_static for o in node.outputs if o in graph.values):
         return "host", "output shape is not static"
-    why = rule(node, graph)
+    why = rule(node, graph) or plan_problem(node, graph, options)
     return ("host", why) if why else ("device", "supported")
 
 
@@ -353,13 +379,16 @@ def check_report(graph: Graph, arch=None) -> dict:
     """
     from device_model.arch import load_arch
 
+    from .context import CompileOptions
+
     arch = load_arch(arch)
+    options = CompileOptions(arch=arch)
     rows = []
     counts: dict[str, Counter] = {"device": Counter(), "host": Counter()}
     weights: dict[str, int] = {}
     largest = ("", 0)
     for node in graph.nodes:
-        where, why = placement(node, graph)
+        where, why = placement(node, graph, options)
         consts = [i for i in dict.fromkeys(node.present_inputs()) if graph.is_const(i)]
         weight_bytes = sum(graph.values[i].nbytes for i in consts)
         for i in consts:

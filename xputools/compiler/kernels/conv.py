@@ -72,14 +72,22 @@ class Pack:
 @kernel("Conv")
 def conv(ctx: LoweringContext, node: Node) -> None:
     x, w_shape, out = conv_operands(ctx, node)
-    wc = ctx.const(node.inputs[1])
-    spec = conv_spec(node, x.shape, w_shape, out.shape, wc, None if wc is not None else ctx.value(node.inputs[1]))
-    run_conv(ctx, node, spec, x, out)
+    run_conv(ctx, node, _conv_spec(ctx, node, x, w_shape, out), x, out)
 
 
 @kernel("ConvTranspose")
 def conv_transpose(ctx: LoweringContext, node: Node) -> None:
     x, w_shape, out = conv_operands(ctx, node)
+    run_conv(ctx, node, _transpose_spec(ctx, node, x, w_shape, out), x, out)
+
+
+def _conv_spec(ctx: LoweringContext, node: Node, x: DeviceValue, w_shape, out: DeviceValue) -> ConvSpec:
+    wc = ctx.const(node.inputs[1])
+    return conv_spec(node, x.shape, w_shape, out.shape, wc, None if wc is not None else ctx.value(node.inputs[1]))
+
+
+def _transpose_spec(ctx: LoweringContext, node: Node, x: DeviceValue, w_shape, out: DeviceValue) -> ConvSpec:
+    """ConvTranspose as phases of stride-1 correlations (module docstring)."""
     sp = len(x.shape) - 2
     n, cin = x.shape[:2]
     g = int(node.attrs.get("group", 1))
@@ -129,10 +137,9 @@ def conv_transpose(ctx: LoweringContext, node: Node) -> None:
     if wc is not None:
         arr = np.asarray(wc, dtype=np.float32).reshape(g, cin // g, cout // g, k[0] * k[1])
         weight = np.ascontiguousarray(arr.transpose(0, 3, 1, 2))  # [g, tap, cin/g, cout/g]
-    spec = ConvSpec(n, cin, h, w, cout, oh, ow, g, k[0] * k[1], 1, 1, strides[0], strides[1], passes,
+    return ConvSpec(n, cin, h, w, cout, oh, ow, g, k[0] * k[1], 1, 1, strides[0], strides[1], passes,
                     weight, None if wc is not None else ctx.value(node.inputs[1]), transposed=True,
                     kernel_hw=(k[0], k[1]), kernel_dil=(dil[0], dil[1]))
-    run_conv(ctx, node, spec, x, out)
 
 
 # ---- the driver ---------------------------------------------------------------------------------
@@ -191,7 +198,7 @@ class ConvLowering:
     # -- planning ---------------------------------------------------------------------------------
     def _plan(self, rows_per_tile: int, tiles_per_block: int, max_images: int) -> Plan:
         spec, nmax, qh, qw = self.spec, self.lim.n, self.qh, self.qw
-        if qh * qw <= nmax:
+        if qh * qw <= nmax and rows_per_tile >= qh:  # whole images per PSUM tile
             nb = min(spec.n, max_images, max(1, nmax // (qh * qw)))
             p = Plan(nb, qh, qw, qh, qw)
         elif qw <= nmax:
@@ -209,7 +216,8 @@ class ConvLowering:
         p.out_bytes = p.nb * min(p.qb * spec.osh, spec.oh) * min(p.pb * spec.osw, spec.ow) * 4
         return p
 
-    def _fit_plan(self, w_bytes: int, max_images: int, stack_bytes: int) -> Plan:
+    def _fit_plan(self, w_bytes: int, max_images: int, stack_bytes: int) -> Plan | int:
+        """The largest blocks that fit the SBUF budget, or (an int) the bytes one output row needs."""
         nmax, budget = self.lim.n, self.lim.sbuf_budget
         rows_per_tile = max(1, nmax // self.qw) if self.qw <= nmax else 1
         tiles_per_block = 1 if len(self.spec.passes) > 1 else 4
@@ -225,8 +233,7 @@ class ConvLowering:
             elif rows_per_tile > 1:
                 rows_per_tile //= 2
             else:
-                raise CompileError(f"{self.node.name}: one output row of this convolution needs {need} "
-                                   f"bytes of SBUF per partition ({budget} available)")
+                return need
 
     def _tap_packs(self) -> tuple[list[Pack] | None, int]:
         """Taps grouped so that one matmul contracts over (channel, tap) pairs, their windows stacked
@@ -310,11 +317,19 @@ class ConvLowering:
         return tile
 
     # -- main -------------------------------------------------------------------------------------
-    def run(self) -> None:
-        spec, em, lim = self.spec, self.em, self.lim
-        if self.out.size == 0:
-            return
-        self.packs, self.deint = self._tap_packs()
+    def _candidates(self):
+        """(packs, de-interleave, output channels per tile) to try, fastest first: tap packing if it
+        pays, then the unpacked path; each with output-channel tiles halved until the weights fit."""
+        mmaxes = [self.lim.m >> i for i in range(self.lim.m.bit_length())]
+        packs = self._tap_packs()
+        if packs[0] is not None:
+            yield from ((*packs, m) for m in mmaxes)
+        yield from ((None, 1, m) for m in mmaxes)
+
+    def _sizes(self) -> tuple[list[int], bool, int, int]:
+        """(weight tile bytes, weights resident, weight bytes in SBUF, stacking slots) for the current
+        units and packs."""
+        lim = self.lim
         w_tiles = [padded(self._weight_layout(ct)[1] * ot * self.isz)
                    for u in self.units for _, ot in u.cout_tiles for _, ct in u.cin_tiles]
         w_total = sum(w_tiles)
@@ -322,8 +337,29 @@ class ConvLowering:
         w_bytes = w_total if w_resident else 2 * self.n_bands * max(w_tiles)
         # stacked windows of two PSUM tiles in flight, so stacking overlaps the previous tile's matmuls
         stacks = 2 * sum(len(pk.taps) > 1 for pk in self.packs) if self.packs else 0
-        stack_bytes = stacks * padded(lim.n * self.isz)
-        plan = self._fit_plan(w_bytes, 1 if self.packs else spec.n, stack_bytes)
+        return w_tiles, w_resident, w_bytes, stacks
+
+    def choose_plan(self) -> Plan:
+        """The first candidate (`_candidates`) whose blocks fit the SBUF budget; it sets the units,
+        packs and de-interleave factor the emission uses. The same call answers `xpu check`."""
+        need = 0
+        for packs, deint, mmax in self._candidates():
+            self.packs, self.deint = packs, deint
+            self.units = channel_units(self.spec, self.lim.k, mmax)
+            _, _, w_bytes, stacks = self._sizes()
+            plan = self._fit_plan(w_bytes, 1 if packs else self.spec.n, stacks * padded(self.lim.n * self.isz))
+            if isinstance(plan, Plan):
+                return plan
+            need = plan if not need else min(need, plan)
+        raise CompileError(f"{self.node.name}: one output row of this convolution needs {need} bytes of SBUF "
+                           f"per partition ({self.lim.sbuf_budget} available)")
+
+    def run(self) -> None:
+        spec, em, lim = self.spec, self.em, self.lim
+        if self.out.size == 0:
+            return
+        plan = self.choose_plan()
+        w_tiles, w_resident, _, stacks = self._sizes()
         self.plan = plan
 
         if spec.weight is not None:
@@ -466,3 +502,17 @@ class ConvLowering:
 def run_conv(ctx: LoweringContext, node: Node, spec: ConvSpec, x: DeviceValue, out: DeviceValue) -> None:
     """Emit a Conv or ConvTranspose described by `spec`."""
     ConvLowering(ctx, node, spec, x, out).run()
+
+
+def conv_plan_problem(ctx: LoweringContext, node: Node) -> str | None:
+    """Why this Conv/ConvTranspose cannot be planned on the device (None: it can), by the planner the
+    lowering uses, on a throwaway context: `xpu check` says "supported" only for what compiles."""
+    try:
+        x, w_shape, out = conv_operands(ctx, node)
+        spec = (_transpose_spec if node.op_type == "ConvTranspose" else _conv_spec)(ctx, node, x, w_shape, out)
+        if out.size == 0:
+            return None
+        ConvLowering(ctx, node, spec, x, out).choose_plan()
+    except CompileError as exc:
+        return str(exc)
+    return None
