@@ -56,12 +56,14 @@ def test_sweet_spot_is_the_best_throughput_within_the_slo():
 
 def test_sweep_transformer(tmp_path):
     plot = tmp_path / "sweep.png"
-    code, out, err = run("sweep", SAMPLES / "transformer.onnx", "--batch", "4,1,2", "-o", plot, "--json")
+    batches = [16, *range(1, 16)]  # every size 1..16: ragged ones (3, 7, 15) must not be slower than the next
+    code, out, err = run("sweep", SAMPLES / "transformer.onnx", "--batch", ",".join(map(str, batches)), "-o", plot,
+                         "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["schema"] == "xpu-prof-sweep" and report["version"] == 1
     pts = report["points"]
-    assert [p["batch"] for p in pts] == [1, 2, 4]
+    assert [p["batch"] for p in pts] == list(range(1, 17))
     latencies = [p["latency_ms"] for p in pts]
     assert latencies == sorted(latencies)                 # latency does not decrease with batch
     for p in pts:
