@@ -381,3 +381,9 @@ def test_exporter_unknown_dims_run_and_match_ort(tmp_path):
                                        str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz")])
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(np.load(tmp_path / "out.npz")["y"], ort_run(model, {"x": x})["y"])
+
+
+def test_a_zero_dim_is_an_empty_tensor_unless_shape_binds_it():
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", F32, [2, 0, 4])], [("y", F32, None)])
+    assert import_model(model).values["y"].shape == (2, 0, 4)
+    assert import_model(model, {"x": (2, 3, 4)}).values["y"].shape == (2, 3, 4)

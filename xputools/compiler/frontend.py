@@ -241,7 +241,7 @@ def _fmt_dims(dims) -> str:
 ANONYMOUS_DIM_PARAMS = frozenset({"?", "-1", "unk", "None", "none"})
 
 
-def _declared_dims(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
+def _declared_dims(vi: onnx.ValueInfoProto, zero_is_unknown: bool = True) -> list[int | str | None] | None:
     """The declared dims of `vi`: an int for a fixed dim, a name for a symbol shared across inputs, None
     for an independent unknown (`-1`, `0`, an empty or anonymous name such as PaddlePaddle's `'?'`)."""
     tt = vi.type.tensor_type
@@ -249,13 +249,19 @@ def _declared_dims(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
         return None
     dims: list[int | str | None] = []
     for d in tt.shape.dim:
-        if d.HasField("dim_value") and d.dim_value > 0:
+        if d.HasField("dim_value") and (d.dim_value > 0 or (d.dim_value == 0 and not zero_is_unknown)):
             dims.append(int(d.dim_value))
         elif d.HasField("dim_param") and d.dim_param.strip() and d.dim_param.strip() not in ANONYMOUS_DIM_PARAMS:
             dims.append(d.dim_param)
         else:
             dims.append(None)
     return dims
+
+
+def _zero_axes(vi: onnx.ValueInfoProto) -> set[int]:
+    """Axes declared 0: some exporters mean "unknown" (bindable by --shape), others a truly empty tensor."""
+    dims = vi.type.tensor_type.shape.dim
+    return {axis for axis, d in enumerate(dims) if d.HasField("dim_value") and d.dim_value == 0}
 
 
 def _bind_input_shapes(graph: onnx.GraphProto, shapes: Shapes) -> None:
@@ -307,11 +313,14 @@ def _bind_input_shapes(graph: onnx.GraphProto, shapes: Shapes) -> None:
             examples.append(f"--shape {name}=<d0>x<d1>...")
             continue
         resolved, missing = [], []
+        zero_axes = _zero_axes(next(vi for vi in inputs if vi.name == name))
         for axis, d in enumerate(dims):
             if isinstance(d, int):
                 resolved.append(d)
             elif isinstance(d, str) and d in params:
                 resolved.append(params[d][0])
+            elif axis in zero_axes:  # an empty tensor as declared, unless --shape binds the dim
+                resolved.append(0)
             else:
                 resolved.append(None)
                 missing.append(f"input {name} dim {axis} ({repr(d) if d else 'unnamed'})")
@@ -440,7 +449,7 @@ def _type_of(vi: onnx.ValueInfoProto) -> tuple[tuple[int, ...] | None, np.dtype 
         return None, None
     tt = vi.type.tensor_type
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type) if tt.elem_type else None
-    dims = _declared_dims(vi)
+    dims = _declared_dims(vi, zero_is_unknown=False)  # inferred shapes: 0 is an empty tensor
     shape = tuple(dims) if dims is not None and all(isinstance(d, int) for d in dims) else None
     return shape, dtype
 
