@@ -137,3 +137,16 @@ def test_scan_opset8_keeps_the_models_own_inputs():
     rng = np.random.default_rng(5107)
     feeds = {"initial": rand(rng, 1, 2), "x": rand(rng, 1, 3, 2)}
     assert_matches_ort(model, feeds, on_device=False)
+
+
+def test_host_op_reading_an_alias_of_an_input_gets_a_copy():
+    """nllloss `_expanded`: Unsqueeze(target) aliases the input's bytes with another shape; the host op
+    reading it used to declare an overlapping program tensor (IsaError at compile time)."""
+    rng = np.random.default_rng(5108)
+    x = rand(rng, 3, 5)
+    t = np.array([1, 4, 0], np.int64)
+    nodes = [helper.make_node("Unsqueeze", ["t", "axes"], ["u"]),
+             helper.make_node("GatherElements", ["x", "u"], ["g"], axis=1), helper.make_node("Neg", ["g"], ["y"])]
+    model = make_model(nodes, [("x", F32, [3, 5]), ("t", I64, [3])], [("y", F32, None)],
+                       [const("axes", np.array([1], np.int64))])
+    assert_matches_ort(model, {"x": x, "t": t}, on_device=False)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
+
 from device_model.arch import load_arch
+from device_model.dtypes import np_dtype
 from device_model.program import HostOp, Program, TapPiece, Tensor
 
 from .context import CompileOptions, DeviceValue, LoweringContext, free_tensor_name, storage_dtype
@@ -99,9 +102,11 @@ def _declare_outputs(ctx: LoweringContext, graph) -> None:
 def _lower_host(ctx: LoweringContext, node) -> None:
     """Run `node` on the host: its inputs and outputs are HBM tensors the host reads and writes."""
     em = ctx.em
-    ins, outs = [], []
+    ins, outs, in_aps = [], [], []
     for name in node.all_inputs():  # subgraphs (If/Loop bodies) read outer values too
-        ins.append(_declare_scratch(em, ctx.value(name)))
+        dv = _host_operand(ctx, ctx.value(name))
+        ins.append(_declare_scratch(em, dv))
+        in_aps.append(dv.flat())
     for name in node.outputs:
         if not name:
             outs.append("")
@@ -110,8 +115,23 @@ def _lower_host(ctx: LoweringContext, node) -> None:
         outs.append(_declare_scratch(em, dv))
     payload = host_node_model(node, ctx.graph).SerializeToString()
     em.host_ops.append(HostOp(node.name, node.op_type, ins, outs, payload))
-    em.emit_host_call(len(em.host_ops) - 1, [ctx.value(n).flat() for n in node.all_inputs()],
+    em.emit_host_call(len(em.host_ops) - 1, in_aps,
                       [ctx.values[n].flat() for n in node.outputs if n])
+
+
+def _host_operand(ctx: LoweringContext, dv: DeviceValue) -> DeviceValue:
+    """`dv`, or a copy of it when its bytes are already declared as a tensor of another shape or dtype
+    (an alias such as an Unsqueeze of an input): program tensors must not overlap."""
+    start, end = dv.offset, dv.offset + dv.nbytes
+    for t in ctx.em.hbm.tensors:
+        if t.offset == dv.offset and tuple(t.shape) == tuple(dv.shape) and t.dtype == dv.dtype:
+            return dv
+        t_end = t.offset + max(1, int(np.prod(t.shape)) if t.shape else 1) * np_dtype(t.dtype).itemsize
+        if t.offset < end and start < t_end and dv.size:
+            copy = ctx.scratch(dv.name, dv.shape, dv.dtype)
+            ctx.em.emit("dma", "dma_copy", {"dst": copy.flat(), "src": dv.flat()})
+            return copy
+    return dv
 
 
 def _declare_scratch(em: Emitter, dv: DeviceValue) -> str:
