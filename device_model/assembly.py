@@ -141,7 +141,7 @@ def parse_ap(text: str) -> AP:
     pstart, pcount = 0, 1
     m = re.compile(r"\[([0-9]+):\+([0-9]+)\]").match(text, pos)
     if m:
-        pstart, pcount, pos = int(m.group(1)), int(m.group(2)), m.end()
+        pstart, pcount, pos = _to_int(m.group(1), "pstart"), _to_int(m.group(2), "pcount"), m.end()
     elif text.startswith("[", pos):
         raise AsmError(f"access pattern {text!r}: expected a partition range [pstart:+pcount]")
     elif space != "hbm":
@@ -161,7 +161,7 @@ def parse_ap(text: str) -> AP:
         if not dm:
             raise AsmError(f"access pattern {text!r}: bad dim {dim!r} (expected stride:count, "
                            "in elements)")
-        dims.append((int(dm.group(1)), int(dm.group(2))))
+        dims.append((_to_int(dm.group(1), "stride"), _to_int(dm.group(2), "count")))
     pos = m.end()
     m = re.compile(r":([A-Za-z0-9_]+)\Z").match(text, pos)
     if not m:
@@ -229,7 +229,7 @@ def _parse_sems(text: str, key: str) -> tuple[tuple[int, int], ...]:
         if not m:
             form = f"sN{SEM_OP[key]}V"
             raise AsmError(f"{key}: expected {form}[,{form}...], got {item!r}")
-        out.append((int(m.group(1)), int(m.group(2))))
+        out.append((_to_int(m.group(1), "semaphore"), _to_int(m.group(2), "semaphore value")))
     return tuple(out)
 
 
@@ -334,7 +334,7 @@ def _parse_shape(text: str, what: str) -> tuple[int, ...]:
         return ()
     if not re.fullmatch(r"[0-9]+(?:x[0-9]+)*", text):
         raise AsmError(f"{what}: expected shape=AxBx... (e.g. 128x512) or shape=scalar, got {text!r}")
-    return tuple(int(d) for d in text.split("x"))
+    return tuple(_to_int(d, what) for d in text.split("x"))
 
 
 # ---- whole programs -----------------------------------------------------------------------------
@@ -522,7 +522,7 @@ class _Assembler:
             m = re.fullmatch(r"([a-z0-9]*):(-?[0-9]+)", kv["after"])
             if not m:
                 raise AsmError(f"tap {name}: expected after=ENGINE:INDEX (e.g. act:3), got {kv['after']!r}")
-            tap.after_engine, tap.after_index = m.group(1), int(m.group(2))
+            tap.after_engine, tap.after_index = m.group(1), _to_int(m.group(2), f"tap {name} after index")
         if "fused_into" in kv:
             tap.fused_into = _name(kv["fused_into"], f"tap {name} fused_into")
         self.taps.append((tap, lineno))

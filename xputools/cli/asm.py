@@ -33,6 +33,7 @@ def asm(source: Path, output: Path, force: bool) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{source}: cannot read ({exc})") from None
     program = assemble(text, source=str(source))
+    program.check_fits(program.arch)  # refuse what cannot run on its arch now, not at `xpu run`
     save_program(program, output, force=force, inputs=[source])
     click.echo(f"wrote {output}: {len(program.instrs)} instructions, {len(program.tensors)} tensors",
                err=True)

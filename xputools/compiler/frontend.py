@@ -201,6 +201,9 @@ def _load_external_data(model: onnx.ModelProto, base_dir: Path | None, label: st
                            "so that the files next to it can be found")
     for t in external:
         location = next((e.value for e in t.external_data if e.key == "location"), "")
+        if not _inside(base_dir, location):  # the same words whether such a file exists or not
+            raise CompileError(f"{label}: external data file {location!r} for tensor {t.name!r} is not a plain "
+                               "file name inside the model's directory; refusing to read it")
         if not location or not (base_dir / location).is_file():
             raise CompileError(f"{label}: external data file {location!r} for tensor {t.name!r} is missing "
                                f"(looked in {base_dir}); copy it next to the model")
@@ -208,6 +211,20 @@ def _load_external_data(model: onnx.ModelProto, base_dir: Path | None, label: st
         onnx.load_external_data_for_model(model, str(base_dir))
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:
         raise CompileError(f"{label}: cannot read external data: {_condense(str(exc))}") from None
+
+
+def _inside(base_dir: Path, location: str) -> bool:
+    """Whether `location` names a file inside `base_dir` by its spelling alone (relative, no '..',
+    no link on the way), so the answer says nothing about files elsewhere."""
+    rel = Path(location)
+    if not location or rel.is_absolute() or rel.drive or ".." in rel.parts or "\\" in location:
+        return False
+    path = base_dir
+    for part in rel.parts:
+        path = path / part
+        if path.is_symlink():
+            return False
+    return True
 
 
 # ---- shapes given by the user --------------------------------------------------------------------
