@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from device_util import softmax_allowed_error
 from model_builders import F32, const, make_model, ort_run, rand
 from onnx import helper
 
@@ -334,20 +335,12 @@ def _softmax_source(graph, name):
 
 
 def _allowed_error(graph, got, want, name, rtol=1e-4):
-    """The error a correct float32 evaluation may make on `name`, whatever the summation order.
-
-    Most tensors get `rtol` of their scale. A softmax amplifies its input's error: logits allowed
-    an absolute error d move each probability p by up to p*(exp(2d) - 1). Random weights drive the
-    light models' logits to ~1e10 where one ULP is ~1e3, so there the probabilities are not
-    determined by the model at all (ties broken by BLAS summation order) and only their being a
-    distribution is checked."""
-    scale = float(np.abs(want[name]).max()) or 1.0
+    """The error a correct float32 evaluation may make on `name`, whatever the summation order:
+    `rtol` of its scale, or for a softmax what its logits' error allows (device_util)."""
     softmax = _softmax_source(graph, name)
     if softmax is None:
-        return rtol * scale
-    logits = got[softmax.inputs[0]]
-    d = rtol * (float(np.abs(logits).max()) or 1.0)
-    return rtol * scale + min(1.0, scale * math.expm1(min(2 * d, 700.0)))
+        return rtol * (float(np.abs(want[name]).max()) or 1.0)
+    return softmax_allowed_error(got[softmax.inputs[0]], want[name], rtol)
 
 
 @pytest.mark.parametrize("name", ["squeezenet", "bvlc_alexnet", "shufflenet"])
