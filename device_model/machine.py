@@ -298,9 +298,95 @@ class Machine:
         calling run again resumes). Raises HangError on a deadlock, MachineError on a fault."""
         self._begin()
         with single_threaded_blas():
-            while self._advance(None):
-                pass
+            if self._unobserved():
+                self._run_unobserved()
+            else:
+                while self._advance(None):
+                    pass
         return self.result()
+
+    def _unobserved(self) -> bool:
+        """Nothing watches the run: no hook, no frozen engine, no dirty tracking for snapshots."""
+        return not (self._frozen or self.memory.tracking or any(self._hooks.values()))
+
+    def _run_unobserved(self) -> None:
+        """`while self._advance(None)` without observers, in one loop with the state in locals:
+        the same issue order, time steps, DMA rates (same float expressions) and completion order,
+        so cycles and memory effects are identical; only events and stop requests are left out."""
+        self._announced = None  # an issue reported before a stop: without observers it just issues
+        active, sem, ceil = self._active, self.sem, math.ceil
+        fabric, latency = self._fabric, self._dma_latency
+        busy_cycles, completed = self.busy_cycles, self.completed
+        while True:
+            pending = self._pending
+            t = self.time
+            for e in pending:
+                idx = e.pc
+                try:
+                    e.execs[idx]()
+                except (ExecError, ValueError, FloatingPointError, MemoryError) as exc:
+                    self._pending = pending[pending.index(e) + 1:]
+                    self.fault = MachineError(f"{e.name} instruction #{idx} `{e.instrs[idx]}`: {exc}", e.name, idx)
+                    self._finished = True
+                    raise self.fault from None
+                for s, inc in e.signals[idx]:
+                    sem[s] += inc
+                busy_cycles[e.id] += t - e.issue
+                completed[e.id] += 1
+                if e.kind == "dma":
+                    self.dma_bytes_moved += e.instrs[idx].operands["dst"].nbytes
+                e.busy, e.pc, e.end, e.tail, e.free_since = False, idx + 1, -1, False, t
+            self._pending = []
+            if self._finished:
+                return
+            busy = []
+            for e in active:
+                if e.busy:
+                    busy.append(e)
+                    continue
+                pc = e.pc
+                if pc >= e.n:
+                    continue
+                blocked = e.blocked
+                if blocked is not None and sem[blocked[0]] < blocked[1]:
+                    continue
+                blocked = None
+                for s, v in e.waits[pc]:
+                    if sem[s] < v:
+                        blocked = (s, v)
+                        break
+                e.blocked = blocked
+                if blocked is not None:
+                    continue
+                e.busy, e.issue, e.waited = True, t, t - e.free_since
+                if e.kind == "dma":
+                    e.remaining, e.tail, e.end = float(e.costs[pc]), False, -1
+                else:
+                    e.end = t + e.costs[pc]
+                busy.append(e)
+            t_next = None
+            transfers = [e for e in busy if e.kind == "dma" and not e.tail]
+            if transfers:
+                rate = min(fabric / len(transfers), transfers[0].rate_cap)
+                ends = [t + max(1, ceil(e.remaining / rate - 1e-9)) for e in transfers]
+                t_next = min(ends)
+            for e in busy:
+                if e.end >= 0 and (t_next is None or e.end < t_next):
+                    t_next = e.end
+            if t_next is None:
+                if any(e.pc < e.n for e in active):
+                    self._hang()
+                self._finished = True
+                return
+            if transfers:
+                dt = t_next - t
+                for e, end in zip(transfers, ends):
+                    if end <= t_next:
+                        e.remaining, e.tail, e.end = 0.0, True, t_next + latency
+                    else:
+                        e.remaining -= dt * rate
+            self.time = t_next
+            self._pending = [e for e in busy if e.end == t_next]
 
     def step(self, engine: str | None = None, freeze_others: bool = False) -> InstrEvent | None:
         """Advance until one instruction completes (on `engine`, if given); return its event.
