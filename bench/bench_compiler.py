@@ -2,8 +2,9 @@
 
     python bench/bench_compiler.py [--layers 6] [--repeat 3]
 
-Models: a BERT-mini-sized encoder (6 layers, hidden 384, 12 heads, seq 128; built by
-samples/build_samples.py into a temp dir, not committed) and the CNN sample, in fp32 and bf16.
+Models: a BERT-mini-sized encoder (6 layers, hidden 384, 12 heads, seq 128), a ResNet-18-style CNN at
+224x224 with random weights (both built by samples/build_samples.py into a temp dir, not committed)
+and the small CNN sample, in fp32 and bf16. ONNX Runtime runs on one thread, like the emulator.
 Prints compile time, emulator wall time / ORT wall time (target <= 3x), the device's simulated
 latency and per-engine busy %, and how many nodes fell back to the host.
 """
@@ -25,7 +26,9 @@ sys.path.insert(0, str(ROOT / "samples"))
 def ort_time(path: Path, feeds: dict, repeat: int) -> float:
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1  # one thread each, like the emulator
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     sess.run(None, feeds)
     best = float("inf")
     for _ in range(repeat):
@@ -75,10 +78,13 @@ def main() -> None:
         build_samples.build_bert_mini(bert, layers=args.layers)
         feeds = read_npz(bert.with_name("bert_mini.inputs.npz"))
         shapes = {k: v.shape for k, v in feeds.items()}
+        resnet = build_samples.build_resnet(Path(tmp) / "resnet.onnx")
+        resnet_feeds = read_npz(resnet.with_name("resnet.inputs.npz"))
         cnn_feeds = read_npz(ROOT / "samples/cnn.inputs.npz")
         for precision in ("fp32", "bf16"):
             bench_model("cnn", ROOT / "samples/cnn.onnx", cnn_feeds, precision, args.repeat)
             bench_model(f"bert-mini{args.layers}", bert, feeds, precision, args.repeat, shapes)
+            bench_model("resnet224", resnet, resnet_feeds, precision, args.repeat)
 
 
 if __name__ == "__main__":

@@ -311,6 +311,40 @@ def build_bert_mini(
 # 4. LSTM
 
 
+def build_resnet(path: str | Path, size: int = 224, blocks: tuple[int, ...] = (2, 2, 2, 2), width: int = 64) -> Path:
+    """Writes a ResNet-18-style CNN (not committed; for benchmarks) with random weights: 7x7/2 stem,
+    max pool, basic residual blocks (BatchNorm after every conv), global average pool, 1000-way
+    Gemm; and <stem>.inputs.npz (one [1,3,size,size] image)."""
+    path = Path(path)
+    g = GraphBuilder("resnet", seed=505)
+    x = g.input("x", FLOAT, [1, 3, size, size])
+    h = g.conv(x, "stem/conv", 3, width, 7, strides=[2, 2], pads=[3, 3, 3, 3])
+    h = g.op("Relu", [g.batch_norm(h, "stem/bn", width)], "stem/relu")
+    h = g.op("MaxPool", [h], "stem/maxpool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    c_in = width
+    for stage, count in enumerate(blocks):
+        c_out = width << stage
+        for i in range(count):
+            name, stride = f"s{stage}b{i}", 2 if stage and not i else 1
+            y = g.conv(h, f"{name}/conv1", c_in, c_out, 3, strides=[stride, stride], pads=[1, 1, 1, 1])
+            y = g.op("Relu", [g.batch_norm(y, f"{name}/bn1", c_out)], f"{name}/relu1")
+            y = g.batch_norm(g.conv(y, f"{name}/conv2", c_out, c_out, 3, pads=[1, 1, 1, 1]), f"{name}/bn2", c_out)
+            if stride != 1 or c_in != c_out:
+                h = g.batch_norm(g.conv(h, f"{name}/down", c_in, c_out, 1, strides=[stride, stride]),
+                                 f"{name}/down_bn", c_out)
+            h = g.op("Relu", [g.op("Add", [y, h], f"{name}/add")], f"{name}/relu2")
+            c_in = c_out
+    h = g.op("Flatten", [g.op("GlobalAveragePool", [h], "head/gap")], "head/flatten", axis=1)
+    g.gemm(h, "head/fc", c_in, 1000, out="logits")
+    g.output("logits", FLOAT, [1, 1000])
+    inputs = {"x": g.rng.standard_normal((1, 3, size, size)).astype(np.float32)}
+    model = g.model(f"ResNet-style CNN {size}x{size}, blocks {blocks}, random weights")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(path, model)
+    save_npz(path.with_name(f"{path.stem}.inputs.npz"), inputs)
+    return path
+
+
 def build_lstm() -> Sample:
     seq, batch, n_in, n_hidden, n_out = 8, 2, 16, 32, 10
     g = GraphBuilder("lstm", seed=505)
