@@ -1,0 +1,66 @@
+"""The emulator's fast paths give the same bits as the plain numpy they replace (run speed must
+never change an output): windowed max/min pooling, bf16 widening."""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from device_model.engines import _widener, _windowed_extreme
+
+
+def _with_specials(rng: np.random.Generator, shape: tuple[int, ...], nans: bool) -> np.ndarray:
+    x = rng.standard_normal(shape).astype(np.float32)
+    flat = x.reshape(-1)
+    picks = rng.integers(0, flat.size, (5, flat.size // 7))
+    flat[picks[0]] = 0.0
+    flat[picks[1]] = -0.0
+    flat[picks[2]] = np.inf
+    flat[picks[3]] = -np.inf
+    if nans:
+        flat[picks[4][:3]] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("op", ["max", "min"])
+@pytest.mark.parametrize("window", [(3, 3), (2, 2), (5,), (1, 4), (2, 2, 2)])
+def test_windowed_extreme_equals_numpy_bit_for_bit(op, window):
+    rng = np.random.default_rng(11)
+    ref_fn = np.max if op == "max" else np.min
+    axes = len(window)
+    fast = _windowed_extreme(op, axes, (8, 6) + window)
+    assert fast is not None
+    fell_back = 0
+    for trial in range(40):
+        x = _with_specials(rng, (8, 6) + window, nans=trial % 4 == 1)
+        if trial % 2:  # strided, like a pooling window read in place
+            x = np.ascontiguousarray(np.repeat(x, 2, axis=1))[:, ::2]
+        if trial % 3 == 0:  # a ReLU'd input: many windows of zeros only, some all negative
+            x = np.where(x < 0.5, np.float32(0.0), x)
+        got = fast(x)
+        ref = ref_fn(x, axis=tuple(range(x.ndim - axes, x.ndim)))
+        if got is None:  # ambiguous in numpy itself (NaN payloads, a window with +0 and -0)
+            fell_back += 1
+            assert np.isnan(ref).any() or (ref == 0).any()
+            continue
+        assert got.shape == ref.shape
+        assert got.view(np.uint32).tobytes() == ref.view(np.uint32).tobytes()
+    assert fell_back < 30  # the fast path is taken
+
+
+def test_windowed_extreme_leaves_sums_and_large_windows_to_numpy():
+    assert _windowed_extreme("sum", 2, (4, 3, 3)) is None
+    assert _windowed_extreme("max", 1, (4, 1000)) is None
+    assert _windowed_extreme("max", 1, (4, 1)) is None
+
+
+def test_bf16_widening_is_exact_for_every_bit_pattern():
+    """All 65,536 bf16 patterns (NaNs, infinities, subnormals, -0) widen to the f32 ml_dtypes gives."""
+    bits = np.arange(1 << 16, dtype=np.uint16).reshape(256, 256)
+    x = bits.view(ml_dtypes.bfloat16)
+    ref = x.astype(np.float32)
+    got = _widener("bf16")(x)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    assert got.view(np.uint32).tobytes() == ref.view(np.uint32).tobytes()
+    strided = x[::3, 1::2]
+    assert _widener("bf16")(strided).view(np.uint32).tobytes() == strided.astype(np.float32).view(np.uint32).tobytes()
