@@ -291,15 +291,28 @@ def _table(func: str, segments: int) -> np.ndarray:
     return values
 
 
+@cache
+def _table_steps(func: str, segments: int) -> np.ndarray:
+    """table[i + 1] - table[i] for every segment i (the same f64 subtraction, done once)."""
+    table = _table(func, segments)
+    steps = table[1:] - table[:-1]
+    steps.setflags(write=False)
+    return steps
+
+
 def _lookup(func: str, segments: int, u: np.ndarray) -> np.ndarray:
-    """Linear interpolation of `func`'s table at u (float64, clamped into the table's range)."""
+    """Linear interpolation of `func`'s table at u (float64, clamped into the table's range; NaN
+    reads the first knot)."""
     spec = TABLES[func]
     table = _table(func, segments)
-    u = np.clip(np.nan_to_num(u, nan=spec.lo), spec.lo, spec.hi)
+    clamped = np.empty(np.shape(u), F64)
+    np.clip(u, spec.lo, spec.hi, out=clamped)  # ±inf land on the ends, as a huge finite value would
+    np.copyto(clamped, spec.lo, where=np.isnan(clamped))
+    u = clamped
     t = (u - spec.lo) * (segments / (spec.hi - spec.lo))
-    i = np.clip(np.floor(t), 0, segments - 1).astype(np.intp)
+    i = np.minimum(t.astype(np.intp), segments - 1)  # t >= 0: truncation is floor
     frac = t - i
-    return table[i] + frac * (table[i + 1] - table[i])
+    return table[i] + frac * _table_steps(func, segments)[i]
 
 
 def _gate(func: str, segments: int, x: np.ndarray) -> np.ndarray:

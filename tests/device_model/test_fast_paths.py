@@ -1,11 +1,12 @@
 """The emulator's fast paths give the same bits as the plain numpy they replace (run speed must
-never change an output): windowed max/min pooling, bf16 widening."""
+never change an output): windowed max/min pooling, bf16 widening, table-mode activation lookups."""
 from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
 import pytest
 
+from device_model import numerics
 from device_model.engines import _widener, _windowed_extreme
 
 
@@ -64,3 +65,32 @@ def test_bf16_widening_is_exact_for_every_bit_pattern():
     assert got.view(np.uint32).tobytes() == ref.view(np.uint32).tobytes()
     strided = x[::3, 1::2]
     assert _widener("bf16")(strided).view(np.uint32).tobytes() == strided.astype(np.float32).view(np.uint32).tobytes()
+
+
+def _lookup_as_first_written(func: str, segments: int, u: np.ndarray) -> np.ndarray:
+    """numerics._lookup before it was made faster: the oracle the fast version must equal."""
+    spec = numerics.TABLES[func]
+    table = numerics._table(func, segments)
+    u = np.clip(np.nan_to_num(u, nan=spec.lo), spec.lo, spec.hi)
+    t = (u - spec.lo) * (segments / (spec.hi - spec.lo))
+    i = np.clip(np.floor(t), 0, segments - 1).astype(np.intp)
+    frac = t - i
+    return table[i] + frac * (table[i + 1] - table[i])
+
+
+@pytest.mark.parametrize("func", numerics.TABLE_FUNCS)
+def test_table_lookup_is_unchanged_bit_for_bit(func, monkeypatch):
+    """Every bf16-representable f32 (all exponents, NaNs, ±inf, ±0) and random f32 bit patterns."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([(np.arange(1 << 16, dtype=np.uint32) << 16).view(np.float32),
+                        rng.integers(0, 1 << 32, 200_000, dtype=np.uint64).astype(np.uint32).view(np.float32),
+                        (rng.standard_normal(100_000) * 8).astype(np.float32)])
+    for segments in (256, 37):
+        got = numerics.activation(func, x, "table", segments)
+        got0 = numerics.activation(func, np.array(np.float32(-1.25)), "table", segments)
+        with monkeypatch.context() as m:
+            m.setattr(numerics, "_lookup", _lookup_as_first_written)
+            ref = numerics.activation(func, x, "table", segments)
+            ref0 = numerics.activation(func, np.array(np.float32(-1.25)), "table", segments)
+        assert got.view(np.uint32).tobytes() == ref.view(np.uint32).tobytes(), (func, segments)
+        assert got0.tobytes() == ref0.tobytes()
