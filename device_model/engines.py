@@ -268,8 +268,13 @@ def _build_copy(c: _Ctx) -> Executor:
                      f"has {dst_ap.num_elements}; they must match")
     src, dst = c.view("src"), c.view("dst")
     if src_ap.dtype == dst_ap.dtype:
-        read, write = _reader(_raw(src), dst.shape), _raw(dst)
-        return lambda: np.copyto(write, read())
+        raw_src, raw_dst = _raw(src), _raw(dst)
+        if _view_reshape(raw_src, dst.shape) is None:
+            dst_as_src = _view_reshape(raw_dst, src.shape)
+            if dst_as_src is not None:  # one pass instead of a gathering copy and then a store
+                return lambda: np.copyto(dst_as_src, raw_src)
+        read = _reader(raw_src, dst.shape)
+        return lambda: np.copyto(raw_dst, read())
     if (src_ap.dtype, dst_ap.dtype) in _IEEE_CASTS:
         # numpy's own cast is the device's here (nearest-even, overflow to inf, NaN kept): one pass
         dst_shaped = _view_reshape(dst, src.shape)
