@@ -317,6 +317,7 @@ class Machine:
         active, sem, ceil = self._active, self.sem, math.ceil
         fabric, latency = self._fabric, self._dma_latency
         busy_cycles, completed = self.busy_cycles, self.completed
+        busy = None  # engines in flight, in engine order (as of the last issue scan)
         while True:
             pending = self._pending
             t = self.time
@@ -339,8 +340,11 @@ class Machine:
             self._pending = []
             if self._finished:
                 return
-            busy = []
-            for e in active:
+            if busy is not None and not pending:
+                active_now = ()  # nothing completed since the last scan: no engine can issue now
+            else:
+                active_now, busy = active, []
+            for e in active_now:
                 if e.busy:
                     busy.append(e)
                     continue
