@@ -310,9 +310,10 @@ def _lookup(func: str, segments: int, u: np.ndarray) -> np.ndarray:
     np.copyto(clamped, spec.lo, where=np.isnan(clamped))
     u = clamped
     t = (u - spec.lo) * (segments / (spec.hi - spec.lo))
-    i = np.minimum(t.astype(np.intp), segments - 1)  # t >= 0: truncation is floor
-    frac = t - i
-    return table[i] + frac * _table_steps(func, segments)[i]
+    knot = np.minimum(np.floor(t), segments - 1)  # t >= +0: no lower clip; float ops vectorise
+    i = knot.astype(np.intp)
+    frac = t - knot  # == t - i: i converts to the same f64 exactly
+    return np.take(table, i) + frac * np.take(_table_steps(func, segments), i)
 
 
 def _gate(func: str, segments: int, x: np.ndarray) -> np.ndarray:
