@@ -380,7 +380,7 @@ def activation(func: str, x, mode: str = "exact", segments: int = 256, alpha: fl
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating, np.integer)) \
             or not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number, got {alpha!r}")
-    x32 = to_f32(x)
+    x32 = x if isinstance(x, np.ndarray) and x.dtype == F32 else to_f32(x)  # only read: no copy
     with np.errstate(all="ignore"):
         xd = x32.astype(F64)
         if func == "leaky_relu":
