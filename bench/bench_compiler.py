@@ -3,7 +3,8 @@
     python bench/bench_compiler.py [--layers 6] [--repeat 3] [--samples]
 
 Models: a BERT-mini-sized encoder (6 layers, hidden 384, 12 heads, seq 128), a ResNet-18-style CNN at
-224x224 with random weights (both built by samples/build_samples.py into a temp dir, not committed)
+224x224, a YOLO-style detector at 320x320 and a CRNN-style text recognizer (32x128 line, conv stack +
+LSTM), all with random weights (built by samples/build_samples.py into a temp dir, not committed)
 and the small CNN sample, in fp32 and bf16; `--samples` adds every other bundled sample in fp32
 (tiny models: ORT runs them in tens of microseconds, so the emulator's fixed cost per run shows).
 ONNX Runtime runs on one thread, like the emulator. Prints compile time, emulator wall time / ORT
@@ -89,11 +90,17 @@ def main() -> None:
         shapes = {k: v.shape for k, v in feeds.items()}
         resnet = build_samples.build_resnet(Path(tmp) / "resnet.onnx")
         resnet_feeds = read_npz(resnet.with_name("resnet.inputs.npz"))
+        yolo = build_samples.build_yolo(Path(tmp) / "yolo.onnx")
+        crnn = build_samples.build_crnn(Path(tmp) / "crnn.onnx")
+        more = [("yolo320", yolo, read_npz(yolo.with_name("yolo.inputs.npz"))),
+                ("crnn", crnn, read_npz(crnn.with_name("crnn.inputs.npz")))]
         cnn_feeds = read_npz(ROOT / "samples/cnn.inputs.npz")
         for precision in ("fp32", "bf16"):
             bench_model("cnn", ROOT / "samples/cnn.onnx", cnn_feeds, precision, args.repeat)
             bench_model(f"bert-mini{args.layers}", bert, feeds, precision, args.repeat, shapes)
             bench_model("resnet224", resnet, resnet_feeds, precision, args.repeat)
+            for label, path, model_feeds in more:
+                bench_model(label, path, model_feeds, precision, args.repeat)
         if args.samples:
             for name in ("mlp", "detector_head", "lstm", "transformer", "int8_qdq"):
                 sample_feeds = read_npz(ROOT / f"samples/{name}.inputs.npz")

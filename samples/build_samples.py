@@ -300,7 +300,13 @@ def build_bert_mini(
     path = Path(path)
     g = build_encoder("bert_mini", layers=layers, hidden=hidden, heads=heads, seq=seq, vocab=vocab, seed=404)
     inputs = {"input_ids": g.rng.integers(0, vocab, (1, seq), dtype=np.int64)}
-    model = g.model(f"BERT-mini encoder: {layers} layers, hidden {hidden}, {heads} heads, seq {seq}")
+    return write_bench_model(path, g.model(f"BERT-mini encoder: {layers} layers, hidden {hidden}, {heads} heads, "
+                                           f"seq {seq}"), inputs)
+
+
+def write_bench_model(path: str | Path, model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> Path:
+    """Writes a benchmark model and its inputs beside it (<stem>.inputs.npz); returns the model's path."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(path, model)
     save_npz(path.with_name(f"{path.stem}.inputs.npz"), inputs)
@@ -338,11 +344,76 @@ def build_resnet(path: str | Path, size: int = 224, blocks: tuple[int, ...] = (2
     g.gemm(h, "head/fc", c_in, 1000, out="logits")
     g.output("logits", FLOAT, [1, 1000])
     inputs = {"x": g.rng.standard_normal((1, 3, size, size)).astype(np.float32)}
-    model = g.model(f"ResNet-style CNN {size}x{size}, blocks {blocks}, random weights")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(path, model)
-    save_npz(path.with_name(f"{path.stem}.inputs.npz"), inputs)
-    return path
+    return write_bench_model(path, g.model(f"ResNet-style CNN {size}x{size}, blocks {blocks}, random weights"), inputs)
+
+
+def build_yolo(path: str | Path, size: int = 320, width: int = 16, classes: int = 80) -> Path:
+    """Writes a YOLO-style detector (not committed; for benchmarks) with random weights: a strided
+    conv backbone with BatchNorm and SiLU (x * Sigmoid(x), as exporters write it), a top-down neck
+    (nearest Resize x2 + Concat), and three 1x1 detection heads (3 anchors x (5 + classes)) at strides
+    8, 16 and 32, flattened and concatenated to [1, anchors*cells, 5 + classes]."""
+    g = GraphBuilder("yolo", seed=707)
+    x = g.input("x", FLOAT, [1, 3, size, size])
+
+    def cbs(h: str, name: str, c_in: int, c_out: int, kernel: int, stride: int = 1) -> str:
+        h = g.batch_norm(g.conv(h, f"{name}/conv", c_in, c_out, kernel, strides=[stride, stride],
+                                pads=[kernel // 2] * 4), f"{name}/bn", c_out)
+        return g.op("Mul", [h, g.op("Sigmoid", [h], f"{name}/sigmoid")], f"{name}/silu")
+
+    h, c = cbs(x, "stem", 3, width, 3, 2), width
+    features = []
+    for stage in range(4):  # strides 4, 8, 16, 32
+        h = cbs(h, f"down{stage}", c, 2 * c, 3, 2)
+        c *= 2
+        h = g.op("Add", [h, cbs(cbs(h, f"res{stage}a", c, c // 2, 1), f"res{stage}b", c // 2, c, 3)], f"res{stage}/add")
+        features.append((h, c))
+    (p3, c3), (p4, c4), (p5, c5) = features[1:]
+    scales = g.const("up.scales", np.array([1, 1, 2, 2], np.float32))
+    up = g.op("Resize", [cbs(p5, "lat5", c5, c4, 1), "", scales], "up5", mode="nearest")
+    p4 = cbs(g.op("Concat", [up, p4], "cat4", axis=1), "neck4", 2 * c4, c4, 3)
+    up = g.op("Resize", [cbs(p4, "lat4", c4, c3, 1), "", scales], "up4", mode="nearest")
+    p3 = cbs(g.op("Concat", [up, p3], "cat3", axis=1), "neck3", 2 * c3, c3, 3)
+    per_anchor = 5 + classes
+    heads = []
+    for level, (feat, ch) in enumerate([(p3, c3), (p4, c4), (p5, c5)]):
+        y = g.conv(feat, f"head{level}/conv", ch, 3 * per_anchor, 1)
+        shape = g.const(f"head{level}/shape", np.array([1, 3 * per_anchor, -1], np.int64))
+        y = g.op("Transpose", [g.op("Reshape", [y, shape], f"head{level}/flatten")], f"head{level}/cells",
+                 perm=[0, 2, 1])
+        per_cell = g.const(f"head{level}/anchor_shape", np.array([1, -1, per_anchor], np.int64))
+        heads.append(g.op("Reshape", [y, per_cell], f"head{level}/anchors"))
+    g.op("Sigmoid", [g.op("Concat", heads, "detections/concat", axis=1)], "detections/sigmoid", out="detections")
+    cells = sum((size // s) ** 2 for s in (8, 16, 32))
+    g.output("detections", FLOAT, [1, 3 * cells, per_anchor])
+    inputs = {"x": g.rng.uniform(0.0, 1.0, (1, 3, size, size)).astype(np.float32)}
+    return write_bench_model(path, g.model(f"YOLO-style detector {size}x{size}, random weights"), inputs)
+
+
+def build_crnn(path: str | Path, height: int = 32, width: int = 128, hidden: int = 128, classes: int = 37) -> Path:
+    """Writes a CRNN-style text recognizer (not committed; for benchmarks) with random weights: a VGG-like
+    conv stack on a [1, 1, height, width] line image pooled to height 1, the columns as a sequence, one
+    LSTM, a per-step linear layer to `classes` and a Softmax: [steps, 1, classes]."""
+    g = GraphBuilder("crnn", seed=808)
+    h = g.input("x", FLOAT, [1, 1, height, width])
+    c_in = 1
+    for i, (c_out, pool) in enumerate([(32, (2, 2)), (64, (2, 2)), (128, (2, 1)), (128, (2, 1)), (256, (2, 1))]):
+        h = g.op("Relu", [g.batch_norm(g.conv(h, f"conv{i}", c_in, c_out, 3, pads=[1, 1, 1, 1]), f"bn{i}", c_out)],
+                 f"relu{i}")
+        h = g.op("MaxPool", [h], f"pool{i}", kernel_shape=list(pool), strides=list(pool))
+        c_in = c_out
+    steps = width // 4
+    seq = g.op("Transpose", [g.op("Squeeze", [h, g.const("squeeze.axes", np.array([2], np.int64))], "squeeze")],
+               "to_sequence", perm=[2, 0, 1])  # [steps, 1, channels]
+    bound = 1.0 / np.sqrt(hidden)
+    w = g.const("lstm.W", g.rng.uniform(-bound, bound, (1, 4 * hidden, c_in)).astype(np.float32))
+    r = g.const("lstm.R", g.rng.uniform(-bound, bound, (1, 4 * hidden, hidden)).astype(np.float32))
+    b = g.const("lstm.B", g.rng.uniform(-bound, bound, (1, 8 * hidden)).astype(np.float32))
+    y, _ = g.op_multi("LSTM", [seq, w, r, b], "lstm", ["lstm/y", "lstm/h_last"], hidden_size=hidden)
+    y = g.op("Squeeze", [y, g.const("lstm.axes", np.array([1], np.int64))], "lstm/squeeze")  # [steps, 1, hidden]
+    g.op("Softmax", [g.linear(y, "classifier", hidden, classes)], "probs", out="probs", axis=-1)
+    g.output("probs", FLOAT, [steps, 1, classes])
+    inputs = {"x": g.rng.uniform(0.0, 1.0, (1, 1, height, width)).astype(np.float32)}
+    return write_bench_model(path, g.model(f"CRNN-style recognizer {height}x{width}, random weights"), inputs)
 
 
 def build_lstm() -> Sample:

@@ -174,3 +174,26 @@ def test_encoder_rejects_heads_that_do_not_divide_hidden(tmp_path):
     with pytest.raises(ValueError, match="multiple of heads"):
         bs.build_bert_mini(tmp_path / "bad.onnx", layers=1, hidden=30, heads=4, seq=8)
     assert not (tmp_path / "bad.onnx").exists()
+
+
+@pytest.mark.parametrize(("builder", "kwargs"), [
+    ("build_yolo", {"size": 64, "width": 8, "classes": 3}),
+    ("build_crnn", {"height": 32, "width": 32, "hidden": 16, "classes": 5}),
+    ("build_resnet", {"size": 32, "blocks": (1, 1), "width": 8}),
+])
+def test_bench_model_builders_compile_on_the_device_and_match_onnxruntime(tmp_path, builder, kwargs):
+    """The benchmark model classes (small versions): valid ONNX, every node on the device, fp32 matches ORT."""
+    from xputools.compiler.context import CompileOptions
+    from xputools.compiler.driver import compile_model
+    from xputools.runtime import read_npz, run_program
+
+    path = getattr(bs, builder)(tmp_path / "model.onnx", **kwargs)
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    feeds = read_npz(tmp_path / "model.inputs.npz")
+    program = compile_model(path, CompileOptions(precision="fp32")).program
+    assert not program.host_ops
+    got = run_program(program, feeds).outputs
+    want = _session(path).run(None, feeds)
+    for (name, value), ref in zip(got.items(), want):
+        assert value.shape == ref.shape, name
+        np.testing.assert_allclose(value, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
