@@ -13,7 +13,9 @@
    until nothing changes;
 5. if some shape is still unknown, the whole graph is run once on the host with zero inputs to learn
    every intermediate shape (recorded in `Graph.warnings`; ops whose output shape depends on the
-   input values, e.g. NonZero, are rejected instead because no static shape exists).
+   input values, e.g. NonZero, are rejected instead because no static shape exists);
+6. a node the device cannot run whose op ONNX defines by a function body (Attention, RMSNormalization,
+   Elu, CastLike...) is replaced by that body when all of it runs on the device (functions.py).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from onnx import helper, numpy_helper
 
 from .errors import CompileError, UnsupportedError
 from .expand import graph_to_onnx
+from .functions import expand_functions
 from .graph import Graph, Node, Value, attr_to_python, rename_outer_references
 from .host import run_graph_reference, run_host_node
 
@@ -382,16 +385,31 @@ def import_model(model: onnx.ModelProto, shapes: Shapes | None = None,
     if strict_error:
         warnings.append(f"ONNX shape inference (strict mode) reported: {strict_error}; import continued")
     graph = _build_graph(work, warnings)
+    _fold_until_stable(graph)
+    _require_static_shapes(graph, strict_error)
+    graph.prune()
+    if expand_functions(graph, _settle):
+        _fold_until_stable(graph)  # an expanded node's output may have folded into a constant
+        graph.prune()
+    graph.validate()
+    return graph
+
+
+def _fold_until_stable(graph: Graph) -> None:
     for _ in range(MAX_FOLD_ROUNDS):
         changed = _fold_constants(graph)
         graph.prune()
         if not changed:
             break
         _reinfer(graph)
-    _require_static_shapes(graph, strict_error)
+
+
+def _settle(graph: Graph) -> None:
+    """Steps 3-5 for a graph whose new nodes have no shapes yet (an expanded function body)."""
+    _reinfer(graph)
+    _fold_until_stable(graph)
+    _require_static_shapes(graph, "")
     graph.prune()
-    graph.validate()
-    return graph
 
 
 def _spell_out_defaults(graph: onnx.GraphProto) -> None:

@@ -56,7 +56,7 @@ def _unused(graph: Graph, name: str) -> bool:
     return not name or (name not in graph.output_names and not graph.consumers(name))
 
 
-def _noop_source(node: Node, graph: Graph) -> str | None:
+def noop_source(node: Node, graph: Graph) -> str | None:
     """The input a node merely copies to its only output, or None."""
     if node.domain or not node.outputs or not node.input(0):
         return None
@@ -84,7 +84,7 @@ def eliminate_noops(graph: Graph) -> Graph:
     source's producer, or stays (as a copy) when the source is an input, a constant or an output."""
     g = graph.copy()
     for node in list(g.nodes):
-        src = _noop_source(node, g)
+        src = noop_source(node, g)
         if src is None:
             continue
         out = node.outputs[0]
