@@ -26,12 +26,16 @@ def render_check(r: dict) -> str:
         shape = "x".join(map(str, n["output_shape"])) or "scalar"
         name = n["name"] if len(n["name"]) <= name_w else "…" + n["name"][-(name_w - 1):]
         op = n["op_type"] + (f"+{n['fused_activation']}" if n.get("fused_activation") else "")
-        lines.append(f"  {name:<{name_w}}  {op:<20} {n['where']:<6} {shape:<18} {_flops(n['flops']):>10}  {n['why']}")
+        why = n["why"] + (f" (from {n['expanded_from']} {n['origin'][0]})" if n.get("expanded_from") else "")
+        lines.append(f"  {name:<{name_w}}  {op:<20} {n['where']:<6} {shape:<18} {_flops(n['flops']):>10}  {why}")
     lines.append("")
     for where in ("device", "host"):
         counts = r["counts"][where]
         if counts:
             lines.append(f"{where}: " + ", ".join(f"{op} {c}" for op, c in counts.items()))
+    if r.get("expanded"):
+        lines.append("expanded into primitive ops (ONNX function bodies): "
+                     + ", ".join(f"{e['name']} ({e['op_type']}, {e['nodes']} nodes)" for e in r["expanded"]))
     s = r["sbuf"]
     lines.append(f"total {_flops(r['total_flops'])}FLOP, weights {_size(r['total_weight_bytes'])}; "
                  f"largest working set {_size(s['largest_working_set_bytes'])} ({s['largest_node'] or '-'}) "

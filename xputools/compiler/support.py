@@ -370,8 +370,20 @@ def _describe(v) -> dict:
     return {"name": v.name, "shape": list(v.shape), "dtype": np.dtype(v.dtype).name}
 
 
+def _expanded_nodes(rows: list[dict]) -> list[dict]:
+    """The ONNX nodes replaced by their function bodies (functions.py): name, op type, how many
+    compiled nodes they became."""
+    found: dict[tuple[str, str], int] = {}
+    for r in rows:
+        if r["expanded_from"]:
+            key = (r["origin"][0] if r["origin"] else r["name"], r["expanded_from"])
+            found[key] = found.get(key, 0) + 1
+    return [{"name": name, "op_type": op, "nodes": count} for (name, op), count in found.items()]
+
+
 def check_report(graph: Graph, arch=None) -> dict:
-    """What `xpu check` prints: placement and cost per node, op counts, weights and SBUF needs.
+    """What `xpu check` prints: placement and cost per node, op counts, weights and SBUF needs, and
+    the nodes that were replaced by their ONNX function bodies (`expanded`).
 
     `arch` is an Arch or a preset name/path (default xpu1). The SBUF estimate is the largest
     untiled working set of one device node (all its inputs and outputs) against the SBUF size:
@@ -405,6 +417,7 @@ def check_report(graph: Graph, arch=None) -> dict:
             "flops": estimate_flops(node, graph), "weight_bytes": weight_bytes, "working_set_bytes": ws,
             "origin": list(node.origin), "fused": list(node.fused),
             "fused_activation": (node.attrs.get("fused_activation") or {}).get("name", ""),
+            "expanded_from": node.expanded_from,
         })
     sbuf_bytes = arch.partitions * arch.sbuf_bytes
     host_rows = [r for r in rows if r["where"] == "host"]
@@ -423,5 +436,6 @@ def check_report(graph: Graph, arch=None) -> dict:
                  "largest_working_set_bytes": largest[1], "fits_untiled": largest[1] <= sbuf_bytes},
         "all_on_device": not host_rows,
         "host_nodes": [{"name": r["name"], "op_type": r["op_type"], "why": r["why"]} for r in host_rows],
+        "expanded": _expanded_nodes(rows),
         "warnings": list(graph.warnings),
     }
