@@ -98,9 +98,10 @@ def test_elu_without_alpha_takes_the_schema_default():
 def test_two_nodes_of_one_op_get_unique_names_and_keep_their_outputs():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2, 8)).astype(np.float32)
-    # two unnamed Elu nodes, and a model tensor already called like the first body's inner value
+    # two unnamed Elu nodes, a model tensor and a node already called like the first body's inner ones
     nodes = [helper.make_node("Elu", ["x"], ["Elu_0/ExpX"]),
-             helper.make_node("Elu", ["Elu_0/ExpX"], ["y"])]
+             helper.make_node("Elu", ["Elu_0/ExpX"], ["t"]),
+             helper.make_node("Relu", ["t"], ["y"], name="Elu_0/Exp")]
     model = _model(nodes, {"x": x}, ["y"], 22)
     graph = import_model(model)
     names = [n.name for n in graph.nodes]
@@ -108,7 +109,7 @@ def test_two_nodes_of_one_op_get_unique_names_and_keep_their_outputs():
     produced = [o for n in graph.nodes for o in n.outputs if o]
     assert len(produced) == len(set(produced))
     assert "Elu_0/ExpX" in produced and "y" in produced  # the nodes' outputs keep their names
-    assert {tuple(n.origin) for n in graph.nodes} == {("Elu_0",), ("Elu_1",)}
+    assert {tuple(n.origin) for n in graph.nodes} == {("Elu_0",), ("Elu_1",), ("Elu_0/Exp",)}
     _assert_device_matches_reference(model, {"x": x})
 
 

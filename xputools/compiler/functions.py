@@ -45,6 +45,7 @@ SEQUENCE_OPS = frozenset({
     "OptionalHasElement",
 })
 CONTROL_FLOW_OPS = frozenset({"Loop", "If", "Scan"})
+VARIADIC = onnx.defs.OpSchema.FormalParameterOption.Variadic
 
 Settle = Callable[[Graph], None]
 OnDevice = Callable[[Node, Graph], bool]
@@ -63,14 +64,37 @@ class Expansion:
     nodes: list[str]  # the names of the nodes that replaced it (after folding)
 
 
+class _Names:
+    """Fresh value and node names, unique in the whole model (bodies inside bodies included)."""
+
+    def __init__(self, graph: Graph):
+        self.values = set(graph.values) | {o for n in graph.nodes for o in n.outputs if o}
+        self.nodes = {n.name for n in graph.nodes}
+
+    @staticmethod
+    def _fresh(base: str, taken: set[str]) -> str:
+        name, k = base, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        return name
+
+    def value(self, base: str) -> str:
+        return self._fresh(base, self.values)
+
+    def node(self, base: str) -> str:
+        return self._fresh(base, self.nodes)
+
+
 def expand_functions(graph: Graph, settle: Settle, on_device: OnDevice | None = None,
-                     depth: int = 0) -> list[Expansion]:
+                     depth: int = 0, names: _Names | None = None) -> list[Expansion]:
     """Replace, in place, every node of `graph` that the device cannot run by its ONNX function body
     when the whole body runs on the device (module docstring). `settle(graph)` infers shapes and folds
     constants of a graph with new, unshaped values (the front end's own routine); `on_device(node,
     graph)` says whether a node runs on the device (default `runs_on_device`). Returns what was
     expanded, in graph order."""
     on_device = on_device or runs_on_device
+    names = names or _Names(graph)
     done: list[Expansion] = []
     for node in list(graph.nodes):
         schema = _schema_with_body(node, graph)
@@ -80,7 +104,7 @@ def expand_functions(graph: Graph, settle: Settle, on_device: OnDevice | None = 
             body = function_body(node, graph, schema)
             if body is None:
                 continue
-            sub = _expanded_subgraph(node, body, schema, graph, settle, on_device, depth)
+            sub = _expanded_subgraph(node, body, schema, graph, settle, on_device, depth, names)
         except NotExpandable:
             continue
         except Exception as exc:  # noqa: BLE001 - onnx's builders and inference raise many types; the node keeps its op
@@ -153,15 +177,18 @@ def _type_proto(v: Value) -> onnx.TypeProto:
 
 # ---- instantiating a body ------------------------------------------------------------------------
 def _expanded_subgraph(node: Node, body: onnx.FunctionProto, schema, graph: Graph, settle: Settle,
-                       on_device: OnDevice, depth: int) -> Graph:
+                       on_device: OnDevice, depth: int, names: _Names) -> Graph:
     """The node's body as a settled graph of its own whose inputs and outputs are the node's."""
     _check_body(body, graph)
-    inner = _instantiate(node, body, schema, graph)
+    inner = _instantiate(node, body, schema, graph, names)
     sub = _subgraph(node, graph, inner)
     settle(sub)
-    if depth + 1 < MAX_DEPTH and expand_functions(sub, settle, on_device, depth + 1):
+    if depth + 1 < MAX_DEPTH and expand_functions(sub, settle, on_device, depth + 1, names):
         settle(sub)  # what the inner bodies folded may fold further
+    produced = {o for n in sub.nodes for o in n.outputs}
     for o in sub.output_names:
+        if o not in produced and not sub.is_const(o):
+            raise NotExpandable(f"its body passes {o!r} through without computing it")
         want, got = graph.values[o], sub.values[o]
         if want.shape != got.shape or np.dtype(want.dtype) != np.dtype(got.dtype):
             raise NotExpandable(f"the body gives {o!r} shape {got.shape} {got.dtype}, not {want.shape} {want.dtype}")
@@ -209,7 +236,8 @@ def same_meaning(node: onnx.NodeProto, domain: str, written_for: int, read_at: i
     shorter = min(len(ins_a), len(ins_b))
     if ins_a[:shorter] != ins_b[:shorter] or [p.name for p in a.outputs] != [p.name for p in b.outputs]:
         return False
-    if any(i >= shorter for i, name in enumerate(node.input) if name):
+    variadic = shorter and all(s.inputs[shorter - 1].option == VARIADIC for s in (a, b))
+    if not variadic and any(i >= shorter for i, name in enumerate(node.input) if name):
         return False
     extra = set(a.attributes).symmetric_difference(b.attributes)
     if any(name in extra for name in (x.name for x in node.attribute)):
@@ -219,47 +247,28 @@ def same_meaning(node: onnx.NodeProto, domain: str, written_for: int, read_at: i
     return all(int(a.attributes[k].type) == int(b.attributes[k].type) for k in set(a.attributes) & set(b.attributes))
 
 
-def _instantiate(node: Node, body: onnx.FunctionProto, schema, graph: Graph) -> list[Node]:
+def _instantiate(node: Node, body: onnx.FunctionProto, schema, graph: Graph, names: _Names) -> list[Node]:
     """The body's nodes with the node's inputs, outputs and attributes bound and fresh inner names."""
-    taken = set(graph.values) | {o for n in graph.nodes for o in n.outputs if o}
-    names: dict[str, str] = {}
-    for i, formal in enumerate(body.input):
-        names[formal] = node.input(i)
+    bind: dict[str, str] = {formal: node.input(i) for i, formal in enumerate(body.input)}
     for i, formal in enumerate(body.output):
-        actual = node.outputs[i] if i < len(node.outputs) else ""
-        if actual:
-            names[formal] = actual
-
-    def fresh(local: str) -> str:
-        base = f"{node.name}/{local}"
-        name, k = base, 1
-        while name in taken:
-            name, k = f"{base}_{k}", k + 1
-        taken.add(name)
-        return name
-
+        if i < len(node.outputs) and node.outputs[i]:
+            bind[formal] = node.outputs[i]
     bound = _bound_attributes(node, body, schema, graph)
-    node_names = {n.name for n in graph.nodes}
     out: list[Node] = []
     for n in body.node:
+        undefined = [i for i in n.input if i and i not in bind]
+        if undefined:
+            raise NotExpandable(f"its body reads {undefined[0]!r}, which it does not define")
         for o in n.output:
-            if o and o not in names:
-                names[o] = fresh(o)
-        inputs = [names.get(i, "") if i else "" for i in n.input]
-        if any(i and i not in names for i in n.input):
-            raise NotExpandable(f"its body reads {next(i for i in n.input if i and i not in names)!r}, "
-                                "which it does not define")
-        base = f"{node.name}/{n.name or n.op_type}"
-        name, k = base, 1
-        while name in node_names:
-            name, k = f"{base}_{k}", k + 1
-        node_names.add(name)
+            if o and o not in bind:
+                bind[o] = names.value(f"{node.name}/{o}")
         attrs = {}
         for a in n.attribute:
             a = _resolve(a, bound)
             if a is not None:
                 attrs[a.name] = attr_to_python(a)
-        out.append(Node(name, n.op_type, inputs, [names[o] if o else "" for o in n.output], attrs,
+        out.append(Node(names.node(f"{node.name}/{n.name or n.op_type}"), n.op_type,
+                        [bind[i] if i else "" for i in n.input], [bind[o] if o else "" for o in n.output], attrs,
                         n.domain if n.domain != "ai.onnx" else "", origin=list(node.origin),
                         expanded_from=node.op_type))
     return out
