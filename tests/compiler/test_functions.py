@@ -187,3 +187,17 @@ def test_accuracy_tool_names_the_onnx_node_of_an_expanded_output():
     compiled = compile_model(model, CompileOptions())
     (info,) = graph_tensors(model, compiled.graph, compiled.program)
     assert info.name == "y" and info.engine == "device" and info.nodes == ["act"]
+
+
+def test_keep_names_the_onnx_node_of_an_expanded_body():
+    from xputools.compiler.precision import node_compute_dtype, unmatched_keep_patterns
+
+    rng = np.random.default_rng(12)
+    feeds = {n: rng.standard_normal((1, 2, 4, 8)).astype(np.float32) for n in ("q", "k", "v")}
+    model = _model([helper.make_node("Attention", ["q", "k", "v"], ["y"], name="attn")], feeds, ["y"], 23)
+    compiled = compile_model(model, CompileOptions(precision="bf16", keep=[("attn", "fp32")]))
+    assert compiled.unmatched_keep == []
+    matmuls = [n for n in compiled.graph.nodes if n.op_type == "MatMul"]
+    assert len(matmuls) == 2
+    assert all(node_compute_dtype(n, "bf16", [("attn", "fp32")]) == "f32" for n in matmuls)
+    assert unmatched_keep_patterns([("nothing", "fp32")], compiled.graph.nodes) == ["nothing"]
