@@ -201,3 +201,18 @@ def test_keep_names_the_onnx_node_of_an_expanded_body():
     assert len(matmuls) == 2
     assert all(node_compute_dtype(n, "bf16", [("attn", "fp32")]) == "f32" for n in matmuls)
     assert unmatched_keep_patterns([("nothing", "fp32")], compiled.graph.nodes) == ["nothing"]
+
+
+def test_a_body_op_must_mean_the_same_at_the_models_opset():
+    from xputools.compiler.functions import same_meaning
+
+    # ReduceMean's axes moved from an attribute to an input at opset 18
+    assert not same_meaning(helper.make_node("ReduceMean", ["x"], ["y"], axes=[1]), "", 13, 18)
+    assert not same_meaning(helper.make_node("ReduceMean", ["x", "axes"], ["y"]), "", 18, 13)
+    # without axes both reduce everything; Min only gained types; Cast gained an attribute it does not use
+    assert same_meaning(helper.make_node("ReduceMean", ["x"], ["y"]), "", 13, 18)
+    assert same_meaning(helper.make_node("Min", ["a", "b", "c"], ["y"]), "", 11, 13)
+    assert same_meaning(helper.make_node("Cast", ["x"], ["y"], to=1), "", 13, 21)
+    assert not same_meaning(helper.make_node("Cast", ["x"], ["y"], to=1, saturate=0), "", 21, 13)
+    # GroupNormalization's scale changed from per group to per channel at 21 (same inputs)
+    assert not same_meaning(helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=2), "", 18, 21)
