@@ -131,6 +131,8 @@ def test_a_body_with_control_flow_stays_on_the_host():
     model = _model([node], {"theta": theta}, ["grid"], 20, {"size": np.array([2, 3, 4, 5], np.int64)})
     got, compiled = _run_on_device(model, {"theta": theta})
     assert [n.op_type for n in compiled.graph.nodes] == ["AffineGrid"]
+    (row,) = check_model(model)["nodes"]
+    assert row["where"] == "host" and row["why"].endswith("its ONNX function body was not used: its body holds If")
     assert [h.op_type for h in compiled.program.host_ops] == ["AffineGrid"]
     np.testing.assert_allclose(got["grid"], ReferenceEvaluator(model).run(None, {"theta": theta})[0], rtol=1e-6)
 
@@ -141,6 +143,7 @@ def test_a_body_that_would_still_need_the_host_is_not_expanded():
     model = _model([helper.make_node("Elu", ["x"], ["y"], name="e64")], {"x": x}, ["y"], 22)
     graph = import_model(model)
     assert [(n.name, n.op_type, n.expanded_from) for n in graph.nodes] == [("e64", "Elu", "")]
+    assert graph.nodes[0].body_problem.endswith("in its body runs on the host")
 
 
 def test_device_nodes_and_unknown_bodies_are_left_alone():

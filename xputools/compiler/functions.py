@@ -105,7 +105,8 @@ def expand_functions(graph: Graph, settle: Settle, on_device: OnDevice | None = 
             if body is None:
                 continue
             sub = _expanded_subgraph(node, body, schema, graph, settle, on_device, depth, names)
-        except NotExpandable:
+        except NotExpandable as exc:
+            node.body_problem = str(exc)
             continue
         except Exception as exc:  # noqa: BLE001 - onnx's builders and inference raise many types; the node keeps its op
             graph.warnings.append(f"node {node.name!r} ({node.op_type}) stays on the host: its ONNX function body "

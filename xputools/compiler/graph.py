@@ -9,7 +9,8 @@ Conventions the lowering relies on:
 - `origin` lists the ONNX nodes a node stands for and `fused` the ONNX tensors that fusion removed
   inside it: their Values stay in `values` (shape and dtype, for taps) but no node produces them;
 - `expanded_from` is the op type of the ONNX node (named in `origin`) whose function body this node
-  comes from (functions.py), "" for a node the model spelled itself;
+  comes from (functions.py), "" for a node the model spelled itself; `body_problem` says why a node
+  that has a function body kept its own op instead;
 - `Graph.aliases` maps an ONNX tensor that a pass removed because it was a copy (Identity, no-op
   Cast...) to the value that holds the same data.
 """
@@ -77,6 +78,7 @@ class Node:
     origin: list[str] = field(default_factory=list)
     fused: list[str] = field(default_factory=list)
     expanded_from: str = ""
+    body_problem: str = ""
 
     def present_inputs(self) -> list[str]:
         """The inputs that are given (omitted optional ones left out)."""
@@ -426,7 +428,7 @@ class Graph:
         never modify an array in place, they add a new constant)."""
         values = {k: Value(v.name, v.shape, v.dtype, v.const) for k, v in self.values.items()}
         nodes = [Node(n.name, n.op_type, list(n.inputs), list(n.outputs), copy.copy(n.attrs), n.domain,
-                      list(n.origin), list(n.fused), n.expanded_from) for n in self.nodes]
+                      list(n.origin), list(n.fused), n.expanded_from, n.body_problem) for n in self.nodes]
         return Graph(self.name, self.input_names, self.output_names, nodes, values, self.opset,
                      self.aliases, self.warnings)
 

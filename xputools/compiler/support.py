@@ -401,6 +401,8 @@ def check_report(graph: Graph, arch=None) -> dict:
     largest = ("", 0)
     for node in graph.nodes:
         where, why = placement(node, graph, options)
+        if where == "host" and node.body_problem:
+            why += f"; its ONNX function body was not used: {node.body_problem}"
         consts = [i for i in dict.fromkeys(node.present_inputs()) if graph.is_const(i)]
         weight_bytes = sum(graph.values[i].nbytes for i in consts)
         for i in consts:
