@@ -337,3 +337,27 @@ def test_tick_runs_every_engine_for_n_cycles():
     stop = dbg.tick(3000)
     assert stop.reason == "step" and stop.time >= 3000
     assert dbg.machine.retired == stop.point[0] > 0
+
+
+def test_node_breakpoint_by_the_name_of_a_node_replaced_by_its_function_body():
+    """Elu runs on the device as its ONNX function body (nodes 'e1/...'): `break node e1` still finds it."""
+    from onnx import TensorProto, helper
+
+    from xputools.compiler.context import CompileOptions
+    from xputools.compiler.driver import compile_model
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="r1"), helper.make_node("Elu", ["r"], ["y"], name="e1")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    program = compile_model(model, CompileOptions()).program
+    assert not program.host_ops and "e1" not in {o.name for o in program.origins}
+    feeds = {"x": np.random.default_rng(3).standard_normal((4, 8)).astype(np.float32)}
+    dbg = Debugger(program, feeds)
+    dbg.break_("node e1")
+    stop = dbg.run()
+    assert stop.reason == "breakpoint"
+    assert program.origins[dbg.machine.instr(stop.engine, stop.index).dbg].name.startswith("e1/")
+    with pytest.raises(DebugError, match="no node matches"):
+        dbg.break_("node e")  # a prefix of a name is not a match: only whole path segments

@@ -80,6 +80,8 @@ class ProgramIndex:
         origins = self.program.origins
         exact = [i for i, o in enumerate(origins) if o.name == pattern]
         matched = exact or [i for i, o in enumerate(origins) if fnmatch.fnmatchcase(o.name, pattern)]
+        if not matched:  # a node the compiler replaced by several (its ONNX function body, a rewrite)
+            matched = [i for i, o in enumerate(origins) if o.name.startswith(pattern + "/")]
         matched = [i for i in matched if i in self.by_dbg]
         if not matched:
             raise DebugError(f"no node matches {pattern!r}" + ("" if origins else " (the program names no nodes)"))
