@@ -42,6 +42,7 @@ from .errors import XpuError
 from .isa import ALU_OPS, AP, MATMUL_TYPES, Instr, attr, engine_kind
 from .memory import Memory
 from .numerics import activation, cast, to_f32
+from .workspace import work_array
 
 Executor = Callable[[], None]
 
@@ -159,6 +160,13 @@ _TABLE_WIDENED = ("f16", "fp8e4", "fp8e5")
 _WIDEN_TABLES: dict[str, np.ndarray] = {}
 
 
+def _widen_table(dtype: str) -> tuple[np.ndarray, np.dtype]:
+    """(f32 value of every bit pattern, the unsigned dtype that indexes it) for a table-widened dtype."""
+    if dtype not in _WIDEN_TABLES:
+        _WIDEN_TABLES[dtype] = _bits_table(dtype)
+    return _WIDEN_TABLES[dtype], np.dtype(f"u{np_dtype(dtype).itemsize}")
+
+
 def _widener(dtype: str) -> Callable[[np.ndarray], np.ndarray]:
     """Exact widening to the f32 datapath, equal to numerics.to_f32 but without its copy: the
     result may be the input itself (f32), so callers never write into it."""
@@ -167,11 +175,44 @@ def _widener(dtype: str) -> Callable[[np.ndarray], np.ndarray]:
     if dtype == "bf16":  # bf16 is the top half of an f32: a shift (ml_dtypes' cast is ~2x slower)
         return lambda x: np.left_shift(x.view(np.uint16), 16, dtype=np.uint32).view(np.float32)
     if dtype in _TABLE_WIDENED:
-        if dtype not in _WIDEN_TABLES:
-            _WIDEN_TABLES[dtype] = _bits_table(dtype)
-        table, raw = _WIDEN_TABLES[dtype], np.dtype(f"u{np_dtype(dtype).itemsize}")
+        table, raw = _widen_table(dtype)
         return lambda x: np.take(table, x.view(raw), mode="wrap")  # every index is in range
     return to_f32  # integers: numerics rounds values beyond 2^24 correctly
+
+
+def _widen_into(dtype: str) -> Callable[[np.ndarray, np.ndarray], None]:
+    """fill(x, out): `out` (f32, x's shape) = x widened exactly as `_widener(dtype)` widens it."""
+    if dtype == "f32":
+        return lambda x, out: np.copyto(out, x)
+    if dtype == "bf16":
+        return lambda x, out: np.left_shift(x.view(np.uint16), 16, out=out.view(np.uint32), dtype=np.uint32)
+    if dtype in _TABLE_WIDENED:
+        table, raw = _widen_table(dtype)
+        return lambda x, out: np.take(table, x.view(raw), mode="wrap", out=out)
+    return lambda x, out: np.copyto(out, to_f32(x))
+
+
+def _f32_operand(c: _Ctx, name: str, shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
+    """A function giving operand `name` on the f32 datapath in `shape` (C order), equal to
+    `_widener(dtype)(_reader(view, shape)())` in values and in memory layout (so a BLAS call sees
+    the same matrices): memory itself for f32 that can be seen in `shape`, else a work array (shared,
+    see workspace) refilled on each call instead of one or two fresh temporaries."""
+    dtype, view = c.ap(name).dtype, c.view(name)
+    shaped = _view_reshape(view, shape)
+    if dtype == "f32" and shaped is not None:
+        return lambda: shaped
+    if dtype == "bf16" and shaped is not None and not np.empty_like(shaped, np.float32).flags.c_contiguous:
+        # a widened bf16 keeps the view's own axis order (numpy's order="K"): keep that layout too
+        widen, read = _widener(dtype), _reader(view, shape)
+        return lambda: widen(read())
+    work = work_array(c.mem, name, view.shape, np.float32)
+    out = work.reshape(shape)  # C-contiguous, so always a view
+    fill = _widen_into(dtype)
+
+    def widened() -> np.ndarray:
+        fill(view, work)
+        return out
+    return widened
 
 
 def _rounder(dtype: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -350,13 +391,13 @@ def _build_matmul(c: _Ctx) -> Executor:
         raise c.fail(f"mov {_fmt(mov_ap)} has N={n} columns; pe.max_n is {pe['max_n']}")
     if (dm, dn) != (m, n):
         raise c.fail(f"dst {_fmt(dst_ap)} is {dm}x{dn}, expected [M={m}, N={n}]")
-    read_stat = _reader(c.view("stat"), (k, m))
-    read_mov = _reader(c.view("mov"), (k, n))
     dst = c.view("dst")
     dst2d = _view_reshape(dst, (m, n))
     start = c.attr("start") == 1
 
     if integer:
+        read_stat = _reader(c.view("stat"), (k, m))
+        read_mov = _reader(c.view("mov"), (k, n))
         # |i8·i8| <= 2^14: a K-long dot product is exact in f32 while K·2^14 <= 2^24, else in f64
         acc = np.float32 if k <= 1024 else np.float64
 
@@ -365,10 +406,13 @@ def _build_matmul(c: _Ctx) -> Executor:
             x = read_mov().astype(acc)
             return np.matmul(s.T, x).astype(np.int64).astype(np.int32)  # wraps to int32
     else:
-        widen_stat, widen_mov = _widener(stat_ap.dtype), _widener(mov_ap.dtype)
+        # operands widened (or gathered) into work arrays: the same C-contiguous f32 matrices a
+        # fresh array would hold, so the BLAS call and its bits are the same, without allocating
+        stat_f32 = _f32_operand(c, "stat", (k, m))
+        mov_f32 = _f32_operand(c, "mov", (k, n))
 
         def product() -> np.ndarray:
-            return np.matmul(widen_stat(read_stat()).T, widen_mov(read_mov()))
+            return np.matmul(stat_f32().T, mov_f32())
 
     if dst2d is None:  # a psum pattern that cannot be seen as [M,N]: go through a copy
         if start:
@@ -377,13 +421,20 @@ def _build_matmul(c: _Ctx) -> Executor:
         def accumulate_reshaped():
             dst[...] = dst + product().reshape(dst.shape)
         return accumulate_reshaped
+    if integer:
+        if start:
+            return lambda: np.copyto(dst2d, product())
+        return lambda: np.add(dst2d, product(), out=dst2d)  # int32 with wrap-around
     if start:
-        if not integer:
-            def matmul_into_dst():
-                np.matmul(widen_stat(read_stat()).T, widen_mov(read_mov()), out=dst2d)
-            return matmul_into_dst
-        return lambda: np.copyto(dst2d, product())
-    return lambda: np.add(dst2d, product(), out=dst2d)  # f32 add, or int32 with wrap-around
+        def matmul_into_dst():
+            np.matmul(stat_f32().T, mov_f32(), out=dst2d)
+        return matmul_into_dst
+    prod = work_array(c.mem, "matmul", (m, n), np.float32)
+
+    def matmul_accumulate():
+        np.matmul(stat_f32().T, mov_f32(), out=prod)
+        np.add(dst2d, prod, out=dst2d)  # the f32 PSUM add
+    return matmul_accumulate
 
 
 def _build_transpose(c: _Ctx) -> Executor:
