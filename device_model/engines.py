@@ -521,16 +521,18 @@ def _logical(fn):
     return lambda a, b, rtype: fn(np.not_equal(a, 0), np.not_equal(b, 0)).astype(rtype)
 
 
+# arithmetic ops are one ufunc each (the f32 fast paths call them with out=)
+_FLOAT_UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+                 "max": np.maximum, "min": np.minimum, "pow": np.power, "mod": np.fmod}
+
+
+def _plain(ufunc):
+    return lambda a, b, _t: ufunc(a, b)
+
+
 # (a, b, result type) -> result: f32 operands on the float path, int64 on the integer path
 _FLOAT_ALU = {
-    "add": lambda a, b, _t: np.add(a, b),
-    "sub": lambda a, b, _t: np.subtract(a, b),
-    "mul": lambda a, b, _t: np.multiply(a, b),
-    "div": lambda a, b, _t: np.divide(a, b),
-    "max": lambda a, b, _t: np.maximum(a, b),
-    "min": lambda a, b, _t: np.minimum(a, b),
-    "pow": lambda a, b, _t: np.power(a, b),
-    "mod": lambda a, b, _t: np.fmod(a, b),
+    **{name: _plain(ufunc) for name, ufunc in _FLOAT_UFUNCS.items()},
     "eq": _flag(np.equal), "ne": _flag(np.not_equal), "gt": _flag(np.greater),
     "ge": _flag(np.greater_equal), "lt": _flag(np.less), "le": _flag(np.less_equal),
     "and": _logical(np.logical_and), "or": _logical(np.logical_or), "xor": _logical(np.logical_xor),
@@ -601,10 +603,20 @@ def _build_tensor_tensor(c: _Ctx) -> Executor:
     if integer:
         i64 = np.int64
         compute = lambda: fn(read_a().astype(i64), read_b().astype(i64), i64)
-    else:
+        return _run_alu(c, compute, _writer(dst, shape), dst_ap.dtype)
+    ufunc = _FLOAT_UFUNCS.get(c.attr("op"))
+    if ufunc is None:  # compares and logical ops: through their 0/1 conversion
         f32, widen_a, widen_b = np.float32, _widener(a_ap.dtype), _widener(b_ap.dtype)
         compute = lambda: fn(widen_a(read_a()), widen_b(read_b()), f32)
-    return _run_alu(c, compute, _writer(dst, shape), dst_ap.dtype)
+        return _run_alu(c, compute, _writer(dst, shape), dst_ap.dtype)
+    a_f32, b_f32 = _f32_operand(c, "a", shape), _f32_operand(c, "b", shape)
+    out, finish = _f32_result(c, shape)
+
+    def tensor_tensor():
+        with np.errstate(all="ignore"):
+            ufunc(a_f32(), b_f32(), out=out)  # numpy computes as if the operands did not overlap out
+            finish()
+    return tensor_tensor
 
 
 def _build_tensor_scalar(c: _Ctx) -> Executor:
@@ -638,6 +650,10 @@ def _build_tensor_scalar(c: _Ctx) -> Executor:
             const = np.int64(int(s)) if integer else _f32_scalar(s)
             get = lambda k=const: k
         steps.append((fn, get, rev))
+    ufuncs = [_FLOAT_UFUNCS.get(op) for op, *_ in stages]
+    if not integer and steps and None not in ufuncs:
+        return _tensor_scalar_f32(c, shape, [(u, get, rev) for u, (_, get, rev) in zip(ufuncs, steps)],
+                                  [view for _, _, view, _, _ in stages[1:] if view is not None])
     widen = (lambda x: x.astype(np.int64)) if integer else _widener(src_ap.dtype)
 
     def compute():
@@ -646,6 +662,42 @@ def _build_tensor_scalar(c: _Ctx) -> Executor:
             t = fn(get(), t, rtype) if rev else fn(t, get(), rtype)
         return t
     return _run_alu(c, compute, _writer(dst, shape), dst_ap.dtype)
+
+
+def _tensor_scalar_f32(c: _Ctx, shape, steps, later_scalars) -> Executor:
+    """tensor_scalar on the f32 datapath, each stage one ufunc written into the result array (the
+    same f32 operations as fresh temporaries). A per-partition scalar read by a later stage must
+    not see the first stage's write: if it may share memory with dst, work in a work array."""
+    src_f32 = _f32_operand(c, "src", shape)
+    out, finish = _f32_result(c, shape, avoid=later_scalars)
+
+    def tensor_scalar():
+        with np.errstate(all="ignore"):
+            t = src_f32()
+            for ufunc, get, rev in steps:
+                if rev:
+                    ufunc(get(), t, out=out)
+                else:
+                    ufunc(t, get(), out=out)
+                t = out
+            finish()
+    return tensor_scalar
+
+
+def _f32_result(c: _Ctx, shape: tuple[int, ...], avoid=()) -> tuple[np.ndarray, Callable[[], None]]:
+    """(out, finish): the f32 array of `shape` an ALU result is computed into, and what then stores
+    it to dst with the single rounding of the write. An f32 dst seen in `shape` is its own out
+    (finish does nothing) unless it may share memory with an array in `avoid`; otherwise a work
+    array, rounded into dst by one numpy cast for bf16/f16 (the device's rounding there)."""
+    dst_ap, dst = c.ap("dst"), c.view("dst")
+    shaped = _view_reshape(dst, shape)
+    if shaped is not None and dst_ap.dtype == "f32" and not any(np.may_share_memory(dst, a) for a in avoid):
+        return shaped, lambda: None
+    work = work_array(c.mem, "dst", shape, np.float32)
+    if shaped is not None and (dst_ap.dtype == "f32" or ("f32", dst_ap.dtype) in _IEEE_CASTS):
+        return work, lambda: np.copyto(shaped, work, casting="unsafe")
+    store, round_dst = _writer(dst, shape), _rounder(dst_ap.dtype)
+    return work, lambda: store(round_dst(work))
 
 
 def _build_select(c: _Ctx) -> Executor:
