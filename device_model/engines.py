@@ -821,10 +821,24 @@ def _build_transpose32(c: _Ctx) -> Executor:
     c.same_rows_and_free("dst", "src")
     if p % 32 or f % 32:
         raise c.fail(f"src {_fmt(src_ap)} is {p}x{f}; 32x32 block transpose needs both multiples of 32")
-    read = _reader(c.view("src"), (p // 32, 32, f // 32, 32))
-    store = _writer(c.view("dst"), (p // 32, 32, f // 32, 32))
-    convert = _converter(src_ap.dtype, dst_ap.dtype)
+    blocks = (p // 32, 32, f // 32, 32)
+    src, dst = c.view("src"), c.view("dst")
     # dst[a, r, b, c] = src[a, c, b, r]
+    if src_ap.dtype == dst_ap.dtype or (src_ap.dtype, dst_ap.dtype) in _IEEE_CASTS:
+        same = src_ap.dtype == dst_ap.dtype
+        src4 = _view_reshape(_raw(src) if same else src, blocks)
+        dst4 = _view_reshape(_raw(dst) if same else dst, blocks)
+        if src4 is not None and dst4 is not None:  # one strided copy (numpy copies first if they overlap)
+            src_t = src4.transpose(0, 3, 2, 1)
+            if same:
+                return lambda: np.copyto(dst4, src_t)
+
+            def transpose_cast():
+                with np.errstate(all="ignore"):  # NaN and overflow to inf are the cast's intended results
+                    np.copyto(dst4, src_t, casting="unsafe")
+            return transpose_cast
+    read, store = _reader(src, blocks), _writer(dst, blocks)
+    convert = _converter(src_ap.dtype, dst_ap.dtype)
     return lambda: store(convert(np.ascontiguousarray(read().transpose(0, 3, 2, 1))))
 
 
