@@ -763,16 +763,16 @@ def _windowed_extreme(op: str, axes: int, shape: tuple[int, ...]):
             pick(out, x[key], out=out)
         if np.isnan(out).any():
             return None
-        zero = out == 0
-        if zero.any():
+        zero = np.nonzero(out == 0)  # only windows whose extreme is a zero can hold both signs
+        if zero[0].size:
             bits = x.view(np.int32)
-            has_neg0 = np.zeros(out.shape, bool)
-            has_pos0 = np.zeros(out.shape, bool)
+            has_neg0 = np.zeros(zero[0].size, bool)
+            has_pos0 = np.zeros(zero[0].size, bool)
             for key in keys:
-                b = bits[key]
+                b = bits[key][zero]
                 has_neg0 |= b == _F32_NEG_ZERO_BITS
                 has_pos0 |= b == 0
-            if (zero & has_neg0 & has_pos0).any():
+            if (has_neg0 & has_pos0).any():
                 return None
         return out
     return extreme
