@@ -652,8 +652,7 @@ def _build_tensor_scalar(c: _Ctx) -> Executor:
         steps.append((fn, get, rev))
     ufuncs = [_FLOAT_UFUNCS.get(op) for op, *_ in stages]
     if not integer and steps and None not in ufuncs:
-        return _tensor_scalar_f32(c, shape, [(u, get, rev) for u, (_, get, rev) in zip(ufuncs, steps)],
-                                  [view for _, _, view, _, _ in stages[1:] if view is not None])
+        return _tensor_scalar_f32(c, shape, [(u, get, rev) for u, (_, get, rev) in zip(ufuncs, steps)])
     widen = (lambda x: x.astype(np.int64)) if integer else _widener(src_ap.dtype)
 
     def compute():
@@ -664,37 +663,44 @@ def _build_tensor_scalar(c: _Ctx) -> Executor:
     return _run_alu(c, compute, _writer(dst, shape), dst_ap.dtype)
 
 
-def _tensor_scalar_f32(c: _Ctx, shape, steps, later_scalars) -> Executor:
-    """tensor_scalar on the f32 datapath, each stage one ufunc written into the result array (the
-    same f32 operations as fresh temporaries). A per-partition scalar read by a later stage must
-    not see the first stage's write: if it may share memory with dst, work in a work array."""
+def _tensor_scalar_f32(c: _Ctx, shape, steps) -> Executor:
+    """tensor_scalar on the f32 datapath, each stage one ufunc (the same f32 operations as fresh
+    temporaries): a first stage of two into a contiguous work array, the last one straight into the
+    result. dst is written only by that last call, so a per-partition scalar inside dst is read
+    before it changes (numpy computes a call as if its operands did not overlap its output)."""
     src_f32 = _f32_operand(c, "src", shape)
-    out, finish = _f32_result(c, shape, avoid=later_scalars)
+    out, finish = _f32_result(c, shape)
+    (ufunc, get, rev), first = steps[-1], steps[:-1]
+    between = work_array(c.mem, "alu", shape, np.float32) if first else None
 
     def tensor_scalar():
         with np.errstate(all="ignore"):
             t = src_f32()
-            for ufunc, get, rev in steps:
-                if rev:
-                    ufunc(get(), t, out=out)
+            for f, g, r in first:
+                if r:
+                    f(g(), t, out=between)
                 else:
-                    ufunc(t, get(), out=out)
-                t = out
+                    f(t, g(), out=between)
+                t = between
+            if rev:
+                ufunc(get(), t, out=out)
+            else:
+                ufunc(t, get(), out=out)
             finish()
     return tensor_scalar
 
 
-def _f32_result(c: _Ctx, shape: tuple[int, ...], avoid=()) -> tuple[np.ndarray, Callable[[], None]]:
+def _f32_result(c: _Ctx, shape: tuple[int, ...]) -> tuple[np.ndarray, Callable[[], None]]:
     """(out, finish): the f32 array of `shape` an ALU result is computed into, and what then stores
     it to dst with the single rounding of the write. An f32 dst seen in `shape` is its own out
-    (finish does nothing) unless it may share memory with an array in `avoid`; otherwise a work
-    array, rounded into dst by one numpy cast for bf16/f16 (the device's rounding there)."""
+    (finish does nothing); otherwise a work array, rounded into dst by one numpy cast for bf16/f16
+    (the device's rounding there) or by numerics.cast."""
     dst_ap, dst = c.ap("dst"), c.view("dst")
     shaped = _view_reshape(dst, shape)
-    if shaped is not None and dst_ap.dtype == "f32" and not any(np.may_share_memory(dst, a) for a in avoid):
+    if shaped is not None and dst_ap.dtype == "f32":
         return shaped, lambda: None
     work = work_array(c.mem, "dst", shape, np.float32)
-    if shaped is not None and (dst_ap.dtype == "f32" or ("f32", dst_ap.dtype) in _IEEE_CASTS):
+    if shaped is not None and ("f32", dst_ap.dtype) in _IEEE_CASTS:
         return work, lambda: np.copyto(shaped, work, casting="unsafe")
     store, round_dst = _writer(dst, shape), _rounder(dst_ap.dtype)
     return work, lambda: store(round_dst(work))
