@@ -746,6 +746,7 @@ def _reduce_fn(op: str, integer: bool):
 
 _SMALL_WINDOW = 64  # reduced elements per output up to which max/min go slice by slice
 _F32_NEG_ZERO_BITS = np.int32(np.iinfo(np.int32).min)  # -0.0 seen as int32
+_SPARSE_ZEROS = 64  # zero extremes in at most 1/64 of the windows are checked by index
 
 
 def _windowed_extreme(op: str, axes: int, shape: tuple[int, ...]):
@@ -769,19 +770,28 @@ def _windowed_extreme(op: str, axes: int, shape: tuple[int, ...]):
             pick(out, x[key], out=out)
         if np.isnan(out).any():
             return None
-        zero = np.nonzero(out == 0)  # only windows whose extreme is a zero can hold both signs
-        if zero[0].size:
-            bits = x.view(np.int32)
-            has_neg0 = np.zeros(zero[0].size, bool)
-            has_pos0 = np.zeros(zero[0].size, bool)
-            for key in keys:
-                b = bits[key][zero]
-                has_neg0 |= b == _F32_NEG_ZERO_BITS
-                has_pos0 |= b == 0
-            if (has_neg0 & has_pos0).any():
-                return None
+        zero = out == 0  # only windows whose extreme is a zero can hold both signs
+        count = int(np.count_nonzero(zero))
+        if count * _SPARSE_ZEROS < zero.size:  # a few: look at those windows alone
+            zero = np.nonzero(zero) if count else None
+        if zero is not None and _mixed_zeros(x.view(np.int32), keys, zero):
+            return None
         return out
     return extreme
+
+
+def _mixed_zeros(bits: np.ndarray, keys, zero) -> bool:
+    """Whether a window whose extreme is a zero holds both +0 and -0 (`bits`: the input as int32;
+    `zero`: those windows as a boolean mask over the output, or as the index arrays of a few)."""
+    mask = zero if isinstance(zero, np.ndarray) else None
+    has_neg0 = np.zeros(mask.shape if mask is not None else zero[0].size, bool)
+    has_pos0 = np.zeros_like(has_neg0)
+    for key in keys:
+        b = bits[key] if mask is not None else bits[key][zero]
+        has_neg0 |= b == _F32_NEG_ZERO_BITS
+        has_pos0 |= b == 0
+    both = has_neg0 & has_pos0
+    return bool((both & mask).any() if mask is not None else both.any())
 
 
 def _build_reduce(c: _Ctx) -> Executor:

@@ -26,6 +26,7 @@ from device_model.engines import (
     _rounder,
     _view_reshape,
     _widener,
+    _windowed_extreme,
     _writer,
     build_executor,
 )
@@ -340,3 +341,35 @@ def test_integer_alu_table_is_unchanged_for_arithmetic():
     assert _INT_ALU["div"](a, b, np.int64).tolist() == [3, -3, -2]
     assert _INT_ALU["add"](a, b, np.int64).tolist() == [9, -5, 5]
     assert _FLOAT_ALU["sub"](np.float32(1), np.float32(3), np.float32) == np.float32(-2)
+
+
+# ---- pooling max/min: windows whose extreme is a zero ---------------------------------------------------
+
+@pytest.mark.parametrize("op", ["max", "min"])
+@pytest.mark.parametrize("zero_windows", [0, 3, 40, 2000])
+def test_windowed_extreme_zero_windows_few_or_many(op, zero_windows):
+    """A few zero-extreme windows are checked by index, many by whole-array passes: with +0 and -0
+    in one such window the result is left to np.max / np.min (None), otherwise it equals them."""
+    rng = np.random.default_rng(zero_windows)
+    sign = 1.0 if op == "max" else -1.0
+    ref_fn = np.max if op == "max" else np.min
+    fast = _windowed_extreme(op, 2, (16, 32, 8, 3, 3))
+    for mixed in (False, True):
+        x = (sign * (rng.random((16, 32, 8, 3, 3)) + 0.5)).astype(np.float32)
+        flat = x.reshape(-1, 9)
+        picks = rng.choice(flat.shape[0], zero_windows, replace=False)
+        flat[picks] = -sign * (rng.random((zero_windows, 9)) + 0.1).astype(np.float32)  # extreme is the zero below
+        flat[picks, rng.integers(0, 9, zero_windows)] = 0.0
+        if mixed and zero_windows:
+            w = picks[zero_windows // 2]
+            flat[w] = np.float32(0.0)
+            flat[w, 4] = np.float32(-0.0)
+        else:
+            flat[picks, 8] = np.float32(-0.0) if zero_windows % 2 else np.float32(0.0)  # one sign per window
+            flat[picks, :8] = np.where(flat[picks, :8] == 0, flat[picks, 8:9], flat[picks, :8])
+        got = fast(x)
+        ref = ref_fn(x, axis=(3, 4))
+        if mixed and zero_windows:
+            assert got is None
+        else:
+            assert got is not None and got.view(np.uint32).tobytes() == ref.view(np.uint32).tobytes()
