@@ -34,6 +34,7 @@ from device_model.isa import AP, Instr, attr
 from device_model.memory import Memory
 from device_model.workspace import work_array
 
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # random bits: NaN and inf operands on purpose
 ARCH = load_arch()
 HBM_BYTES, SBUF_ROW, PSUM_ROW = 1 << 16, 10 << 10, 8 << 10
 _CONTENTS: dict[int, tuple[np.ndarray, ...]] = {}
