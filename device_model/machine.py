@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -37,7 +38,7 @@ from .events import (
     defined_hooks,
 )
 from .isa import AP, ENGINES, Instr, engine_kind, operand_accesses
-from .memory import Memory
+from .memory import Memory, OnchipRegions
 from .program import Program
 from .timing import bytes_per_cycle, compute_cycles, dma_bytes, host_cycles
 
@@ -72,8 +73,8 @@ class RunResult:
 
 
 class _EngineState:
-    __slots__ = ("name", "id", "kind", "n", "execs", "costs", "waits", "signals", "instrs", "accesses", "pc",
-                 "busy", "end", "issue", "free_since", "remaining", "rate_cap", "tail", "waited", "blocked")
+    __slots__ = ("name", "id", "kind", "n", "execs", "costs", "waits", "signals", "instrs", "accesses", "moved",
+                 "pc", "busy", "end", "issue", "free_since", "remaining", "rate_cap", "tail", "waited", "blocked")
 
     def __init__(self, name: str, id_: int):
         self.name, self.id, self.kind = name, id_, engine_kind(name)
@@ -83,6 +84,7 @@ class _EngineState:
         self.waits: list[tuple] = []
         self.signals: list[tuple] = []
         self.accesses: list[tuple] = []  # per instruction: ((kind "r"/"w", operand name, AP), ...)
+        self.moved: list[int] = []  # per instruction: bytes a DMA delivers (its dst), counted at completion
         self.n = 0
         self.pc = 0  # the instruction in flight, or the next to issue
         self.busy = False
@@ -96,6 +98,27 @@ class _EngineState:
 
 
 _ENGINE_FIELDS = ("pc", "busy", "end", "issue", "free_since", "remaining", "tail", "waited", "blocked")
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """Instruction completions of a run from reset, in order, and where that run ends."""
+
+    order: tuple[tuple[_EngineState, int], ...]  # (engine, instruction index) per completion
+    execs: tuple  # their executors, in that order
+    finishes: bool  # False: the program hangs after `order`
+    end: tuple  # time, semaphores, busy cycles, completed, DMA bytes, per-engine _ENGINE_FIELDS
+
+
+def _device_writes_only(e: _EngineState, idx: int) -> tuple:
+    """An instruction's accesses, without a host call's writes: the host writes HBM tensors, not
+    necessarily the on-chip operands a hand-written call names."""
+    accesses = e.accesses[idx]
+    return tuple(a for a in accesses if a[0] == "r") if e.instrs[idx].op == "host_call" else accesses
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -188,11 +211,14 @@ class Machine:
             e.waits.append(tuple(ins.waits))
             e.signals.append(tuple(ins.signals))
             e.accesses.append(tuple(operand_accesses(replace(ins, operands=operands))))
+            e.moved.append(ins.operands["dst"].nbytes if e.kind == "dma" else 0)
         for e in self._engines:
             e.n = len(e.instrs)
             e.rate_cap = bytes_per_cycle(self.arch.raw["dma"]["queue_gbps"], self.arch)
         self._by_name = by_name
         self._active = [e for e in self._engines if e.n]
+        self._schedule: _Schedule | None = None  # found by the first run from reset nobody observes
+        self._first_reads: OnchipRegions | None = None  # what a run nobody observes must find zeroed
         self._dma_latency = self.arch.raw["dma"]["latency_cycles"]
         self._fabric = bytes_per_cycle(self.arch.raw["hbm"]["bandwidth_gbps"], self.arch)
         for ins in program.instrs:
@@ -225,6 +251,24 @@ class Machine:
         for e in self._engines:
             e.pc, e.busy, e.end, e.issue, e.free_since = 0, False, -1, 0, 0
             e.remaining, e.tail, e.waited, e.blocked = 0.0, False, 0, None
+
+    def rewind(self, observed: bool = True) -> None:
+        """Back to cycle 0 for another run of the loaded program, with SBUF and PSUM zeroed as a
+        new load has them as far as that run can tell. `observed=False` promises that nothing looks
+        at memory during the run (no observer, no stepping): then, for a program that runs to the
+        end, only the bytes its schedule reads before writing them are zeroed — it overwrites every
+        other byte it ever wrote before reading it, so its reads, outputs and final memory are a new
+        load's (bit-identical). Otherwise (or for a program that hangs) everything is zeroed."""
+        self.reset()
+        only = None
+        if not observed:
+            schedule = self._static_schedule()
+            if schedule.finishes:
+                if self._first_reads is None:
+                    boxes = self.memory.read_before_written(_device_writes_only(e, idx) for e, idx in schedule.order)
+                    self._first_reads = self.memory.regions(boxes)
+                only = self._first_reads
+        self.memory.clear_onchip(only)
 
     # ---- tensors and memory ---------------------------------------------------------------
     def write_tensor(self, name: str, value: np.ndarray) -> None:
@@ -299,7 +343,11 @@ class Machine:
         self._begin()
         with single_threaded_blas():
             if self._unobserved():
-                self._run_unobserved()
+                schedule = self._static_schedule() if self._at_start() else None
+                if schedule is not None and schedule.finishes:
+                    self._replay(schedule)
+                else:
+                    self._run_unobserved()
             else:
                 while self._advance(None):
                     pass
@@ -308,6 +356,80 @@ class Machine:
     def _unobserved(self) -> bool:
         """Nothing watches the run: no hook, no frozen engine, no dirty tracking for snapshots."""
         return not (self._frozen or self.memory.tracking or any(self._hooks.values()))
+
+    def _at_start(self) -> bool:
+        """Whether the scheduler is where reset() puts it (a debugger may have stopped at an issue at
+        cycle 0 without anything issuing: that is still the start)."""
+        return (self.time == 0 and not self._pending and not self._finished and not any(self.completed)
+                and not any(self.sem) and not any(e.busy for e in self._active))
+
+    def _static_schedule(self) -> _Schedule:
+        """The order in which a run from reset completes instructions, and the state it ends in.
+        Costs are fixed at load and issue depends only on semaphores, never on data, so every run
+        from reset follows it: it is found once by the lean loop with executors that only record,
+        then replayed. The scheduler is left at reset."""
+        if self._schedule is not None:
+            return self._schedule
+        order: list[tuple[_EngineState, int]] = []
+        finishes = True
+        with self._executors_replaced(lambda e, idx: partial(order.append, (e, idx))):
+            self.reset()
+            try:
+                self._run_unobserved()
+            except HangError:
+                finishes = False
+            end = (self.time, tuple(self.sem), tuple(self.busy_cycles), tuple(self.completed), self.dma_bytes_moved,
+                   tuple(tuple(getattr(e, f) for f in _ENGINE_FIELDS) for e in self._engines))
+        self.reset()
+        self._schedule = _Schedule(tuple(order), tuple(e.execs[idx] for e, idx in order), finishes, end)
+        return self._schedule
+
+    @contextmanager
+    def _executors_replaced(self, make):
+        """Every instruction's executor replaced by `make(engine_state, index)` meanwhile."""
+        saved = [e.execs for e in self._engines]
+        try:
+            for e in self._engines:
+                e.execs = [make(e, idx) for idx in range(e.n)]
+            yield
+        finally:
+            for e, execs in zip(self._engines, saved):
+                e.execs = execs
+
+    def _replay(self, schedule: _Schedule) -> None:
+        """A run from reset nobody observes: the executors in the schedule's order, then the
+        scheduler state that run ends in. Exactly `_run_unobserved`'s memory effects and state."""
+        self._announced = None
+        done = 0
+        try:
+            for run in schedule.execs:
+                run()
+                done += 1
+        except BaseException as exc:
+            self._fail_as_scheduled(schedule, done, exc)
+        time, sem, busy_cycles, completed, dma_bytes, engines = schedule.end
+        self.time, self.sem, self._pending, self._finished = time, list(sem), [], True
+        self.busy_cycles, self.completed, self.dma_bytes_moved = list(busy_cycles), list(completed), dma_bytes
+        for e, fields in zip(self._engines, engines):
+            e.pc, e.busy, e.end, e.issue, e.free_since, e.remaining, e.tail, e.waited, e.blocked = fields
+
+    def _fail_as_scheduled(self, schedule: _Schedule, position: int, exc: BaseException) -> None:
+        """The executor at `position` of a replay raised `exc`: run the scheduler again from reset
+        with every executor a no-op up to that one, which raises `exc` again, so the fault (its
+        message, the cycle, semaphores, engine states) is the one `_run_unobserved` leaves."""
+        failing = schedule.order[position]
+
+        def make(e, idx):
+            if (e, idx) != failing:
+                return _nothing
+
+            def fail():
+                raise exc
+            return fail
+        with self._executors_replaced(make):
+            self.reset()
+            self._run_unobserved()
+        raise AssertionError("a replayed fault did not recur")  # unreachable: the same order reaches it
 
     def _run_unobserved(self) -> None:
         """`while self._advance(None)` without observers, in one loop with the state in locals:
@@ -334,8 +456,7 @@ class Machine:
                     sem[s] += inc
                 busy_cycles[e.id] += t - e.issue
                 completed[e.id] += 1
-                if e.kind == "dma":
-                    self.dma_bytes_moved += e.instrs[idx].operands["dst"].nbytes
+                self.dma_bytes_moved += e.moved[idx]
                 e.busy, e.pc, e.end, e.tail, e.free_since = False, idx + 1, -1, False, t
             self._pending = []
             if self._finished:
@@ -568,8 +689,7 @@ class Machine:
                     fn(sev)
         self.busy_cycles[e.id] += self.time - e.issue
         self.completed[e.id] += 1
-        if e.kind == "dma":
-            self.dma_bytes_moved += ins.operands["dst"].nbytes
+        self.dma_bytes_moved += e.moved[idx]
         e.busy, e.pc, e.end, e.tail, e.free_since = False, idx + 1, -1, False, self.time
         if not (want_event or hooks["on_complete"]):
             return None
@@ -666,11 +786,21 @@ _BLAS = []
 @contextmanager
 def single_threaded_blas():
     """Instructions are small matrix products: BLAS threads only fight each other (and any other
-    process) for the cores — 100x slower on a loaded 2-core machine — so run them on one thread."""
-    if not _BLAS:
-        _BLAS.append(ThreadpoolController())  # scanning the loaded libraries is slow: do it once
-    with _BLAS[0].limit(limits=1, user_api="blas"):
+    process) for the cores — 100x slower on a loaded 2-core machine — so run them on one thread.
+    (Set and restored per library directly: threadpoolctl's `limit` costs 20 us a run.)"""
+    if not _BLAS:  # scanning the loaded libraries is slow: do it once
+        _BLAS.append(ThreadpoolController().select(user_api="blas").lib_controllers)
+    libs = _BLAS[0]
+    before = [lib.num_threads for lib in libs]
+    for lib, n in zip(libs, before):
+        if n != 1:
+            lib.set_num_threads(1)
+    try:
         yield
+    finally:
+        for lib, n in zip(libs, before):
+            if n != 1:
+                lib.set_num_threads(n)
 
 
 def _find_cycle(blocked: list[BlockedEngine]) -> list[str]:

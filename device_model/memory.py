@@ -31,6 +31,17 @@ class MemorySnapshot:
         return sum(p.nbytes for space in self.pages for p in space)
 
 
+@dataclass(frozen=True)
+class OnchipRegions:
+    """Disjoint rectangles of SBUF/PSUM: (space, first partition, end partition, first byte, end byte)."""
+
+    rects: tuple[tuple[str, int, int, int, int], ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum((p1 - p0) * (b1 - b0) for _, p0, p1, b0, b1 in self.rects)
+
+
 class Memory:
     """HBM is sized to what the program reaches (the preset's size is the logical limit);
     SBUF and PSUM are [partitions, bytes_per_partition]."""
@@ -48,6 +59,12 @@ class Memory:
         self.sbuf = np.zeros((arch.partitions, sbuf_row), dtype=np.uint8)
         self.psum = np.zeros((arch.raw["psum"]["partitions"], psum_row), dtype=np.uint8)
         self._views: dict[AP, np.ndarray] = {}  # buffers never move, so a view is built once
+        # On-chip bytes are written only through views (and restore): clear_onchip zeroes the
+        # bounding boxes of the views handed out, not all of SBUF (a 12 MiB fill per run).
+        self._new_boxes: list[tuple[str, int, int, int, int]] = []
+        self._boxes: set[tuple[str, int, int, int, int]] = set()
+        self._viewed = OnchipRegions(())
+        self._onchip_unknown = False  # after a restore anything may be non-zero: clear it all
         # dirty tracking starts with the first snapshot: until then writes cost nothing extra
         self.tracking = False
         self._last: MemorySnapshot | None = None
@@ -97,16 +114,59 @@ class Memory:
         if ap.space == "hbm":
             return np.ndarray(free_shape, dtype=dt, buffer=buf, offset=ap.offset, strides=free_strides)
         row = buf.shape[1]
+        first, end = ap.byte_extent()
+        self._new_boxes.append((ap.space, ap.pstart, ap.pstart + ap.pcount, first, end))
         return np.ndarray((ap.pcount,) + free_shape, dtype=dt, buffer=buf,
                           offset=ap.pstart * row + ap.offset, strides=(row,) + free_strides)
 
-    def clear_onchip(self) -> None:
-        """Zero SBUF and PSUM in place (views stay valid)."""
-        self.sbuf.fill(0)
-        self.psum.fill(0)
-        if self.tracking:
-            self._dirty[1][:] = True
-            self._dirty[2][:] = True
+    def clear_onchip(self, only: OnchipRegions | None = None) -> None:
+        """Zero SBUF and PSUM in place (views stay valid), as a new Memory has them: only what a
+        view reaches can have been written (all of both after a restore). `only`: zero just those
+        regions, for a caller that knows no other byte will be read (Machine.rewind)."""
+        if self._onchip_unknown:
+            self._onchip_unknown = False
+            self.sbuf.fill(0)
+            self.psum.fill(0)
+            if self.tracking:
+                self._dirty[1][:] = True
+                self._dirty[2][:] = True
+            return
+        if only is None:
+            if self._new_boxes:
+                self._boxes.update(self._new_boxes)
+                self._new_boxes = []
+                self._viewed = self.regions(self._boxes)
+            only = self._viewed
+        for space, p0, p1, b0, b1 in only.rects:
+            (self.sbuf if space == "sbuf" else self.psum)[p0:p1, b0:b1] = 0
+            if self.tracking:
+                self._dirty[1 if space == "sbuf" else 2][b0 // ONCHIP_PAGE:(b1 - 1) // ONCHIP_PAGE + 1] = True
+
+    def regions(self, boxes) -> OnchipRegions:
+        """Boxes (space, first partition, end partition, first byte, end byte) as disjoint
+        rectangles of this memory, ready for clear_onchip."""
+        return OnchipRegions(tuple((space, *rect) for space, rect in onchip_cover(boxes, {"sbuf": self.sbuf,
+                                                                                          "psum": self.psum})))
+
+    def read_before_written(self, accesses) -> list[tuple[str, int, int, int, int]]:
+        """The on-chip reads, among `accesses` (per instruction in the order they apply: its
+        (kind "r"/"w", operand, AP) tuples, reads first), that touch a byte no earlier write
+        wrote: their boxes (space, first partition, end partition, first byte, end byte).
+        Everything else a run with this order reads is its own output, so only these bytes
+        need to be zero before it. Out-of-bounds patterns are left out (they fault instead)."""
+        written = {"sbuf": np.zeros(self.sbuf.shape, bool), "psum": np.zeros(self.psum.shape, bool)}
+        first_reads = []
+        for instr in accesses:
+            for kind, _, ap in instr:
+                if ap.space == "hbm" or self.check(ap):
+                    continue
+                bytes_ = _byte_view(written[ap.space], ap)
+                if kind == "w":
+                    bytes_[...] = True
+                elif not bytes_.all():
+                    first, end = ap.byte_extent()
+                    first_reads.append((ap.space, ap.pstart, ap.pstart + ap.pcount, first, end))
+        return first_reads
 
     def write_hbm(self, offset: int, data: np.ndarray) -> None:
         """Write raw bytes to HBM (inputs, host ops): the way to write memory from outside an
@@ -167,6 +227,7 @@ class Memory:
                                  | {i for i in range(len(pages)) if last[i] is not pages[i]})
             for i in changed:
                 np.copyto(self._page(buf, i), pages[i])
+        self._onchip_unknown = True
         self._set_base(snap)
 
     def _set_base(self, snap: MemorySnapshot) -> None:
@@ -179,3 +240,48 @@ class Memory:
         out = page.copy()
         out.flags.writeable = False
         return out
+
+
+def _byte_view(mask: np.ndarray, ap: AP) -> np.ndarray:
+    """Every byte of every element of on-chip `ap`, in a [partitions, bytes] array like its memory."""
+    size, row = np_dtype(ap.dtype).itemsize, mask.shape[1]
+    shape = (ap.pcount,) + tuple(c for _, c in ap.dims) + (size,)
+    strides = (row,) + tuple(s * size for s, _ in ap.dims) + (1,)
+    return np.ndarray(shape, bool, buffer=mask, offset=ap.pstart * row + ap.offset, strides=strides)
+
+
+def onchip_cover(boxes, bufs: dict[str, np.ndarray]) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """Disjoint rectangles (space, (p0, p1, b0, b1)) of partitions x bytes that cover every box
+    (space, p0, p1, first byte, end byte), clipped to the buffers. Boxes are grouped by partition
+    range, the partition axis is cut where a range starts or ends, and each band gets the merged
+    byte intervals of the ranges spanning it; a gap too small to be worth a second fill is filled."""
+    by_range: dict[tuple[str, int, int], list[tuple[int, int]]] = {}
+    for space, p0, p1, b0, b1 in boxes:
+        rows, cols = bufs[space].shape
+        p1, b1 = min(p1, rows), min(b1, cols)
+        if p0 < p1 and b0 < b1:
+            by_range.setdefault((space, p0, p1), []).append((b0, b1))
+    out = []
+    for space in sorted({k[0] for k in by_range}):
+        ranges = {(p0, p1): spans for (s, p0, p1), spans in by_range.items() if s == space}
+        cuts = sorted({p for r in ranges for p in r})
+        bands: list[tuple[int, int, list[tuple[int, int]]]] = []
+        for lo, hi in zip(cuts, cuts[1:]):
+            spans = [sp for (p0, p1), group in ranges.items() if p0 <= lo and hi <= p1 for sp in group]
+            merged = _merge_spans(spans, max(64, 16384 // (hi - lo)))
+            if bands and bands[-1][1] == lo and bands[-1][2] == merged:
+                bands[-1] = (bands[-1][0], hi, merged)
+            elif merged:
+                bands.append((lo, hi, merged))
+        out += [(space, (lo, hi, b0, b1)) for lo, hi, merged in bands for b0, b1 in merged]
+    return out
+
+
+def _merge_spans(spans: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for b0, b1 in sorted(spans):
+        if merged and b0 <= merged[-1][1] + gap:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b1))
+        else:
+            merged.append((b0, b1))
+    return merged

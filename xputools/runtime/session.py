@@ -48,17 +48,16 @@ class DeviceSession:
         only those; `observers` are attached to the machine for this run."""
         machine, program = self.machine, self.program
         bound = check_inputs(program, feeds)
-        if not self._fresh:
-            machine.reset()
-            machine.memory.clear_onchip()
-        self._fresh = False
-        for name, arr in bound.items():
-            machine.write_tensor(name, arr)
         attached = list(observers)
         recorder = None
         if taps:
             recorder = TapRecorder(machine, program.taps, None if taps is True else set(taps))
             attached.insert(0, recorder)
+        if not self._fresh:
+            machine.rewind(observed=bool(attached))
+        self._fresh = False
+        for name, arr in bound.items():
+            machine.write_tensor(name, arr)
         for obs in attached:
             machine.attach(obs)
         try:
