@@ -1,0 +1,197 @@
+"""A run from reset that nobody observes replays the machine's static schedule (the completion order
+found once by the scheduler), and a re-run zeroes only the on-chip bytes it must. Both must be
+invisible: the same cycles, semaphores, engine states, faults, hang reports and every memory byte
+as the scheduler's own loop, an observed run, and a fresh machine."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device_model.assembly import assemble
+from device_model.events import Observer
+from device_model.isa import AP
+from device_model.machine import _ENGINE_FIELDS, HangError, Machine, MachineError
+from device_model.memory import Memory, onchip_cover
+from tests.device_model.test_machine import ARCH, load_store_program
+
+PROGRAMS = Path(__file__).resolve().parents[2] / "samples" / "programs"
+
+
+def _xasm(name: str):
+    return assemble((PROGRAMS / name).read_text(), name)
+
+
+class _Completions(Observer):
+    def __init__(self):
+        self.order = []
+
+    def on_complete(self, ev) -> None:
+        self.order.append((ev.engine, ev.index))
+
+
+def _state(m: Machine) -> tuple:
+    """Everything a run leaves behind: scheduler state and every memory byte."""
+    engines = tuple(tuple(getattr(e, f) for f in _ENGINE_FIELDS) for e in m._engines)
+    return (m.time, tuple(m.sem), tuple(m.busy_cycles), tuple(m.completed), m.dma_bytes_moved, m.done, engines,
+            m.memory.hbm.tobytes(), m.memory.sbuf.tobytes(), m.memory.psum.tobytes())
+
+
+def _gemm_feeds(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"a_t": rng.standard_normal((512, 512)).astype(np.float32),
+            "b": rng.standard_normal((512, 512)).astype(np.float32)}
+
+
+def _loaded(prog, feeds, cost_jitter=None) -> Machine:
+    m = Machine(ARCH).load(prog, cost_jitter=cost_jitter)
+    for name, value in feeds.items():
+        m.write_tensor(name, value)
+    return m
+
+
+@pytest.mark.parametrize("jitter", [None, (5, 200)])
+def test_replay_ends_where_the_scheduler_loop_and_the_event_path_end(jitter):
+    prog = _xasm("gemm512.xasm")  # double-buffered: DMA queues share bandwidth, engines overlap
+    feeds = _gemm_feeds(3)
+    replayed = _loaded(prog, feeds, jitter)
+    replayed.run()  # from reset, unobserved: finds the schedule and replays it
+    watched = _loaded(prog, feeds, jitter)
+    log = _Completions()
+    watched.attach(log)
+    watched.run()  # the event path
+    watched.detach(log)
+    looped = _loaded(prog, feeds, jitter)
+    looped.step()  # no longer at the start: the rest runs in the scheduler's lean loop
+    looped.run()
+    assert _state(replayed) == _state(watched) == _state(looped)
+    assert [(e.name, i) for e, i in replayed._schedule.order] == log.order
+    replayed.reset()  # the same machine again: the cached schedule, the same end
+    for name, value in feeds.items():
+        replayed.write_tensor(name, value)
+    replayed.run()
+    assert _state(replayed) == _state(watched)
+
+
+def test_a_fault_in_a_replay_leaves_the_state_and_message_of_the_event_path():
+    prog = _xasm("out_of_bounds.xasm")
+    x = np.ones((128, 64), np.float32)
+    states, messages = [], []
+    for observed in (False, True, False):
+        m = _loaded(prog, {"x": x})
+        if observed:
+            m.attach(_Completions())
+        with pytest.raises(MachineError) as err:
+            m.run()
+        messages.append((str(err.value), err.value.engine, err.value.index))
+        states.append(_state(m) + (tuple(e.id for e in m._pending), str(m.fault)))
+        if not observed:  # a second run from reset of the same machine replays the cached schedule
+            m.reset()
+            with pytest.raises(MachineError) as again:
+                m.run()
+            assert str(again.value) == messages[-1][0]
+    assert messages[0] == messages[1] == messages[2] and "dve instruction #0" in messages[0][0]
+    assert states[0] == states[1] == states[2]
+
+
+def test_a_hanging_program_hangs_the_same_way_every_run():
+    prog = _xasm("deadlock.xasm")
+    m = Machine(ARCH).load(prog)
+    reports = []
+    for _ in range(2):
+        with pytest.raises(HangError) as err:
+            m.run()
+        reports.append((str(err.value), m.time, tuple(m.sem)))
+        m.rewind(observed=False)  # a hang has no complete schedule: everything is zeroed
+    assert reports[0] == reports[1]
+    assert not m.memory.sbuf.any() and not m.memory.psum.any()
+
+
+@pytest.mark.parametrize("observed_runs", [(), (1,), (0, 2)])
+def test_rewound_reruns_match_fresh_machines_even_when_the_program_reads_psum_before_writing_it(observed_runs):
+    # uninit_psum accumulates into PSUM it never wrote (start=0): the bytes a run reads first must be
+    # zero again before each re-run, or the second run would add the first run's product
+    prog = _xasm("uninit_psum.xasm")
+
+    def feeds(seed):
+        rng = np.random.default_rng(seed)
+        return {"w": rng.standard_normal((128, 128)).astype(np.float32),
+                "x": rng.standard_normal((128, 64)).astype(np.float32)}
+
+    m = Machine(ARCH).load(prog)
+    for run in range(4):
+        f = feeds(10 + run % 2)
+        if run:
+            m.rewind(observed=run in observed_runs)
+        for name, value in f.items():
+            m.write_tensor(name, value)
+        log = _Completions()
+        if run in observed_runs:
+            m.attach(log)
+        m.run()
+        if run in observed_runs:
+            m.detach(log)
+        fresh = _loaded(prog, f)
+        fresh.run()
+        assert _state(m) == _state(fresh), run
+    assert m._first_reads.nbytes > 0  # the PSUM bank the matmul reads first is what gets zeroed
+
+
+def test_read_before_written_names_only_reads_no_earlier_write_covers():
+    mem = Memory(ARCH, 1 << 12, 4096, 2048)
+    a = AP("sbuf", 0, ((1, 16),), "f32", 0, 4)
+    b_half = AP("sbuf", 32, ((1, 8),), "f32", 0, 4)  # the second half of a
+    strided = AP("sbuf", 0, ((2, 8),), "f32", 0, 4)  # every other element of a
+    wider = AP("sbuf", 0, ((1, 16),), "f32", 0, 8)  # a on 8 partitions: 4..7 never written
+    c = AP("psum", 0, ((1, 4),), "f32", 0, 1)
+    accesses = [
+        (("r", "src", AP("hbm", 0, ((1, 4),), "f32")), ("w", "dst", a)),
+        (("r", "src", b_half), ("r", "b", strided), ("w", "dst", c)),
+        (("r", "src", wider), ("r", "c", c), ("w", "dst", b_half)),
+    ]
+    assert mem.read_before_written(accesses) == [("sbuf", 0, 8, 0, 64)]
+    assert mem.read_before_written([(("r", "dst", c), ("w", "dst", c))]) == [("psum", 0, 1, 0, 16)]
+
+
+def test_cover_rectangles_are_disjoint_and_cover_every_box():
+    rng = np.random.default_rng(7)
+    bufs = {"sbuf": np.zeros((16, 4096), np.uint8), "psum": np.zeros((16, 1024), np.uint8)}
+    boxes = set()
+    for _ in range(60):
+        space = "sbuf" if rng.random() < 0.7 else "psum"
+        rows, cols = bufs[space].shape
+        p0 = int(rng.integers(0, rows))
+        b0 = int(rng.integers(0, cols))
+        boxes.add((space, p0, p0 + int(rng.integers(1, 6)), b0, b0 + int(rng.integers(1, 300))))
+    boxes.add(("sbuf", 0, 40, 4000, 5000))  # clipped to the buffer
+    counts = {s: np.zeros(b.shape, int) for s, b in bufs.items()}
+    for space, (p0, p1, b0, b1) in onchip_cover(boxes, bufs):
+        counts[space][p0:p1, b0:b1] += 1
+    for space, p0, p1, b0, b1 in boxes:
+        assert (counts[space][p0:p1, b0:b1] == 1).all()
+    assert all(c.max() <= 1 for c in counts.values())
+
+
+def test_clear_zeroes_what_views_reached_and_everything_after_a_restore():
+    mem = Memory(ARCH, 1 << 12, 4096, 2048)
+    mem.view(AP("sbuf", 64, ((1, 16),), "f32", 2, 3))[...] = 1.5
+    mem.view(AP("psum", 0, ((1, 4),), "f32", 0, 128))[...] = -2.0
+    mem.clear_onchip()
+    assert not mem.sbuf.any() and not mem.psum.any()
+    mem.sbuf[5, 3000] = 9  # written behind the views' back, then brought back by a restore
+    snap = mem.snapshot()
+    mem.restore(snap)
+    mem.clear_onchip()
+    assert not mem.sbuf.any()
+
+
+def test_replay_and_rewind_keep_a_load_store_program_exact():
+    x = np.random.default_rng(1).standard_normal((128, 512)).astype(np.float32)
+    m = _loaded(load_store_program(), {"x": x})
+    first = m.run()
+    m.rewind(observed=False)
+    m.write_tensor("x", x)
+    second = m.run()
+    assert first == second
+    np.testing.assert_array_equal(m.read_tensor("y"), np.maximum(x, 0))
