@@ -11,6 +11,8 @@ Semantics (docs/timing.md has the cost formulas):
   blocked engine, what it waits for, and whether any remaining instruction could still signal it.
 Observers (device_model.events: typed events, the Observer base class) may request a stop at an
 instruction's issue or completion; a machine without observers never builds event objects.
+Timing never looks at data, so a run from reset that nothing observes replays the completion order
+found once (Machine._static_schedule): only the instructions' effects run, in that order.
 """
 from __future__ import annotations
 
@@ -185,6 +187,7 @@ class Machine:
         if problem:
             raise MachineError(f"cannot load on this machine: the program was {problem}")
         self.program = program
+        self._tensors = {t.name: t for t in program.tensors}  # (validate refuses a name declared twice)
         self.memory = Memory(self.arch, program.hbm_extent(), *program.onchip_extents())
         for t in program.tensors:
             if t.kind == "const":
@@ -272,14 +275,14 @@ class Machine:
 
     # ---- tensors and memory ---------------------------------------------------------------
     def write_tensor(self, name: str, value: np.ndarray) -> None:
-        t = self.program.tensor(name)
+        t = self._tensors[name]
         arr = np.asarray(value, dtype=np_dtype(t.dtype))  # (ascontiguousarray would make 0-d 1-d)
         if arr.shape != tuple(t.shape):
             raise MachineError(f"tensor {name}: shape {arr.shape} given, program expects {tuple(t.shape)}")
         self.memory.write_hbm(t.offset, np.ascontiguousarray(arr.reshape(-1)).view(np.uint8))
 
     def read_tensor(self, name: str) -> np.ndarray:
-        t = self.program.tensor(name)
+        t = self._tensors[name]
         raw = self.memory.hbm[t.offset:t.offset + t.nbytes]
         return raw.view(np_dtype(t.dtype)).reshape(t.shape).copy()
 

@@ -18,23 +18,24 @@ def check_inputs(program: Program, feeds: dict[str, np.ndarray]) -> dict[str, np
     """Feeds matched to the program's inputs by name, shape and dtype, or a UserError that lists
     what the program expects."""
     expected = program.inputs()
-    want = describe_tensors(expected)
+
+    def refused(problem: str) -> UserError:  # the listing is only built for an error
+        return UserError(f"{problem}; the program expects: {describe_tensors(expected)}")
     names = {t.name for t in expected}
     unknown = sorted(set(feeds) - names)
     if unknown:
-        raise UserError(f"unknown input {', '.join(unknown)}; the program expects: {want}")
+        raise refused(f"unknown input {', '.join(unknown)}")
     missing = sorted(names - set(feeds))
     if missing:
-        raise UserError(f"missing input {', '.join(missing)}; the program expects: {want}")
+        raise refused(f"missing input {', '.join(missing)}")
     bound = {}
     for t in expected:
         arr = np.asarray(feeds[t.name])
         dt = np_dtype(t.dtype)
         if arr.shape != tuple(t.shape):
-            raise UserError(f"input {t.name}: shape {'x'.join(map(str, arr.shape)) or 'scalar'} given; "
-                            f"the program expects: {want}")
+            raise refused(f"input {t.name}: shape {'x'.join(map(str, arr.shape)) or 'scalar'} given")
         if arr.dtype != dt and not (arr.dtype == np.bool_ and dt == np.uint8):
-            raise UserError(f"input {t.name}: dtype {arr.dtype} given; the program expects: {want}")
+            raise refused(f"input {t.name}: dtype {arr.dtype} given")
         bound[t.name] = arr
     return bound
 

@@ -25,8 +25,9 @@ class RunOutput:
 
 class DeviceSession:
     """A program loaded once on an emulated device and run many times, like an ONNX Runtime
-    InferenceSession. Every run starts at cycle 0 with SBUF and PSUM cleared; HBM keeps the
-    constants, and inputs are written anew."""
+    InferenceSession. Every run starts at cycle 0 with SBUF and PSUM as a new load has them, as
+    far as the run can tell (Machine.rewind: a run with no observer and no taps finds zeroed only
+    the bytes it reads before writing); HBM keeps the constants, and inputs are written anew."""
 
     def __init__(self, program: Program, arch: Arch | None = None,
                  cost_jitter: tuple[int, int] | None = None, check_bounds: bool = True):
@@ -42,6 +43,7 @@ class DeviceSession:
         if check_bounds:
             program.check_fits(self.machine.arch)  # the taps too, which loading does not reach
         self._fresh = True
+        self._outputs = [t.name for t in program.outputs()]
 
     def run(self, feeds: dict[str, np.ndarray], taps: bool | set[str] = False, observers=()) -> RunOutput:
         """Run once on `feeds` (checked against the program's inputs); `taps` True reads every tap, a set
@@ -65,7 +67,7 @@ class DeviceSession:
         finally:
             for obs in attached:
                 machine.detach(obs)
-        outputs = {t.name: machine.read_tensor(t.name) for t in program.outputs()}
+        outputs = {name: machine.read_tensor(name) for name in self._outputs}
         return RunOutput(outputs, result, recorder.values if recorder else {})
 
 
