@@ -264,7 +264,7 @@ class Machine:
         load's (bit-identical). Otherwise (or for a program that hangs) everything is zeroed."""
         self.reset()
         only = None
-        if not observed:
+        if not observed and self._unobserved():  # (an observer attached already looks too)
             schedule = self._static_schedule()
             if schedule.finishes:
                 if self._first_reads is None:

@@ -195,3 +195,14 @@ def test_replay_and_rewind_keep_a_load_store_program_exact():
     second = m.run()
     assert first == second
     np.testing.assert_array_equal(m.read_tensor("y"), np.maximum(x, 0))
+
+
+def test_rewind_for_an_unobserved_run_keeps_what_the_run_rewrites_unless_an_observer_is_attached():
+    x = np.random.default_rng(2).standard_normal((128, 512)).astype(np.float32)
+    m = _loaded(load_store_program(), {"x": x})
+    m.run()
+    m.rewind(observed=False)  # the program writes every on-chip byte before reading it: nothing to zero
+    assert m.memory.sbuf.any()
+    m.attach(_Completions())  # someone watches the next run: it must see a new load's memory
+    m.rewind(observed=False)
+    assert not m.memory.sbuf.any() and not m.memory.psum.any()
