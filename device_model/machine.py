@@ -222,6 +222,7 @@ class Machine:
         self._active = [e for e in self._engines if e.n]
         self._schedule: _Schedule | None = None  # found by the first run from reset nobody observes
         self._first_reads: OnchipRegions | None = None  # what a run nobody observes must find zeroed
+        self._observed = False  # a run or step with observers since the last full clear (they may write memory)
         self._dma_latency = self.arch.raw["dma"]["latency_cycles"]
         self._fabric = bytes_per_cycle(self.arch.raw["hbm"]["bandwidth_gbps"], self.arch)
         for ins in program.instrs:
@@ -261,10 +262,11 @@ class Machine:
         at memory during the run (no observer, no stepping): then, for a program that runs to the
         end, only the bytes its schedule reads before writing them are zeroed — it overwrites every
         other byte it ever wrote before reading it, so its reads, outputs and final memory are a new
-        load's (bit-identical). Otherwise (or for a program that hangs) everything is zeroed."""
+        load's (bit-identical). Otherwise (a program that hangs, or a run or step with observers
+        since the last rewind: they may have written memory) everything is zeroed."""
         self.reset()
         only = None
-        if not observed and self._unobserved():  # (an observer attached already looks too)
+        if not (observed or self._observed) and self._unobserved():  # (one attached already looks too)
             schedule = self._static_schedule()
             if schedule.finishes:
                 if self._first_reads is None:
@@ -272,6 +274,7 @@ class Machine:
                     self._first_reads = self.memory.regions(boxes)
                 only = self._first_reads
         self.memory.clear_onchip(only)
+        self._observed = False
 
     # ---- tensors and memory ---------------------------------------------------------------
     def write_tensor(self, name: str, value: np.ndarray) -> None:
@@ -352,6 +355,7 @@ class Machine:
                 else:
                     self._run_unobserved()
             else:
+                self._observed = True  # (a tap hook writes the reference's values into memory)
                 while self._advance(None):
                     pass
         return self.result()
@@ -524,6 +528,7 @@ class Machine:
         `freeze_others`: the other engines are paused meanwhile (they neither issue, move data
         nor complete; an instruction whose end passed while frozen completes when thawed)."""
         self._begin()
+        self._observed = True
         target = None if engine is None else ENGINES.index(engine)
         if target is not None:
             e = self._engines[target]
