@@ -109,7 +109,7 @@ class _Schedule:
     order: tuple[tuple[_EngineState, int], ...]  # (engine, instruction index) per completion
     execs: tuple  # their executors, in that order
     finishes: bool  # False: the program hangs after `order`
-    end: tuple  # time, semaphores, busy cycles, completed, DMA bytes, per-engine _ENGINE_FIELDS
+    end: tuple  # time, semaphores, busy cycles, completed, DMA bytes, _ENGINE_FIELDS per active engine
 
 
 def _device_writes_only(e: _EngineState, idx: int) -> tuple:
@@ -252,7 +252,7 @@ class Machine:
         self.completed = [0] * len(ENGINES)
         self.dma_bytes_moved = 0
         self.stopped, self.fault = None, None
-        for e in self._engines:
+        for e in self._active:  # (an engine without instructions never leaves this state)
             e.pc, e.busy, e.end, e.issue, e.free_since = 0, False, -1, 0, 0
             e.remaining, e.tail, e.waited, e.blocked = 0.0, False, 0, None
 
@@ -386,7 +386,7 @@ class Machine:
             except HangError:
                 finishes = False
             end = (self.time, tuple(self.sem), tuple(self.busy_cycles), tuple(self.completed), self.dma_bytes_moved,
-                   tuple(tuple(getattr(e, f) for f in _ENGINE_FIELDS) for e in self._engines))
+                   tuple(tuple(getattr(e, f) for f in _ENGINE_FIELDS) for e in self._active))
         self.reset()
         self._schedule = _Schedule(tuple(order), tuple(e.execs[idx] for e, idx in order), finishes, end)
         return self._schedule
@@ -417,7 +417,7 @@ class Machine:
         time, sem, busy_cycles, completed, dma_bytes, engines = schedule.end
         self.time, self.sem, self._pending, self._finished = time, list(sem), [], True
         self.busy_cycles, self.completed, self.dma_bytes_moved = list(busy_cycles), list(completed), dma_bytes
-        for e, fields in zip(self._engines, engines):
+        for e, fields in zip(self._active, engines):
             e.pc, e.busy, e.end, e.issue, e.free_since, e.remaining, e.tail, e.waited, e.blocked = fields
 
     def _fail_as_scheduled(self, schedule: _Schedule, position: int, exc: BaseException) -> None:
@@ -550,8 +550,8 @@ class Machine:
     def result(self) -> RunResult:
         return RunResult(
             cycles=self.time,
-            busy={e.name: self.busy_cycles[e.id] for e in self._engines if e.n},
-            instructions={e.name: self.completed[e.id] for e in self._engines if e.n},
+            busy={e.name: self.busy_cycles[e.id] for e in self._active},
+            instructions={e.name: self.completed[e.id] for e in self._active},
             dma_bytes=self.dma_bytes_moved,
             seconds=self.arch.cycles_to_seconds(self.time),
         )
