@@ -97,7 +97,14 @@ class Observer:
 
     `save_state`/`restore_state`: an observer whose state must rewind with the machine (reverse
     execution) returns a copy of it from `save_state`; `Machine.snapshot()` stores it and
-    `Machine.restore()` hands it back."""
+    `Machine.restore()` hands it back.
+
+    `sees_only_memory = True` declares that the observer's hooks look only at the events they are
+    given and at memory (never at the machine's time, semaphores or engines): a run from cycle 0 whose
+    observers all say so and define no hook but `on_complete` replays the machine's static schedule,
+    calling `on_complete` after each instruction's effects, in completion order, with the same events."""
+
+    sees_only_memory = False
 
     def on_issue(self, ev: InstrEvent) -> None: ...
 

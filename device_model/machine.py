@@ -11,8 +11,8 @@ Semantics (docs/timing.md has the cost formulas):
   blocked engine, what it waits for, and whether any remaining instruction could still signal it.
 Observers (device_model.events: typed events, the Observer base class) may request a stop at an
 instruction's issue or completion; a machine without observers never builds event objects.
-Timing never looks at data, so a run from reset that nothing observes replays the completion order
-found once (Machine._static_schedule): only the instructions' effects run, in that order.
+Timing never looks at data, so a run from reset that nothing observes (or only observers that look
+at memory after completions) replays the completion order found once (Machine._static_schedule).
 """
 from __future__ import annotations
 
@@ -108,6 +108,7 @@ class _Schedule:
 
     order: tuple[tuple[_EngineState, int], ...]  # (engine, instruction index) per completion
     execs: tuple  # their executors, in that order
+    events: tuple[InstrEvent, ...]  # what on_complete receives for each
     finishes: bool  # False: the program hangs after `order`
     end: tuple  # time, semaphores, busy cycles, completed, DMA bytes, _ENGINE_FIELDS per active engine
 
@@ -348,17 +349,28 @@ class Machine:
         calling run again resumes). Raises HangError on a deadlock, MachineError on a fault."""
         self._begin()
         with single_threaded_blas():
-            if self._unobserved():
-                schedule = self._static_schedule() if self._at_start() else None
-                if schedule is not None and schedule.finishes:
-                    self._replay(schedule)
-                else:
-                    self._run_unobserved()
-            else:
+            if self._hooks["on_complete"]:
                 self._observed = True  # (a tap hook writes the reference's values into memory)
+            schedule = self._static_schedule() if self._replayable() and self._at_start() else None
+            if schedule is not None and schedule.finishes:
+                self._replay(schedule)
+            elif self._unobserved():
+                self._run_unobserved()
+            else:
+                self._observed = True
                 while self._advance(None):
                     pass
         return self.result()
+
+    def _replayable(self) -> bool:
+        """A run may replay the static schedule: no frozen engine, no dirty tracking, and no hook but
+        `on_complete` of observers that look only at their events and at memory (`sees_only_memory`)."""
+        if self._frozen or self.memory.tracking:
+            return False
+        if any(fns for hook, fns in self._hooks.items() if hook != "on_complete"):
+            return False
+        return all(getattr(obs, "sees_only_memory", False) for obs in self._observers
+                   if "on_complete" in defined_hooks(obs))
 
     def _unobserved(self) -> bool:
         """Nothing watches the run: no hook, no frozen engine, no dirty tracking for snapshots."""
@@ -378,8 +390,13 @@ class Machine:
         if self._schedule is not None:
             return self._schedule
         order: list[tuple[_EngineState, int]] = []
+        events: list[InstrEvent] = []
+
+        def record(e: _EngineState, idx: int) -> None:  # at completion: the event the event path builds
+            order.append((e, idx))
+            events.append(InstrEvent(e.name, idx, e.instrs[idx], e.issue, self.time, e.waited))
         finishes = True
-        with self._executors_replaced(lambda e, idx: partial(order.append, (e, idx))):
+        with self._executors_replaced(lambda e, idx: partial(record, e, idx)):
             self.reset()
             try:
                 self._run_unobserved()
@@ -388,7 +405,7 @@ class Machine:
             end = (self.time, tuple(self.sem), tuple(self.busy_cycles), tuple(self.completed), self.dma_bytes_moved,
                    tuple(tuple(getattr(e, f) for f in _ENGINE_FIELDS) for e in self._active))
         self.reset()
-        self._schedule = _Schedule(tuple(order), tuple(e.execs[idx] for e, idx in order), finishes, end)
+        self._schedule = _Schedule(tuple(order), tuple(e.execs[idx] for e, idx in order), tuple(events), finishes, end)
         return self._schedule
 
     @contextmanager
@@ -404,21 +421,48 @@ class Machine:
                 e.execs = execs
 
     def _replay(self, schedule: _Schedule) -> None:
-        """A run from reset nobody observes: the executors in the schedule's order, then the
-        scheduler state that run ends in. Exactly `_run_unobserved`'s memory effects and state."""
+        """A run from reset: the executors in the schedule's order (each followed by the
+        `on_complete` hooks, if any, with the event the event path would give), then the scheduler
+        state that run ends in. Exactly the event path's memory effects, events and state; a stop
+        requested by a hook, or a hook's exception, leaves the event path's state at that point."""
         self._announced = None
-        done = 0
-        try:
-            for run in schedule.execs:
+        hooks, events = self._hooks["on_complete"], schedule.events
+        for position, run in enumerate(schedule.execs):
+            try:
                 run()
-                done += 1
-        except BaseException as exc:
-            self._fail_as_scheduled(schedule, done, exc)
+            except BaseException as exc:
+                self._fail_as_scheduled(schedule, position, exc)
+            if not hooks:
+                continue
+            try:
+                for fn in hooks:
+                    fn(events[position])
+            except BaseException:
+                self._advance_as_scheduled(position + 1)
+                raise
+            if self._stop_requested:
+                self._advance_as_scheduled(position + 1)
+                e, idx = schedule.order[position]
+                self._stop("request", "complete", e.name, idx)
+                return
         time, sem, busy_cycles, completed, dma_bytes, engines = schedule.end
         self.time, self.sem, self._pending, self._finished = time, list(sem), [], True
         self.busy_cycles, self.completed, self.dma_bytes_moved = list(busy_cycles), list(completed), dma_bytes
         for e, fields in zip(self._active, engines):
             e.pc, e.busy, e.end, e.issue, e.free_since, e.remaining, e.tail, e.waited, e.blocked = fields
+
+    def _advance_as_scheduled(self, count: int) -> None:
+        """The event path's scheduler state right after the `count`-th completion of a run from
+        reset (found with no-op executors and no hooks: memory is already what it must be)."""
+        hooks, self._hooks = self._hooks, {h: [] for h in HOOKS}
+        requested, self._stop_requested = self._stop_requested, False
+        try:
+            with self._executors_replaced(lambda e, idx: _nothing):
+                self.reset()
+                while self.retired < count:
+                    self._advance(None)
+        finally:
+            self._hooks, self._stop_requested = hooks, requested
 
     def _fail_as_scheduled(self, schedule: _Schedule, position: int, exc: BaseException) -> None:
         """The executor at `position` of a replay raised `exc`: run the scheduler again from reset

@@ -227,3 +227,66 @@ def test_rewind_after_an_observed_run_zeroes_what_its_observers_wrote():
     m.run()
     m.rewind(observed=False)  # after an unobserved run, only what it reads first (nothing here)
     assert m.memory.sbuf.any()
+
+
+class _MemoryOnly(Observer):
+    """Looks only at events and memory, so a run with it replays the schedule; can stop or raise at
+    the n-th completion, and overwrites the first SBUF element after every completion (a tap hook's
+    teacher forcing: later instructions must read what it wrote)."""
+
+    sees_only_memory = True
+
+    def __init__(self, machine, stop_at=None, raise_at=None):
+        self.machine, self.stop_at, self.raise_at = machine, stop_at, raise_at
+        self.events, self.seen = [], []
+
+    def on_complete(self, ev) -> None:
+        self.events.append(ev)
+        view = self.machine.memory.view(AP("sbuf", 0, ((1, 1),), "f32", 0, 1))
+        self.seen.append(float(view[0, 0]))
+        view[...] = len(self.events)
+        if len(self.events) == self.stop_at:
+            self.machine.request_stop(("stopped", self.stop_at))
+        if len(self.events) == self.raise_at:
+            raise KeyError("from a hook")
+
+
+class _Ordinary(_MemoryOnly):
+    sees_only_memory = False  # the same hook, taken through the event path
+
+
+@pytest.mark.parametrize("kind", ["complete", "stop", "raise"])
+def test_a_replay_calls_memory_only_hooks_as_the_event_path_does(kind, monkeypatch):
+    replays = []
+    real_replay = Machine._replay
+    monkeypatch.setattr(Machine, "_replay", lambda self, schedule: replays.append(1) or real_replay(self, schedule))
+    prog = _xasm("gemm512.xasm")
+    feeds = _gemm_feeds(6)
+    n = len(prog.instrs)
+    runs = []
+    for cls in (_MemoryOnly, _Ordinary):
+        m = _loaded(prog, feeds)
+        m.run()  # (the schedule is found by the first run; the second starts from reset again)
+        m.reset()
+        for name, value in feeds.items():
+            m.write_tensor(name, value)
+        obs = cls(m, stop_at=n // 2 if kind == "stop" else None, raise_at=n // 3 if kind == "raise" else None)
+        m.attach(obs)
+        replays.clear()
+        if kind == "raise":
+            with pytest.raises(KeyError, match="from a hook"):
+                m.run()
+        else:
+            m.run()
+        assert len(replays) == (1 if cls is _MemoryOnly else 0)
+        stop = m.stopped
+        state = _state(m) + (tuple(e.id for e in m._pending),)
+        if kind == "stop":
+            m.detach(obs)
+            m.run()  # resume to the end without the observer
+        runs.append((obs.events, obs.seen, stop, state, _state(m)))
+    replayed, event_path = runs
+    assert replayed[0] == event_path[0] and len(replayed[0]) == {"complete": n, "stop": n // 2, "raise": n // 3}[kind]
+    assert replayed[1:] == event_path[1:]
+    if kind == "stop":
+        assert replayed[2].detail == ("stopped", n // 2) and replayed[2].phase == "complete"

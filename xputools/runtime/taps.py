@@ -28,6 +28,8 @@ class TapHook:
     value valid, with the value read out of device memory; if the callback returns an array, it is
     written back in place of the device's value before any consumer can read it."""
 
+    sees_only_memory = True  # (device_model.events.Observer): a run with taps can replay the schedule
+
     def __init__(self, machine: Machine, taps: list[Tap], on_tap: TapCallback, names: set[str] | None = None):
         self.machine = machine
         self.on_tap = on_tap
