@@ -214,7 +214,8 @@ class Machine:
             e.costs.append(cost)
             e.waits.append(tuple(ins.waits))
             e.signals.append(tuple(ins.signals))
-            e.accesses.append(tuple(operand_accesses(replace(ins, operands=operands))))
+            with_operands = ins if operands is ins.operands else replace(ins, operands=operands)
+            e.accesses.append(tuple(operand_accesses(with_operands)))
             e.moved.append(ins.operands["dst"].nbytes if e.kind == "dma" else 0)
         for e in self._engines:
             e.n = len(e.instrs)
