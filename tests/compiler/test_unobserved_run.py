@@ -62,3 +62,24 @@ def test_reruns_in_one_session_match_fresh_sessions(name, precision, shapes):
         mine, new = session.machine.memory, fresh_session.machine.memory
         for space in ("hbm", "sbuf", "psum"):
             assert getattr(mine, space).tobytes() == getattr(new, space).tobytes(), space
+
+
+@pytest.mark.parametrize(("name", "precision", "shapes"), [
+    ("cnn", "bf16", {}), ("transformer", "fp32", {"input_ids": (2, 16)}),
+])
+def test_tapped_runs_replay_and_read_what_the_event_path_reads(name, precision, shapes):
+    """Tap readers look only at memory after completions, so a tapped run replays the schedule; an
+    observer with an issue hook forces the event path: every tap value and output must agree."""
+    program = compile_model(ROOT / f"samples/{name}.onnx", CompileOptions(precision=precision, shapes=shapes)).program
+    feeds = read_npz(ROOT / f"samples/{name}.inputs.npz")
+    session = DeviceSession(program)
+    replayed = session.run(feeds, taps=True)
+    watcher = _CountsIssues()
+    stepped = session.run(feeds, taps=True, observers=[watcher])
+    assert watcher.issued == len(program.instrs) and replayed.taps
+    assert replayed.result == stepped.result
+    assert replayed.taps.keys() == stepped.taps.keys()
+    for k in stepped.taps:
+        assert replayed.taps[k].tobytes() == stepped.taps[k].tobytes(), k
+    for k in stepped.outputs:
+        assert replayed.outputs[k].tobytes() == stepped.outputs[k].tobytes(), k
