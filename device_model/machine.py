@@ -170,6 +170,7 @@ class Machine:
         self.memory: Memory | None = None
         self._observers: list = []
         self._hooks: dict[str, list] = {h: [] for h in HOOKS}
+        self._observers_changed = 0  # attach/detach count: a replay notices a hook that (de)tached one
         self._frozen: frozenset[int] = frozenset()
         self._stop_requested = False
         self._stop_detail = None
@@ -300,11 +301,13 @@ class Machine:
     def attach(self, observer) -> None:
         """Add an observer (see device_model.events): only the hooks it defines are called."""
         self._observers.append(observer)
+        self._observers_changed += 1
         for h, fn in defined_hooks(observer).items():
             self._hooks[h].append(fn)
 
     def detach(self, observer) -> None:
         self._observers.remove(observer)
+        self._observers_changed += 1
         for h, fn in defined_hooks(observer).items():
             self._hooks[h] = [f for f in self._hooks[h] if f != fn]
 
@@ -425,9 +428,10 @@ class Machine:
         """A run from reset: the executors in the schedule's order (each followed by the
         `on_complete` hooks, if any, with the event the event path would give), then the scheduler
         state that run ends in. Exactly the event path's memory effects, events and state; a stop
-        requested by a hook, or a hook's exception, leaves the event path's state at that point."""
+        requested by a hook, or a hook's exception, leaves the event path's state at that point, and
+        after a hook attaches or detaches an observer the run goes on in the event path."""
         self._announced = None
-        hooks, events = self._hooks["on_complete"], schedule.events
+        hooks, events, changes = self._hooks["on_complete"], schedule.events, self._observers_changed
         for position, run in enumerate(schedule.execs):
             try:
                 run()
@@ -445,6 +449,11 @@ class Machine:
                 self._advance_as_scheduled(position + 1)
                 e, idx = schedule.order[position]
                 self._stop("request", "complete", e.name, idx)
+                return
+            if self._observers_changed != changes:
+                self._advance_as_scheduled(position + 1)
+                while self._advance(None):
+                    pass
                 return
         time, sem, busy_cycles, completed, dma_bytes, engines = schedule.end
         self.time, self.sem, self._pending, self._finished = time, list(sem), [], True

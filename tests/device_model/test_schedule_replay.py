@@ -236,8 +236,8 @@ class _MemoryOnly(Observer):
 
     sees_only_memory = True
 
-    def __init__(self, machine, stop_at=None, raise_at=None):
-        self.machine, self.stop_at, self.raise_at = machine, stop_at, raise_at
+    def __init__(self, machine, stop_at=None, raise_at=None, detach_at=None):
+        self.machine, self.stop_at, self.raise_at, self.detach_at = machine, stop_at, raise_at, detach_at
         self.events, self.seen = [], []
 
     def on_complete(self, ev) -> None:
@@ -249,13 +249,15 @@ class _MemoryOnly(Observer):
             self.machine.request_stop(("stopped", self.stop_at))
         if len(self.events) == self.raise_at:
             raise KeyError("from a hook")
+        if len(self.events) == self.detach_at:
+            self.machine.detach(self)  # the rest of the run has nobody to call
 
 
 class _Ordinary(_MemoryOnly):
     sees_only_memory = False  # the same hook, taken through the event path
 
 
-@pytest.mark.parametrize("kind", ["complete", "stop", "raise"])
+@pytest.mark.parametrize("kind", ["complete", "stop", "raise", "detach"])
 def test_a_replay_calls_memory_only_hooks_as_the_event_path_does(kind, monkeypatch):
     replays = []
     real_replay = Machine._replay
@@ -270,7 +272,8 @@ def test_a_replay_calls_memory_only_hooks_as_the_event_path_does(kind, monkeypat
         m.reset()
         for name, value in feeds.items():
             m.write_tensor(name, value)
-        obs = cls(m, stop_at=n // 2 if kind == "stop" else None, raise_at=n // 3 if kind == "raise" else None)
+        obs = cls(m, stop_at=n // 2 if kind == "stop" else None, raise_at=n // 3 if kind == "raise" else None,
+                  detach_at=n // 4 if kind == "detach" else None)
         m.attach(obs)
         replays.clear()
         if kind == "raise":
@@ -284,9 +287,12 @@ def test_a_replay_calls_memory_only_hooks_as_the_event_path_does(kind, monkeypat
         if kind == "stop":
             m.detach(obs)
             m.run()  # resume to the end without the observer
+        elif kind == "detach":
+            assert obs not in m._observers and m.done
         runs.append((obs.events, obs.seen, stop, state, _state(m)))
     replayed, event_path = runs
-    assert replayed[0] == event_path[0] and len(replayed[0]) == {"complete": n, "stop": n // 2, "raise": n // 3}[kind]
+    expected = {"complete": n, "stop": n // 2, "raise": n // 3, "detach": n // 4}[kind]
+    assert replayed[0] == event_path[0] and len(replayed[0]) == expected
     assert replayed[1:] == event_path[1:]
     if kind == "stop":
         assert replayed[2].detail == ("stopped", n // 2) and replayed[2].phase == "complete"
