@@ -1,5 +1,7 @@
-"""A run nobody observes takes the machine's lean scheduler loop; one with an observer takes the
-event path. Both must give the same cycles, per-engine counts and output bits."""
+"""A run nobody observes (or only tap readers) replays the machine's static schedule; one with an
+issue observer takes the event path; a re-run in a session zeroes only what it must. All must give
+the same cycles, per-engine counts, tap values, output bits and memory as each other and as a fresh
+session."""
 from __future__ import annotations
 
 from pathlib import Path
