@@ -56,13 +56,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _shape_inputs(model) -> set[str]:
-    """Graph inputs used directly as shapes, axes, pads, sizes...: a static compile freezes them
-    (`--const-inputs`), as TensorRT needs shape tensors at build time."""
+    """Graph inputs used directly as shapes, axes, pads, sizes... (and a CumSum axis, a Trilu k: inputs
+    that decide how the device computes): a static compile freezes them (`--const-inputs`), as TensorRT
+    needs shape tensors at build time."""
+    from xputools.compiler.decompose import STRUCTURAL_INPUTS
     from xputools.compiler.frontend import SHAPE_SLOTS
 
     names = set()
     for n in model.graph.node:
-        for pos in SHAPE_SLOTS.get(n.op_type, ()):
+        for pos in SHAPE_SLOTS.get(n.op_type, ()) + STRUCTURAL_INPUTS.get(n.op_type, ()):
             if pos < len(n.input) and n.input[pos]:
                 names.add(n.input[pos])
     return names

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .decompose import decompose
 from .errors import CompileError
 from .graph import Graph, Node
 
@@ -385,6 +386,7 @@ def fuse_activation(graph: Graph) -> Graph:
 
 # ---- driver --------------------------------------------------------------------------------------
 PASSES: dict[str, Callable[[Graph], Graph]] = {
+    "decompose": decompose,  # first: the no-op pass then removes the Identity nodes it leaves
     "eliminate_noops": eliminate_noops,
     "fold_batchnorm": fold_batchnorm,
     "fuse_gelu": fuse_gelu,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .decompose import REWRITES, rewrite_problem
 from .graph import XPU_DOMAIN, Graph, Node
 
 DEVICE_DTYPES = ("float32", "float16", "bfloat16", "int8", "uint8", "int32", "int64", "bool")
@@ -262,6 +263,8 @@ SUPPORT_RULES: dict[str, Rule] = {
     "Gather": _ok, "Expand": _ok, "Pad": _pad, "Resize": _resize,
     "LSTM": _lstm, "QuantizeLinear": _quant, "DequantizeLinear": _quant,
     "XpuQLinearMatMul": _qlinear, "XpuQLinearConv": _qlinear,  # int8 forms made by quantize.py
+    # rewritten into the ops above by decompose.py (the rule says when the rewrite cannot apply)
+    **{op: rewrite_problem for op in REWRITES},
 }
 DEVICE_OPS: tuple[str, ...] = tuple(SUPPORT_RULES)
 

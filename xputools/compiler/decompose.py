@@ -1,0 +1,402 @@
+"""Rewrites of ONNX ops the device has no kernel for into ops it runs (a graph pass).
+
+Each rewrite replaces one node by a few nodes the device already lowers (Gather, Where, compares,
+reductions, Slice/Pad, elementwise arithmetic) or by a constant, computing the same result:
+
+- GatherElements: Gather from the flattened data at flat indices = sum of each position's strides
+  plus the (wrapped) index times the axis stride; constant indices give a constant flat index;
+- GatherND: the same with one flat row index per index tuple;
+- Trilu (constant k): Where with a constant triangle mask;
+- ArgMax/ArgMin: Where(x == max(x), position, sentinel) reduced with Min (first index) or Max
+  (select_last_index); Hardmax compares that index with every position;
+- CumSum/CumProd (constant axis): a log-step scan (Hillis-Steele), shifted copies by Slice + Pad
+  with the identity, exact for integers;
+- Dropout in inference (or ratio 0): Identity, with an all-true mask constant;
+- EyeLike: a constant (the output depends only on the static shape); Mean: Sum then Div.
+
+A rewrite that cannot apply (a run-time k or axis, a dtype the device does not store) leaves the node
+alone and `rewrite_problem` says why; support.py reports that reason and the node runs on the host.
+Inner values and nodes are named after the node they replace (`<node>/<what>`), and keep its
+`origin`, so `xpu check` and the debugger show where they came from.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+
+from .graph import Graph, Node, Value
+
+# Inputs whose value decides how the device computes a node (not its output shape): a compile with
+# these frozen (--const-inputs) runs the node on the device, otherwise on the host.
+STRUCTURAL_INPUTS: dict[str, tuple[int, ...]] = {"Trilu": (1,), "CumSum": (1,), "CumProd": (1,)}
+
+STORED_DTYPES = ("float32", "float16", "bfloat16", "int8", "uint8", "int32", "int64", "bool")
+REDUCE_AXES_INPUT_OPSET = 18  # ReduceMax/ReduceMin take axes as an input from this opset on
+INDEX = np.dtype(np.int64)
+
+
+class _Builder:
+    """Nodes and values replacing one node: names derived from it, its origin kept."""
+
+    def __init__(self, g: Graph, node: Node):
+        self.g, self.node = g, node
+        self.nodes: list[Node] = []
+
+    def const(self, what: str, array) -> str:
+        return self.g.add_const(f"{self.node.name}/{what}", np.asarray(array))
+
+    def op(self, op_type: str, inputs: list[str], shape, dtype, what: str = "", out: str = "", **attrs) -> str:
+        """Append `op_type(inputs)`; its output is `out` (an existing value) or a new value `<node>/<what>`."""
+        if not out:
+            out = self.g.unique_name(f"{self.node.name}/{what or op_type.lower()}")
+            self.g.values[out] = Value(out, tuple(int(d) for d in shape), np.dtype(dtype))
+        name = self.g.unique_node_name(f"{self.node.name}/{op_type}")
+        while any(n.name == name for n in self.nodes):
+            name += "_"
+        self.nodes.append(Node(name, op_type, list(inputs), [out], attrs, origin=list(self.node.origin)))
+        return out
+
+    def reduce(self, op_type: str, x: str, axis: int, keepdims: bool, shape, dtype, what: str = "",
+               out: str = "") -> str:
+        """ReduceMax/ReduceMin/ReduceSum over one axis, spelled for the graph's opset."""
+        axes_input = REDUCE_AXES_INPUT_OPSET if op_type != "ReduceSum" else 13
+        if self.g.opset.get("", 13) >= axes_input:
+            axes = self.const("axes", np.array([axis], np.int64))
+            return self.op(op_type, [x, axes], shape, dtype, what, out, keepdims=int(keepdims))
+        return self.op(op_type, [x], shape, dtype, what, out, axes=[axis], keepdims=int(keepdims))
+
+
+def _shape(g: Graph, name: str) -> tuple[int, ...]:
+    return tuple(g.values[name].shape)
+
+
+def _dtype(g: Graph, name: str) -> np.dtype:
+    return np.dtype(g.values[name].dtype)
+
+
+def _axis(value: int, rank: int) -> int | None:
+    return value + rank if -rank <= value < 0 else (value if 0 <= value < rank else None)
+
+
+def _stored(g: Graph, names: list[str]) -> str | None:
+    for name in names:
+        if name and np.dtype(g.values[name].dtype).name not in STORED_DTYPES:
+            return f"dtype {np.dtype(g.values[name].dtype).name} of {name!r} is not stored on the device"
+    return None
+
+
+def _scalar_input(g: Graph, node: Node, i: int, what: str) -> tuple[int | None, str | None]:
+    """The constant integer input `i` (None if omitted), or the reason it cannot be used."""
+    name = node.input(i)
+    if not name:
+        return None, None
+    c = g.const(name)
+    if c is None:
+        return None, (f"{what} {name!r} is computed at run time; freeze it with --const-inputs to run "
+                      f"{node.op_type} on the device")
+    return int(np.asarray(c).reshape(-1)[0]), None
+
+
+# ---- GatherElements / GatherND ----------------------------------------------------------------------
+def _wrap(b: _Builder, idx: str, dims, shape) -> str:
+    """idx + dims where idx < 0 (ONNX counts negative indices from the end of each axis)."""
+    g = b.g
+    dt = _dtype(g, idx)
+    dims_c = b.const("dims", np.asarray(dims, dt))
+    neg = b.op("Less", [idx, b.const("zero", np.zeros((), dt))], shape, np.bool_, "negative")
+    moved = b.op("Add", [idx, dims_c], shape, dt, "from_end")
+    return b.op("Where", [neg, moved, idx], shape, dt, "wrapped")
+
+
+def _gather_elements_problem(node: Node, g: Graph) -> str | None:
+    data, idx = _shape(g, node.input(0)), _shape(g, node.input(1))
+    if len(idx) != len(data) or _axis(int(node.attrs.get("axis", 0)), len(data)) is None:
+        return "GatherElements: indices rank or axis does not match the data"
+    c = g.const(node.input(1))
+    if c is not None:
+        axis = _axis(int(node.attrs.get("axis", 0)), len(data))
+        if c.size and (c.min() < -data[axis] or c.max() >= data[axis]):
+            return "GatherElements: a constant index is out of range"
+    return None
+
+
+def _gather_elements(b: _Builder, node: Node) -> None:
+    g = b.g
+    data, idx, out = node.input(0), node.input(1), node.outputs[0]
+    dshape, ishape = _shape(g, data), _shape(g, idx)
+    axis = _axis(int(node.attrs.get("axis", 0)), len(dshape))
+    strides = [int(np.prod(dshape[i + 1:], dtype=np.int64)) for i in range(len(dshape))]
+    grid = np.indices(ishape, dtype=np.int64) if ishape else np.zeros((0,), np.int64)
+    base = sum((grid[i] * strides[i] for i in range(len(ishape)) if i != axis), np.zeros(ishape, np.int64))
+    flat_data = b.op("Reshape", [data, b.const("flat_shape", np.array([-1], np.int64))],
+                     (int(np.prod(dshape)),), _dtype(g, data), "flat_data")
+    c = g.const(idx)
+    if c is not None:
+        k = np.asarray(c, np.int64)
+        flat = b.const("flat_indices", base + np.where(k < 0, k + dshape[axis], k) * strides[axis])
+    else:
+        wrapped = _wrap(b, idx, dshape[axis], ishape)
+        scaled = b.op("Mul", [wrapped, b.const("axis_stride", np.array(strides[axis], _dtype(g, idx)))],
+                      ishape, _dtype(g, idx), "scaled")
+        flat = b.op("Add", [scaled, b.const("base", base.astype(_dtype(g, idx)))], ishape, _dtype(g, idx),
+                    "flat_indices")
+    b.op("Gather", [flat_data, flat], (), None, out=out, axis=0)
+
+
+def _gather_nd_problem(node: Node, g: Graph) -> str | None:
+    dshape, ishape = _shape(g, node.input(0)), _shape(g, node.input(1))
+    bd = int(node.attrs.get("batch_dims", 0))
+    if not ishape or bd >= len(ishape) or bd + ishape[-1] > len(dshape) or dshape[:bd] != ishape[:bd]:
+        return "GatherND: indices do not match the data"
+    return None
+
+
+def _gather_nd(b: _Builder, node: Node) -> None:
+    g = b.g
+    data, idx, out = node.input(0), node.input(1), node.outputs[0]
+    dshape, ishape = _shape(g, data), _shape(g, idx)
+    bd, k = int(node.attrs.get("batch_dims", 0)), ishape[-1]
+    rows_per_batch = int(np.prod(dshape[bd:bd + k], dtype=np.int64))
+    batches = int(np.prod(dshape[:bd], dtype=np.int64))
+    rest = dshape[bd + k:]
+    dims = np.array(dshape[bd:bd + k], np.int64)
+    strides = np.array([int(np.prod(dshape[bd + j + 1:bd + k], dtype=np.int64)) for j in range(k)], np.int64)
+    tuples = ishape[:-1]
+    batch_base = (np.arange(batches, dtype=np.int64) * rows_per_batch).reshape(
+        dshape[:bd] + (1,) * (len(tuples) - bd))
+    rows = b.op("Reshape", [data, b.const("rows_shape", np.array((batches * rows_per_batch,) + rest, np.int64))],
+                (batches * rows_per_batch,) + rest, _dtype(g, data), "rows")
+    c = g.const(idx)
+    if c is not None:
+        kk = np.asarray(c, np.int64)
+        flat = b.const("flat_indices", (np.where(kk < 0, kk + dims, kk) * strides).sum(-1) + batch_base)
+    else:
+        dt = _dtype(g, idx)
+        wrapped = _wrap(b, idx, dims, ishape)
+        scaled = b.op("Mul", [wrapped, b.const("strides", strides.astype(dt))], ishape, dt, "scaled")
+        summed = b.reduce("ReduceSum", scaled, len(ishape) - 1, False, tuples, dt, "row_in_batch")
+        flat = b.op("Add", [summed, b.const("batch_base", batch_base.astype(dt))], tuples, dt, "flat_indices")
+    b.op("Gather", [rows, flat], (), None, out=out, axis=0)
+
+
+# ---- Trilu ------------------------------------------------------------------------------------------
+def _trilu_problem(node: Node, g: Graph) -> str | None:
+    if len(_shape(g, node.input(0))) < 2:
+        return "Trilu needs a tensor of rank 2 or more"
+    return _scalar_input(g, node, 1, "k")[1]
+
+
+def _trilu(b: _Builder, node: Node) -> None:
+    g = b.g
+    x = node.input(0)
+    rows, cols = _shape(g, x)[-2:]
+    k = _scalar_input(g, node, 1, "k")[0] or 0
+    diff = np.arange(cols)[None, :] - np.arange(rows)[:, None]
+    mask = diff >= k if int(node.attrs.get("upper", 1)) else diff <= k
+    zero = b.const("zero", np.zeros((), _dtype(g, x)))
+    b.op("Where", [b.const("mask", mask), x, zero], (), None, out=node.outputs[0])
+
+
+# ---- ArgMax / ArgMin / Hardmax ------------------------------------------------------------------------
+def _arg_problem(node: Node, g: Graph) -> str | None:
+    shape = _shape(g, node.input(0))
+    if _axis(int(node.attrs.get("axis", -1 if node.op_type == "Hardmax" else 0)), max(len(shape), 1)) is None:
+        return f"{node.op_type}: axis out of range"
+    if not shape or not all(shape):
+        return f"{node.op_type} of a scalar or empty tensor"
+    if node.op_type == "Hardmax" and g.opset.get("", 13) < 13:
+        return "Hardmax before opset 13 (2-D coercion semantics) is not supported"
+    return None
+
+
+def _position(b: _Builder, shape: tuple[int, ...], axis: int) -> str:
+    """A constant holding each element's position along `axis`, broadcastable to `shape`."""
+    iota = np.arange(shape[axis], dtype=np.int64).reshape((shape[axis],) + (1,) * (len(shape) - axis - 1))
+    return b.const("position", iota)
+
+
+def _arg_index(b: _Builder, x: str, axis: int, largest: bool, last: bool, keepdims: bool, out: str = "") -> str:
+    """The index along `axis` of the first (or `last`) largest (or smallest) element."""
+    g = b.g
+    shape = _shape(g, x)
+    kept = shape[:axis] + (1,) + shape[axis + 1:]
+    best = b.reduce("ReduceMax" if largest else "ReduceMin", x, axis, True, kept, _dtype(g, x), "best")
+    hit = b.op("Equal", [x, best], shape, np.bool_, "is_best")
+    sentinel = b.const("sentinel", np.array(-1 if last else shape[axis], np.int64))
+    where = b.op("Where", [hit, _position(b, shape, axis), sentinel], shape, INDEX, "candidates")
+    final = shape[:axis] + shape[axis + 1:] if not keepdims else kept
+    return b.reduce("ReduceMax" if last else "ReduceMin", where, axis, keepdims, final, INDEX, "index", out)
+
+
+def _argmax(b: _Builder, node: Node) -> None:
+    x = node.input(0)
+    axis = _axis(int(node.attrs.get("axis", 0)), len(_shape(b.g, x)))
+    _arg_index(b, x, axis, node.op_type == "ArgMax", bool(node.attrs.get("select_last_index", 0)),
+               bool(node.attrs.get("keepdims", 1)), node.outputs[0])
+
+
+def _hardmax(b: _Builder, node: Node) -> None:
+    g = b.g
+    x = node.input(0)
+    shape = _shape(g, x)
+    axis = _axis(int(node.attrs.get("axis", -1)), len(shape))
+    index = _arg_index(b, x, axis, True, False, True)
+    hit = b.op("Equal", [_position(b, shape, axis), index], shape, np.bool_, "is_max")
+    b.op("Cast", [hit], (), None, out=node.outputs[0], to=onnx.helper.np_dtype_to_tensor_dtype(_dtype(g, x)))
+
+
+# ---- CumSum / CumProd -------------------------------------------------------------------------------
+def _cum_problem(node: Node, g: Graph) -> str | None:
+    axis, why = _scalar_input(g, node, 1, "axis")
+    if why:
+        return why
+    shape = _shape(g, node.input(0))
+    if _axis(axis or 0, len(shape)) is None:
+        return f"{node.op_type}: axis out of range"
+    if not all(shape):
+        return f"{node.op_type} of an empty tensor"
+    return None
+
+
+def _shift(b: _Builder, y: str, axis: int, s: int, reverse: bool, identity: str) -> str:
+    """y moved by `s` along `axis` (towards the end, or the start when `reverse`), the gap filled
+    with the operation's identity."""
+    g = b.g
+    shape = _shape(g, y)
+    n, rank = shape[axis], len(shape)
+    starts, ends = (s, n) if reverse else (0, n - s)
+    part_shape = shape[:axis] + (n - s,) + shape[axis + 1:]
+    bounds = [b.const(what, np.array([v], np.int64))
+              for what, v in (("starts", starts), ("ends", ends), ("axes", axis))]
+    part = b.op("Slice", [y] + bounds, part_shape, _dtype(g, y), f"part{s}")
+    pads = np.zeros(2 * rank, np.int64)
+    pads[axis + (rank if reverse else 0)] = s
+    return b.op("Pad", [part, b.const("pads", pads), identity], shape, _dtype(g, y), f"shifted{s}", mode="constant")
+
+
+def _cumulative(b: _Builder, node: Node) -> None:
+    g = b.g
+    x = node.input(0)
+    shape, dt = _shape(g, x), _dtype(g, x)
+    axis = _axis(_scalar_input(g, node, 1, "axis")[0] or 0, len(shape))
+    reverse, exclusive = bool(node.attrs.get("reverse", 0)), bool(node.attrs.get("exclusive", 0))
+    product = node.op_type == "CumProd"
+    identity = b.const("identity", np.array(1 if product else 0, dt))
+    combine = "Mul" if product else "Add"
+    n = shape[axis]
+    y = _shift(b, x, axis, 1, reverse, identity) if exclusive and n > 1 else x
+    if exclusive and n == 1:  # nothing before the only element
+        y = b.op("Expand", [identity, b.const("shape", np.array(shape, np.int64))], shape, dt, "empty_scan")
+    steps = []
+    s = 1
+    while s < n:
+        steps.append(s)
+        s *= 2
+    if not steps:
+        b.op("Identity", [y], (), None, out=node.outputs[0])
+        return
+    for i, s in enumerate(steps):
+        shifted = _shift(b, y, axis, s, reverse, identity)
+        last = i == len(steps) - 1
+        y = b.op(combine, [y, shifted], shape, dt, f"scan{s}", node.outputs[0] if last else "")
+
+
+# ---- Dropout, EyeLike, Mean -------------------------------------------------------------------------
+def _dropout_problem(node: Node, g: Graph) -> str | None:
+    training = node.input(2)
+    if not training:
+        return None
+    t = g.const(training)
+    if t is None:
+        return "Dropout training_mode is computed at run time"
+    if bool(np.asarray(t).reshape(-1)[0]):
+        ratio = g.const(node.input(1)) if node.input(1) else np.array(0.5)
+        if ratio is None or float(np.asarray(ratio).reshape(-1)[0]) != 0.0:
+            return "Dropout in training mode draws random numbers (host only)"
+    return None
+
+
+def _dropout(b: _Builder, node: Node) -> None:
+    g = b.g
+    b.op("Identity", [node.input(0)], (), None, out=node.outputs[0])
+    mask = node.outputs[1] if len(node.outputs) > 1 else ""
+    if mask:
+        v = g.values[mask]
+        v.const = np.ones(v.shape, v.dtype)
+
+
+def _eyelike_problem(node: Node, g: Graph) -> str | None:
+    return None if len(_shape(g, node.input(0))) == 2 else "EyeLike needs a 2-D input"
+
+
+def _eyelike(b: _Builder, node: Node) -> None:
+    v = b.g.values[node.outputs[0]]
+    rows, cols = _shape(b.g, node.input(0))
+    v.const = np.eye(rows, cols, int(node.attrs.get("k", 0)), dtype=v.dtype)
+
+
+def _mean(b: _Builder, node: Node) -> None:
+    g = b.g
+    out = node.outputs[0]
+    shape, dt = _shape(g, out), _dtype(g, out)
+    total = b.op("Sum", node.present_inputs(), shape, dt, "sum")
+    b.op("Div", [total, b.const("count", np.array(len(node.present_inputs()), dt))], (), None, out=out)
+
+
+def _mean_problem(node: Node, g: Graph) -> str | None:
+    dt = _dtype(g, node.outputs[0])
+    return None if dt.kind == "f" or dt.name == "bfloat16" else f"Mean of {dt.name}"
+
+
+def _always(node: Node, g: Graph) -> None:
+    return None
+
+
+Rewrite = tuple[Callable[[Node, Graph], "str | None"], Callable[[_Builder, Node], None]]
+REWRITES: dict[str, Rewrite] = {
+    "GatherElements": (_gather_elements_problem, _gather_elements),
+    "GatherND": (_gather_nd_problem, _gather_nd),
+    "Trilu": (_trilu_problem, _trilu),
+    "ArgMax": (_arg_problem, _argmax), "ArgMin": (_arg_problem, _argmax),
+    "Hardmax": (_arg_problem, _hardmax),
+    "CumSum": (_cum_problem, _cumulative), "CumProd": (_cum_problem, _cumulative),
+    "Dropout": (_dropout_problem, _dropout),
+    "EyeLike": (_eyelike_problem, _eyelike),
+    "Mean": (_mean_problem, _mean),
+}
+
+
+def rewrite_problem(node: Node, g: Graph) -> str | None:
+    """Why `node` cannot be rewritten into device ops (None: `decompose` rewrites it)."""
+    entry = REWRITES.get(node.op_type)
+    if entry is None or node.domain:
+        return f"op {node.op_type} is not implemented on the device"
+    names = node.present_inputs() + [o for o in node.outputs if o]
+    if any(not g.values[n].is_static for n in names if n in g.values):
+        return "shapes are not static"
+    return _stored(g, names) or entry[0](node, g)
+
+
+def decompose(graph: Graph) -> Graph:
+    """A copy of `graph` where every node REWRITES knows (and `rewrite_problem` accepts) is replaced
+    by device ops computing the same values."""
+    g = graph.copy()
+    nodes: list[Node] = []
+    changed = False
+    for node in g.nodes:
+        if node.op_type not in REWRITES or rewrite_problem(node, g):
+            nodes.append(node)
+            continue
+        b = _Builder(g, node)
+        REWRITES[node.op_type][1](b, node)
+        nodes += b.nodes
+        changed = True
+    if changed:
+        g.nodes = nodes
+        g.changed()
+        for n in nodes:  # outputs written through `out=` keep their Value (shape and dtype as imported)
+            for o in n.outputs:
+                assert o in g.values, o
+    return g
