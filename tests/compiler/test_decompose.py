@@ -1,0 +1,185 @@
+"""decompose.py: ops the device lacks, rewritten into ops it runs, equal to ONNX's reference evaluator
+and with no host op left in the program."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from device_util import device_run, one_node_model
+from onnx.reference import ReferenceEvaluator
+
+from xputools.compiler.decompose import decompose
+from xputools.compiler.driver import check_model, compile_model
+from xputools.compiler.frontend import import_model
+
+
+def _on_device(op, inputs, initializers=None, outputs=("y",), opset=17, rtol=0.0, atol=0.0, **attrs):
+    """Compile a one-node model, run it on the emulator, compare with the reference evaluator (exactly
+    unless told) and check nothing ran on the host."""
+    model = one_node_model(op, inputs, list(outputs), initializers, opset=opset, **attrs)
+    got, prog, _ = device_run(model, inputs)
+    assert not prog.host_ops, f"ran on the host: {[h.op_type for h in prog.host_ops]}"
+    want = ReferenceEvaluator(model).run(None, inputs)
+    for name, ref in zip(outputs, want):
+        assert got[name].shape == ref.shape, name
+        assert got[name].dtype == ref.dtype, name
+        if rtol or atol:
+            np.testing.assert_allclose(got[name], ref, rtol=rtol, atol=atol, err_msg=name)
+        else:
+            np.testing.assert_array_equal(got[name], ref, err_msg=name)
+    return prog
+
+
+# ---- GatherElements -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("axis", [0, 1, 2, -1, -3])
+@pytest.mark.parametrize("idx_dtype", [np.int64, np.int32])
+def test_gather_elements_run_time_indices_every_axis(axis, idx_dtype):
+    rng = np.random.default_rng(11)
+    data = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    shape = list(data.shape)
+    n = data.shape[axis]
+    # the gathered axis may be longer than the data's (the reference evaluator checks the other dims
+    # against a negative axis as given, so there keep the data's shape)
+    shape[axis] = 6 if axis >= 0 else n
+    idx = rng.integers(-n, n, size=shape).astype(idx_dtype)  # negative indices count from the end
+    _on_device("GatherElements", {"data": data, "indices": idx}, axis=axis)
+
+
+def test_gather_elements_constant_indices_and_int_data():
+    rng = np.random.default_rng(12)
+    data = rng.integers(-100, 100, size=(4, 6)).astype(np.int32)
+    idx = np.array([[0, -1, 3], [5, 2, -6], [1, 1, 1], [4, 0, -2]], np.int64)
+    _on_device("GatherElements", {"data": data}, {"indices": idx}, axis=1)
+
+
+def test_gather_elements_rewrite_names_its_values_after_the_node():
+    rng = np.random.default_rng(13)
+    data = rng.standard_normal((3, 3)).astype(np.float32)
+    idx = np.array([[1, 2, 0], [2, 0, 0]], np.int64)
+    model = one_node_model("GatherElements", {"data": data, "indices": idx}, ["y"], axis=0)
+    g = decompose(import_model(model, {}))
+    assert {n.op_type for n in g.nodes} >= {"Gather", "Where", "Reshape"}
+    assert all(n.name.startswith("gatherelements0/") and n.origin == ["gatherelements0"] for n in g.nodes)
+    report = check_model(model)
+    assert report["all_on_device"]
+
+
+# ---- GatherND -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch_dims", [0, 1])
+def test_gather_nd_run_time_indices(batch_dims):
+    rng = np.random.default_rng(14)
+    data = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    k = 2
+    idx = np.stack([rng.integers(-d, d, size=(2, 3)) for d in data.shape[batch_dims:batch_dims + k]], -1)
+    _on_device("GatherND", {"data": data, "indices": idx.astype(np.int64)}, batch_dims=batch_dims)
+
+
+def test_gather_nd_constant_indices_whole_rows():
+    rng = np.random.default_rng(15)
+    data = rng.integers(0, 50, size=(4, 3, 2)).astype(np.int32)
+    _on_device("GatherND", {"data": data}, {"indices": np.array([[3], [-4], [1]], np.int64)})
+
+
+# ---- Trilu --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("upper", [0, 1])
+@pytest.mark.parametrize("k", [-7, -1, 0, 2, 9])
+def test_trilu_constant_k(upper, k):
+    rng = np.random.default_rng(16)
+    x = rng.integers(-9, 9, size=(2, 4, 6)).astype(np.int64)
+    _on_device("Trilu", {"x": x}, {"k": np.array(k, np.int64)}, upper=upper)
+
+
+def test_trilu_without_k_and_run_time_k_falls_back_with_a_reason():
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    _on_device("Trilu", {"x": x}, upper=0)
+    model = one_node_model("Trilu", {"x": x, "k": np.array(1, np.int64)}, ["y"])
+    host = check_model(model)["host_nodes"]
+    assert host and "--const-inputs" in host[0]["why"]
+
+
+# ---- ArgMax / ArgMin / Hardmax ------------------------------------------------------------------------
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("keepdims", [0, 1])
+@pytest.mark.parametrize("last", [0, 1])
+def test_argmax_argmin_with_ties(op, axis, keepdims, last):
+    rng = np.random.default_rng(18)
+    x = rng.integers(0, 3, size=(3, 4, 5)).astype(np.float32)  # many ties: first vs last index matters
+    _on_device(op, {"x": x}, axis=axis, keepdims=keepdims, select_last_index=last)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.float16])
+def test_argmax_other_dtypes(dtype):
+    rng = np.random.default_rng(19)
+    x = rng.integers(0, 100, size=(6, 7)).astype(dtype)
+    _on_device("ArgMax", {"x": x}, axis=1)
+    _on_device("ArgMin", {"x": x}, axis=0, keepdims=0)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_hardmax(axis):
+    rng = np.random.default_rng(20)
+    x = rng.integers(0, 4, size=(3, 4, 5)).astype(np.float32)
+    _on_device("Hardmax", {"x": x}, opset=13, axis=axis)
+
+
+# ---- CumSum / CumProd ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("op", ["CumSum", "CumProd"])
+@pytest.mark.parametrize("exclusive", [0, 1])
+@pytest.mark.parametrize("reverse", [0, 1])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_cumulative_int_exact(op, exclusive, reverse, axis):
+    rng = np.random.default_rng(21)
+    x = rng.integers(-3, 4, size=(5, 9)).astype(np.int32)
+    _on_device(op, {"x": x}, {"axis": np.array(axis, np.int64)}, opset=26, exclusive=exclusive, reverse=reverse)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 129])
+def test_cumsum_float_lengths(n):
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((3, n)).astype(np.float32)
+    _on_device("CumSum", {"x": x}, {"axis": np.array(1, np.int32)}, rtol=1e-5, atol=1e-5)
+    _on_device("CumSum", {"x": x}, {"axis": np.array(1, np.int32)}, rtol=1e-5, atol=1e-5, exclusive=1, reverse=1)
+
+
+def test_cumprod_float():
+    rng = np.random.default_rng(23)
+    x = rng.uniform(0.5, 1.5, size=(4, 10)).astype(np.float32)
+    _on_device("CumProd", {"x": x}, {"axis": np.array(-1, np.int64)}, opset=26, rtol=1e-5)
+
+
+# ---- Dropout, EyeLike, Mean ---------------------------------------------------------------------------
+def test_dropout_inference_with_mask_output():
+    rng = np.random.default_rng(24)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    _on_device("Dropout", {"x": x}, {"ratio": np.array(0.7, np.float32)}, outputs=("y", "mask"), opset=13)
+
+
+def test_dropout_training_stays_on_the_host():
+    rng = np.random.default_rng(25)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    model = one_node_model("Dropout", {"x": x}, ["y"], {"r": np.array(0.5, np.float32), "t": np.array(True)},
+                           opset=13)
+    host = check_model(model)["host_nodes"]
+    assert [h["op_type"] for h in host] == ["Dropout"] and "training" in host[0]["why"]
+
+
+@pytest.mark.parametrize("k", [-1, 0, 2])
+def test_eyelike(k):
+    x = np.zeros((3, 5), np.int32)
+    _on_device("EyeLike", {"x": x}, k=k)
+
+
+def test_mean():
+    rng = np.random.default_rng(26)
+    xs = {f"x{i}": rng.standard_normal((2, 5)).astype(np.float32) for i in range(3)}
+    _on_device("Mean", xs)
+
+
+def test_rewrites_leave_supported_graphs_unchanged():
+    rng = np.random.default_rng(27)
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    model = one_node_model("Relu", {"x": x}, ["y"])
+    g = import_model(model, {})
+    assert [n.op_type for n in decompose(g).nodes] == ["Relu"]
+    assert compile_model(model).program.host_ops == []
