@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from device_util import device_run, one_node_model
+from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from xputools.compiler.decompose import decompose
@@ -183,3 +184,62 @@ def test_rewrites_leave_supported_graphs_unchanged():
     g = import_model(model, {})
     assert [n.op_type for n in decompose(g).nodes] == ["Relu"]
     assert compile_model(model).program.host_ops == []
+
+
+# ---- TopK, Clip with run-time bounds, Pad with a run-time value, Xor -----------------------------------
+@pytest.mark.parametrize("largest", [0, 1])
+@pytest.mark.parametrize("axis", [0, -1])
+@pytest.mark.parametrize("k", [1, 3])
+def test_topk_with_ties_both_outputs(largest, axis, k):
+    rng = np.random.default_rng(28)
+    x = rng.integers(0, 4, size=(4, 5)).astype(np.float32)  # ties: ONNX wants the lower index first
+    _on_device("TopK", {"x": x}, {"k": np.array([k], np.int64)}, outputs=("values", "indices"), axis=axis,
+               largest=largest)
+
+
+def test_topk_int_values_only_and_large_k_on_host():
+    rng = np.random.default_rng(29)
+    x = rng.integers(-50, 50, size=(3, 40)).astype(np.int32)
+    _on_device("TopK", {"x": x}, {"k": np.array([5], np.int64)}, outputs=("values", "indices"))
+    model = one_node_model("TopK", {"x": x}, ["v", "i"], {"k": np.array([30], np.int64)})
+    assert [h["op_type"] for h in check_model(model)["host_nodes"]] == ["TopK"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int8])
+def test_clip_run_time_bounds(dtype):
+    rng = np.random.default_rng(30)
+    x = rng.integers(-100, 100, size=(3, 7)).astype(dtype)
+    _on_device("Clip", {"x": x, "lo": np.array(-20, dtype), "hi": np.array(30, dtype)}, opset=13)
+    _on_device("Clip", {"x": x, "lo": np.array(5, dtype), "hi": np.array(-5, dtype)}, opset=13)  # min > max
+
+
+def test_clip_one_run_time_bound():
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((2, 6)).astype(np.float32)
+    model = one_node_model("Clip", {"x": x, "lo": np.array(0.1, np.float32)}, ["y"], opset=13)
+    got, prog, _ = device_run(model, {"x": x, "lo": np.array(0.1, np.float32)})
+    assert not prog.host_ops
+    np.testing.assert_array_equal(got["y"], np.maximum(x, np.float32(0.1)))
+
+
+def test_pad_run_time_value_with_axes():
+    rng = np.random.default_rng(32)
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    feeds = {"x": x, "value": np.array(1.5, np.float32)}
+    node = helper.make_node("Pad", ["x", "pads", "value", "axes"], ["y"], name="pad0", mode="constant")
+    graph = helper.make_graph(
+        [node], "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape),
+                      helper.make_tensor_value_info("value", TensorProto.FLOAT, ())],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([1, 0, 2, 3], np.int64), "pads"),
+         numpy_helper.from_array(np.array([0, -1], np.int64), "axes")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    got, prog, _ = device_run(model, feeds)
+    assert not prog.host_ops
+    np.testing.assert_array_equal(got["y"], ReferenceEvaluator(model).run(None, feeds)[0])
+
+
+def test_xor():
+    rng = np.random.default_rng(33)
+    a, c = rng.integers(0, 2, size=(2, 3, 4)).astype(bool), rng.integers(0, 2, size=(3, 4)).astype(bool)
+    _on_device("Xor", {"a": a, "c": c})

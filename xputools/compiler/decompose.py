@@ -247,6 +247,113 @@ def _hardmax(b: _Builder, node: Node) -> None:
     b.op("Cast", [hit], (), None, out=node.outputs[0], to=onnx.helper.np_dtype_to_tensor_dtype(_dtype(g, x)))
 
 
+# ---- TopK ---------------------------------------------------------------------------------------------
+MAX_TOPK_UNROLL = 16  # one selection round per k: beyond this a sort kernel would be the right tool
+
+
+def _topk_problem(node: Node, g: Graph) -> str | None:
+    shape = _shape(g, node.input(0))
+    axis = _axis(int(node.attrs.get("axis", -1)), max(len(shape), 1))
+    k = g.const(node.input(1))
+    if axis is None or not shape:
+        return "TopK: axis out of range"
+    if k is None:
+        return "TopK k is computed at run time"
+    k = int(np.asarray(k).reshape(-1)[0])
+    if not 0 < k <= min(shape[axis], MAX_TOPK_UNROLL):
+        return f"TopK with k={k} is not supported on the device (1 to {MAX_TOPK_UNROLL}, at most the axis length)"
+    return None
+
+
+def _lowest(dt: np.dtype, largest: bool):
+    """The value no element beats when looking for the largest (or smallest) one."""
+    if dt.kind == "f" or dt.name == "bfloat16":
+        return -np.inf if largest else np.inf
+    info = np.iinfo(dt) if dt.kind in "iu" else None
+    return (info.min if largest else info.max) if info is not None else (0 if largest else 1)
+
+
+def _topk(b: _Builder, node: Node) -> None:
+    """k rounds of: the best element not taken yet (the first of ties, as ONNX orders them), then
+    mark it taken. Values and indices come out sorted."""
+    g = b.g
+    x = node.input(0)
+    shape, dt = _shape(g, x), _dtype(g, x)
+    axis = _axis(int(node.attrs.get("axis", -1)), len(shape))
+    k = int(np.asarray(g.const(node.input(1))).reshape(-1)[0])
+    largest = bool(node.attrs.get("largest", 1))
+    kept = shape[:axis] + (1,) + shape[axis + 1:]
+    position = _position(b, shape, axis)
+    lowest = b.const("lowest", np.array(_lowest(dt, largest), dt))
+    sentinel = b.const("sentinel", np.array(shape[axis], np.int64))
+    taken, values, indices = "", [], []
+    for i in range(k):
+        live = b.op("Where", [taken, lowest, x], shape, dt, f"live{i}") if taken else x
+        best = b.reduce("ReduceMax" if largest else "ReduceMin", live, axis, True, kept, dt, f"value{i}")
+        hit = b.op("Equal", [live, best], shape, np.bool_, f"is_best{i}")
+        if taken:
+            hit = b.op("And", [hit, b.op("Not", [taken], shape, np.bool_, f"free{i}")], shape, np.bool_,
+                       f"free_best{i}")
+        where = b.op("Where", [hit, position, sentinel], shape, INDEX, f"candidates{i}")
+        index = b.reduce("ReduceMin", where, axis, True, kept, INDEX, f"index{i}")
+        values.append(best)
+        indices.append(index)
+        if i < k - 1:
+            chosen = b.op("Equal", [position, index], shape, np.bool_, f"chosen{i}")
+            taken = b.op("Or", [taken, chosen], shape, np.bool_, f"taken{i}") if taken else chosen
+    outs = list(node.outputs) + ["", ""]
+    for parts, out in ((values, outs[0]), (indices, outs[1])):
+        if out:
+            b.op("Identity" if len(parts) == 1 else "Concat", parts, (), None, out=out,
+                 **({} if len(parts) == 1 else {"axis": axis}))
+
+
+# ---- Clip with run-time bounds, Pad with a run-time value ---------------------------------------------
+def _clip_problem(node: Node, g: Graph) -> str | None:
+    bounds = [node.input(i) for i in (1, 2) if node.input(i)]
+    if all(g.is_const(n) for n in bounds):
+        return "Clip with constant bounds runs as it is"
+    return None
+
+
+def _clip(b: _Builder, node: Node) -> None:
+    g = b.g
+    x, out = node.input(0), node.outputs[0]
+    shape, dt = _shape(g, out), _dtype(g, out)
+    lo, hi = node.input(1), node.input(2)
+    y = b.op("Max", [x, lo], shape, dt, "above_min", "" if hi else out) if lo else x
+    if hi:  # min > max gives max, as ONNX (numpy.clip) says
+        b.op("Min", [y, hi], (), None, out=out)
+
+
+def _pad_problem(node: Node, g: Graph) -> str | None:
+    if node.attrs.get("mode", "constant") != "constant" or not node.input(2) or g.is_const(node.input(2)):
+        return "only a constant Pad with a run-time value is rewritten"
+    if not all(g.is_const(n) for n in (node.input(1), node.input(3)) if n):
+        return "Pad pads/axes computed at run time"
+    if np.asarray(g.const(node.input(1))).min(initial=0) < 0:
+        return "Pad with negative pads and a run-time value"
+    return None
+
+
+def _pad(b: _Builder, node: Node) -> None:
+    g = b.g
+    x, out = node.input(0), node.outputs[0]
+    rank = len(_shape(g, x))
+    pads = [int(p) for p in np.asarray(g.const(node.input(1))).reshape(-1)]
+    axes = ([int(a) % rank for a in np.asarray(g.const(node.input(3))).reshape(-1)] if node.input(3)
+            else list(range(rank)))
+    width = [(0, 0)] * rank
+    for j, a in enumerate(axes):
+        width[a] = (pads[j], pads[j + len(axes)])
+    inside = np.pad(np.ones(_shape(g, x), np.bool_), width)
+    zero_padded = b.op("Pad", [x, node.input(1), "", node.input(3)], _shape(g, out), _dtype(g, out), "zero_padded",
+                       mode="constant")
+    if not node.input(3):
+        b.nodes[-1].inputs = b.nodes[-1].inputs[:2]
+    b.op("Where", [b.const("inside", inside), zero_padded, node.input(2)], (), None, out=out)
+
+
 # ---- CumSum / CumProd -------------------------------------------------------------------------------
 def _cum_problem(node: Node, g: Graph) -> str | None:
     axis, why = _scalar_input(g, node, 1, "axis")
@@ -365,7 +472,11 @@ REWRITES: dict[str, Rewrite] = {
     "Dropout": (_dropout_problem, _dropout),
     "EyeLike": (_eyelike_problem, _eyelike),
     "Mean": (_mean_problem, _mean),
+    "TopK": (_topk_problem, _topk),
+    "Clip": (_clip_problem, _clip), "Pad": (_pad_problem, _pad),
 }
+# ops the device runs in some forms already: their own support rule stays, the rewrite covers the rest
+PARTLY_SUPPORTED = ("Clip", "Pad")
 
 
 def rewrite_problem(node: Node, g: Graph) -> str | None:

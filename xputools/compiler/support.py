@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .decompose import REWRITES, rewrite_problem
+from .decompose import PARTLY_SUPPORTED, REWRITES, rewrite_problem
 from .graph import XPU_DOMAIN, Graph, Node
 
 DEVICE_DTYPES = ("float32", "float16", "bfloat16", "int8", "uint8", "int32", "int64", "bool")
@@ -250,7 +250,7 @@ SUPPORT_RULES: dict[str, Rule] = {
     "Gelu": _float_only, "Softplus": _float_only,
     "Max": _ok, "Min": _ok, "Sum": _ok, "Where": _ok,
     "Equal": _ok, "Greater": _ok, "Less": _ok, "GreaterOrEqual": _ok, "LessOrEqual": _ok,
-    "Not": _ok, "And": _ok, "Or": _ok, "IsNaN": _float_only, "Cast": _cast,
+    "Not": _ok, "And": _ok, "Or": _ok, "Xor": _ok, "IsNaN": _float_only, "Cast": _cast,
     "BatchNormalization": _batchnorm, "LayerNormalization": _layernorm,
     "ReduceMean": _reduce(True), "ReduceSum": _reduce(False), "ReduceMax": _reduce(False),
     "ReduceMin": _reduce(False), "ReduceL2": _reduce(True),
@@ -264,7 +264,7 @@ SUPPORT_RULES: dict[str, Rule] = {
     "LSTM": _lstm, "QuantizeLinear": _quant, "DequantizeLinear": _quant,
     "XpuQLinearMatMul": _qlinear, "XpuQLinearConv": _qlinear,  # int8 forms made by quantize.py
     # rewritten into the ops above by decompose.py (the rule says when the rewrite cannot apply)
-    **{op: rewrite_problem for op in REWRITES},
+    **{op: rewrite_problem for op in REWRITES if op not in PARTLY_SUPPORTED},
 }
 DEVICE_OPS: tuple[str, ...] = tuple(SUPPORT_RULES)
 
