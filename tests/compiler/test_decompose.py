@@ -243,3 +243,37 @@ def test_xor():
     rng = np.random.default_rng(33)
     a, c = rng.integers(0, 2, size=(2, 3, 4)).astype(bool), rng.integers(0, 2, size=(3, 4)).astype(bool)
     _on_device("Xor", {"a": a, "c": c})
+
+
+# ---- ScatterElements / ScatterND ---------------------------------------------------------------------
+@pytest.mark.parametrize("reduction", ["none", "add", "max", "min"])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_scatter_elements_duplicates_and_negative_indices(reduction, axis):
+    rng = np.random.default_rng(34)
+    data = rng.integers(-9, 9, size=(3, 5)).astype(np.float32)
+    shape = [2, 2]
+    n = data.shape[axis]
+    idx = rng.integers(-n, n, size=shape).astype(np.int64)  # duplicates are likely in 4 draws
+    upd = rng.integers(-9, 9, size=shape).astype(np.float32)
+    _on_device("ScatterElements", {"data": data, "indices": idx, "updates": upd}, opset=18, axis=axis,
+               reduction=reduction)
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "max"])
+def test_scatter_nd_rows_and_elements(reduction):
+    rng = np.random.default_rng(35)
+    data = rng.integers(0, 20, size=(4, 3, 2)).astype(np.int32)
+    rows = np.array([[1], [-1], [1]], np.int64)
+    _on_device("ScatterND", {"data": data, "indices": rows, "updates": rng.integers(0, 20, (3, 3, 2)).astype(np.int32)},
+               opset=18, reduction=reduction)
+    cells = np.array([[0, 2], [3, -3], [0, 2]], np.int64)
+    _on_device("ScatterND", {"data": data, "indices": cells, "updates": rng.integers(0, 20, (3, 2)).astype(np.int32)},
+               opset=18, reduction=reduction)
+
+
+def test_scatter_mul_stays_on_the_host():
+    data = np.ones((3, 3), np.float32)
+    model = one_node_model("ScatterElements", {"data": data, "indices": np.zeros((1, 3), np.int64),
+                                               "updates": np.ones((1, 3), np.float32)}, ["y"], opset=18,
+                           reduction="mul")
+    assert [h["op_type"] for h in check_model(model)["host_nodes"]] == ["ScatterElements"]

@@ -181,6 +181,91 @@ def _gather_nd(b: _Builder, node: Node) -> None:
     b.op("Gather", [rows, flat], (), None, out=out, axis=0)
 
 
+# ---- ScatterElements / ScatterND -----------------------------------------------------------------------
+SCATTER_MAX_PAIRS = 1 << 20  # updates x targets compared: the rewrite is quadratic, a scatter kernel is not
+SCATTER_REDUCTIONS = ("none", "add", "max", "min")
+
+
+def _scatter_problem(node: Node, g: Graph) -> str | None:
+    reduction = node.attrs.get("reduction", "none")
+    if reduction not in SCATTER_REDUCTIONS:
+        return f"{node.op_type} reduction {reduction!r} is not supported on the device"
+    dshape, ishape, ushape = (_shape(g, node.input(i)) for i in range(3))
+    if node.op_type == "ScatterElements":
+        if len(ishape) != len(dshape) or ishape != ushape or _axis(int(node.attrs.get("axis", 0)), len(dshape)) is None:
+            return "ScatterElements: indices, updates and data do not match"
+        pairs = int(np.prod(ishape)) * int(np.prod(dshape))
+    else:
+        if not ishape or ishape[-1] > len(dshape) or ushape != ishape[:-1] + dshape[ishape[-1]:]:
+            return "ScatterND: indices, updates and data do not match"
+        pairs = int(np.prod(ishape[:-1])) * int(np.prod(dshape))
+    if pairs > SCATTER_MAX_PAIRS:
+        return f"{node.op_type} with {pairs} update/target pairs is too large for the device rewrite"
+    return None
+
+
+def _scatter_rows(b: _Builder, data: str, rows: str, updates: str, reduction: str, out: str) -> None:
+    """out = data [R, W] with row rows[q] written from (or combined with) updates [Q, W]; where two
+    updates hit one row the last wins (as the reference does)."""
+    g = b.g
+    (r, w), q, dt = _shape(g, data), _shape(g, rows)[0], _dtype(g, data)
+    col = b.op("Reshape", [rows, b.const("column", np.array([q, 1], np.int64))], (q, 1), _dtype(g, rows), "targets")
+    hit = b.op("Equal", [col, b.const("row", np.arange(r, dtype=_dtype(g, rows)).reshape(1, r))], (q, r), np.bool_,
+               "hits")
+    order = b.const("order", np.arange(q, dtype=np.int64).reshape(q, 1))
+    latest = b.op("Where", [hit, order, b.const("none", np.array(-1, np.int64))], (q, r), INDEX, "writers")
+    last = b.reduce("ReduceMax", latest, 0, False, (r,), INDEX, "last_writer")
+    written = b.op("Less", [b.const("minus_one", np.array(-1, np.int64)), last], (r,), np.bool_, "written")
+    written = b.op("Reshape", [written, b.const("row_shape", np.array([r, 1], np.int64))], (r, 1), np.bool_,
+                   "written_rows")
+    if reduction == "none":
+        source = b.op("Max", [last, b.const("zero", np.array(0, np.int64))], (r,), INDEX, "source")
+        new = b.op("Gather", [updates, source], (r, w), dt, "gathered", axis=0)
+    else:
+        hit3 = b.op("Reshape", [hit, b.const("hit_shape", np.array([q, r, 1], np.int64))], (q, r, 1), np.bool_,
+                    "hits3")
+        upd3 = b.op("Reshape", [updates, b.const("upd_shape", np.array([q, 1, w], np.int64))], (q, 1, w), dt,
+                    "updates3")
+        fill = 0 if reduction == "add" else _lowest(dt, reduction == "max")
+        spread = b.op("Where", [hit3, upd3, b.const("fill", np.array(fill, dt))], (q, r, w), dt, "spread")
+        combined = b.reduce({"add": "ReduceSum", "max": "ReduceMax", "min": "ReduceMin"}[reduction], spread, 0,
+                            False, (r, w), dt, "combined")
+        op = {"add": "Add", "max": "Max", "min": "Min"}[reduction]
+        new = b.op(op, [data, combined], (r, w), dt, "updated")
+    b.op("Where", [written, new, data], (), None, out=out)
+
+
+def _scatter(b: _Builder, node: Node) -> None:
+    g = b.g
+    data, idx, upd, out = node.input(0), node.input(1), node.input(2), node.outputs[0]
+    dshape, ishape, dt = _shape(g, data), _shape(g, idx), _dtype(g, data)
+    idt = _dtype(g, idx)
+    if node.op_type == "ScatterElements":
+        axis = _axis(int(node.attrs.get("axis", 0)), len(dshape))
+        strides = [int(np.prod(dshape[i + 1:], dtype=np.int64)) for i in range(len(dshape))]
+        grid = np.indices(ishape, dtype=np.int64)
+        base = sum((grid[i] * strides[i] for i in range(len(ishape)) if i != axis), np.zeros(ishape, np.int64))
+        wrapped = _wrap(b, idx, dshape[axis], ishape)
+        scaled = b.op("Mul", [wrapped, b.const("axis_stride", np.array(strides[axis], idt))], ishape, idt, "scaled")
+        targets = b.op("Add", [scaled, b.const("base", base.astype(idt))], ishape, idt, "flat_targets")
+        q, r, w = int(np.prod(ishape)), int(np.prod(dshape)), 1
+    else:
+        k = ishape[-1]
+        tuples = ishape[:-1]
+        strides = np.array([int(np.prod(dshape[j + 1:k], dtype=np.int64)) for j in range(k)], idt)
+        wrapped = _wrap(b, idx, np.array(dshape[:k], idt), ishape)
+        scaled = b.op("Mul", [wrapped, b.const("strides", strides)], ishape, idt, "scaled")
+        targets = b.reduce("ReduceSum", scaled, len(ishape) - 1, False, tuples, idt, "flat_targets")
+        q, r, w = int(np.prod(tuples)), int(np.prod(dshape[:k])), int(np.prod(dshape[k:]))
+    flat = b.op("Reshape", [targets, b.const("flat", np.array([q], np.int64))], (q,), idt, "targets_flat")
+    data2 = b.op("Reshape", [data, b.const("data_rows", np.array([r, w], np.int64))], (r, w), dt, "data_rows")
+    upd2 = b.op("Reshape", [upd, b.const("update_rows", np.array([q, w], np.int64))], (q, w), dt, "update_rows")
+    result = g.unique_name(f"{node.name}/result_rows")
+    g.values[result] = Value(result, (r, w), dt)
+    _scatter_rows(b, data2, flat, upd2, node.attrs.get("reduction", "none"), result)
+    b.op("Reshape", [result, b.const("shape", np.array(dshape, np.int64))], (), None, out=out)
+
+
 # ---- Trilu ------------------------------------------------------------------------------------------
 def _trilu_problem(node: Node, g: Graph) -> str | None:
     if len(_shape(g, node.input(0))) < 2:
@@ -473,6 +558,7 @@ REWRITES: dict[str, Rewrite] = {
     "EyeLike": (_eyelike_problem, _eyelike),
     "Mean": (_mean_problem, _mean),
     "TopK": (_topk_problem, _topk),
+    "ScatterElements": (_scatter_problem, _scatter), "ScatterND": (_scatter_problem, _scatter),
     "Clip": (_clip_problem, _clip), "Pad": (_pad_problem, _pad),
 }
 # ops the device runs in some forms already: their own support rule stays, the rewrite covers the rest
