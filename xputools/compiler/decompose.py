@@ -122,27 +122,52 @@ def _gather_elements_problem(node: Node, g: Graph) -> str | None:
     return None
 
 
+def _element_offsets(dshape: tuple[int, ...], ishape: tuple[int, ...], axis: int) -> tuple[np.ndarray, int]:
+    """For GatherElements/ScatterElements: each index position's flat offset in the data without its
+    axis term, and the axis stride."""
+    strides = [int(np.prod(dshape[i + 1:], dtype=np.int64)) for i in range(len(dshape))]
+    grid = np.indices(ishape, dtype=np.int64)
+    base = sum((grid[i] * strides[i] for i in range(len(ishape)) if i != axis), np.zeros(ishape, np.int64))
+    return base, strides[axis]
+
+
+def _element_targets(b: _Builder, idx: str, dshape: tuple[int, ...], axis: int) -> str:
+    """The flat data position each element of the run-time `idx` names along `axis`."""
+    g = b.g
+    ishape, dt = _shape(g, idx), _dtype(g, idx)
+    base, stride = _element_offsets(dshape, ishape, axis)
+    wrapped = _wrap(b, idx, dshape[axis], ishape)
+    scaled = b.op("Mul", [wrapped, b.const("axis_stride", np.array(stride, dt))], ishape, dt, "scaled")
+    return b.op("Add", [scaled, b.const("base", base.astype(dt))], ishape, dt, "flat_indices")
+
+
+def _row_targets(b: _Builder, idx: str, dshape: tuple[int, ...]) -> str:
+    """For GatherND/ScatterND: the flat row of the data's first k dims that each k-tuple of the
+    run-time `idx` [..., k] names."""
+    g = b.g
+    ishape, dt = _shape(g, idx), _dtype(g, idx)
+    k = ishape[-1]
+    strides = np.array([int(np.prod(dshape[j + 1:k], dtype=np.int64)) for j in range(k)], dt)
+    wrapped = _wrap(b, idx, np.array(dshape[:k], dt), ishape)
+    scaled = b.op("Mul", [wrapped, b.const("strides", strides)], ishape, dt, "scaled")
+    return b.reduce("ReduceSum", scaled, len(ishape) - 1, False, ishape[:-1], dt, "flat_rows")
+
+
 def _gather_elements(b: _Builder, node: Node) -> None:
     g = b.g
-    data, idx, out = node.input(0), node.input(1), node.outputs[0]
-    dshape, ishape = _shape(g, data), _shape(g, idx)
+    data, idx = node.input(0), node.input(1)
+    dshape = _shape(g, data)
     axis = _axis(int(node.attrs.get("axis", 0)), len(dshape))
-    strides = [int(np.prod(dshape[i + 1:], dtype=np.int64)) for i in range(len(dshape))]
-    grid = np.indices(ishape, dtype=np.int64) if ishape else np.zeros((0,), np.int64)
-    base = sum((grid[i] * strides[i] for i in range(len(ishape)) if i != axis), np.zeros(ishape, np.int64))
     flat_data = b.op("Reshape", [data, b.const("flat_shape", np.array([-1], np.int64))],
                      (int(np.prod(dshape)),), _dtype(g, data), "flat_data")
     c = g.const(idx)
     if c is not None:
+        base, stride = _element_offsets(dshape, _shape(g, idx), axis)
         k = np.asarray(c, np.int64)
-        flat = b.const("flat_indices", base + np.where(k < 0, k + dshape[axis], k) * strides[axis])
+        flat = b.const("flat_indices", base + np.where(k < 0, k + dshape[axis], k) * stride)
     else:
-        wrapped = _wrap(b, idx, dshape[axis], ishape)
-        scaled = b.op("Mul", [wrapped, b.const("axis_stride", np.array(strides[axis], _dtype(g, idx)))],
-                      ishape, _dtype(g, idx), "scaled")
-        flat = b.op("Add", [scaled, b.const("base", base.astype(_dtype(g, idx)))], ishape, _dtype(g, idx),
-                    "flat_indices")
-    b.op("Gather", [flat_data, flat], (), None, out=out, axis=0)
+        flat = _element_targets(b, idx, dshape, axis)
+    b.op("Gather", [flat_data, flat], (), None, out=node.outputs[0], axis=0)
 
 
 def _gather_nd_problem(node: Node, g: Graph) -> str | None:
@@ -154,15 +179,14 @@ def _gather_nd_problem(node: Node, g: Graph) -> str | None:
 
 
 def _gather_nd(b: _Builder, node: Node) -> None:
+    """Batches are folded into the row index: batch b's rows start at b x rows per batch."""
     g = b.g
-    data, idx, out = node.input(0), node.input(1), node.outputs[0]
+    data, idx = node.input(0), node.input(1)
     dshape, ishape = _shape(g, data), _shape(g, idx)
     bd, k = int(node.attrs.get("batch_dims", 0)), ishape[-1]
     rows_per_batch = int(np.prod(dshape[bd:bd + k], dtype=np.int64))
     batches = int(np.prod(dshape[:bd], dtype=np.int64))
     rest = dshape[bd + k:]
-    dims = np.array(dshape[bd:bd + k], np.int64)
-    strides = np.array([int(np.prod(dshape[bd + j + 1:bd + k], dtype=np.int64)) for j in range(k)], np.int64)
     tuples = ishape[:-1]
     batch_base = (np.arange(batches, dtype=np.int64) * rows_per_batch).reshape(
         dshape[:bd] + (1,) * (len(tuples) - bd))
@@ -171,14 +195,14 @@ def _gather_nd(b: _Builder, node: Node) -> None:
     c = g.const(idx)
     if c is not None:
         kk = np.asarray(c, np.int64)
+        dims = np.array(dshape[bd:bd + k], np.int64)
+        strides = np.array([int(np.prod(dshape[bd + j + 1:bd + k], dtype=np.int64)) for j in range(k)], np.int64)
         flat = b.const("flat_indices", (np.where(kk < 0, kk + dims, kk) * strides).sum(-1) + batch_base)
     else:
+        in_batch = _row_targets(b, idx, dshape[bd:])
         dt = _dtype(g, idx)
-        wrapped = _wrap(b, idx, dims, ishape)
-        scaled = b.op("Mul", [wrapped, b.const("strides", strides.astype(dt))], ishape, dt, "scaled")
-        summed = b.reduce("ReduceSum", scaled, len(ishape) - 1, False, tuples, dt, "row_in_batch")
-        flat = b.op("Add", [summed, b.const("batch_base", batch_base.astype(dt))], tuples, dt, "flat_indices")
-    b.op("Gather", [rows, flat], (), None, out=out, axis=0)
+        flat = b.op("Add", [in_batch, b.const("batch_base", batch_base.astype(dt))], tuples, dt, "flat_indices")
+    b.op("Gather", [rows, flat], (), None, out=node.outputs[0], axis=0)
 
 
 # ---- ScatterElements / ScatterND -----------------------------------------------------------------------
@@ -236,28 +260,18 @@ def _scatter_rows(b: _Builder, data: str, rows: str, updates: str, reduction: st
 
 
 def _scatter(b: _Builder, node: Node) -> None:
+    """Both scatters as rows: ScatterElements writes rows of one element of the flattened data."""
     g = b.g
     data, idx, upd, out = node.input(0), node.input(1), node.input(2), node.outputs[0]
     dshape, ishape, dt = _shape(g, data), _shape(g, idx), _dtype(g, data)
-    idt = _dtype(g, idx)
     if node.op_type == "ScatterElements":
-        axis = _axis(int(node.attrs.get("axis", 0)), len(dshape))
-        strides = [int(np.prod(dshape[i + 1:], dtype=np.int64)) for i in range(len(dshape))]
-        grid = np.indices(ishape, dtype=np.int64)
-        base = sum((grid[i] * strides[i] for i in range(len(ishape)) if i != axis), np.zeros(ishape, np.int64))
-        wrapped = _wrap(b, idx, dshape[axis], ishape)
-        scaled = b.op("Mul", [wrapped, b.const("axis_stride", np.array(strides[axis], idt))], ishape, idt, "scaled")
-        targets = b.op("Add", [scaled, b.const("base", base.astype(idt))], ishape, idt, "flat_targets")
+        targets = _element_targets(b, idx, dshape, _axis(int(node.attrs.get("axis", 0)), len(dshape)))
         q, r, w = int(np.prod(ishape)), int(np.prod(dshape)), 1
     else:
+        targets = _row_targets(b, idx, dshape)
         k = ishape[-1]
-        tuples = ishape[:-1]
-        strides = np.array([int(np.prod(dshape[j + 1:k], dtype=np.int64)) for j in range(k)], idt)
-        wrapped = _wrap(b, idx, np.array(dshape[:k], idt), ishape)
-        scaled = b.op("Mul", [wrapped, b.const("strides", strides)], ishape, idt, "scaled")
-        targets = b.reduce("ReduceSum", scaled, len(ishape) - 1, False, tuples, idt, "flat_targets")
-        q, r, w = int(np.prod(tuples)), int(np.prod(dshape[:k])), int(np.prod(dshape[k:]))
-    flat = b.op("Reshape", [targets, b.const("flat", np.array([q], np.int64))], (q,), idt, "targets_flat")
+        q, r, w = int(np.prod(ishape[:-1])), int(np.prod(dshape[:k])), int(np.prod(dshape[k:]))
+    flat = b.op("Reshape", [targets, b.const("flat", np.array([q], np.int64))], (q,), _dtype(g, idx), "targets_flat")
     data2 = b.op("Reshape", [data, b.const("data_rows", np.array([r, w], np.int64))], (r, w), dt, "data_rows")
     upd2 = b.op("Reshape", [upd, b.const("update_rows", np.array([q, w], np.int64))], (q, w), dt, "update_rows")
     result = g.unique_name(f"{node.name}/result_rows")
