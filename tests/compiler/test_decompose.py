@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from device_util import device_run, one_node_model
+from device_util import assert_matches_ort, device_run, one_node_model
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
@@ -277,3 +277,30 @@ def test_scatter_mul_stays_on_the_host():
                                                "updates": np.ones((1, 3), np.float32)}, ["y"], opset=18,
                            reduction="mul")
     assert [h["op_type"] for h in check_model(model)["host_nodes"]] == ["ScatterElements"]
+
+
+# ---- CastLike, LpNormalization, Pow with a run-time exponent -----------------------------------------
+@pytest.mark.parametrize("to", [np.float16, np.int32])
+def test_castlike(to):
+    rng = np.random.default_rng(36)
+    x = (rng.standard_normal((3, 4)) * 10).astype(np.float32)
+    _on_device("CastLike", {"x": x}, {"like": np.zeros((1,), to)}, opset=19)
+
+
+@pytest.mark.parametrize("axis", [0, -1])
+def test_lp_normalization(axis):
+    rng = np.random.default_rng(37)
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    x[1, :, 2] = 0.0  # a zero slice: 0, not NaN
+    x[:, 1, 1] = 0.0
+    _on_device("LpNormalization", {"x": x}, rtol=1e-6, atol=1e-7, axis=axis, p=2)
+    # the reference evaluator sums signed values for p=1; ONNX Runtime takes |x| as the spec says
+    assert_matches_ort(one_node_model("LpNormalization", {"x": x}, ["y"], axis=axis, p=1), {"x": x}, rtol=1e-6)
+
+
+@pytest.mark.parametrize("exp_dtype", [np.float32, np.int64])
+def test_pow_run_time_exponent_float_base(exp_dtype):
+    rng = np.random.default_rng(38)
+    x = rng.uniform(0.5, 2.0, size=(3, 4)).astype(np.float32)
+    e = rng.integers(-2, 4, size=(4,)).astype(exp_dtype)
+    _on_device("Pow", {"x": x, "e": e}, rtol=1e-6)

@@ -11,8 +11,13 @@ reductions, Slice/Pad, elementwise arithmetic) or by a constant, computing the s
   (select_last_index); Hardmax compares that index with every position;
 - CumSum/CumProd (constant axis): a log-step scan (Hillis-Steele), shifted copies by Slice + Pad
   with the identity, exact for integers;
+- TopK (constant k <= 16): k rounds of selecting the best element not taken yet;
+- ScatterElements/ScatterND (none/add/max/min): each update's flat target compared with every row
+  (quadratic: capped at SCATTER_MAX_PAIRS; the ISA has no scatter);
+- Clip with run-time bounds: Max then Min; a constant Pad with a run-time value: Pad, then Where;
 - Dropout in inference (or ratio 0): Identity, with an all-true mask constant;
-- EyeLike: a constant (the output depends only on the static shape); Mean: Sum then Div.
+- EyeLike: a constant (the output depends only on the static shape); Mean: Sum then Div;
+- CastLike: Cast to the other input's dtype; LpNormalization (p 1 or 2): x over its norm.
 
 A rewrite that cannot apply (a run-time k or axis, a dtype the device does not store) leaves the node
 alone and `rewrite_problem` says why; support.py reports that reason and the node runs on the host.
@@ -61,7 +66,7 @@ class _Builder:
     def reduce(self, op_type: str, x: str, axis: int, keepdims: bool, shape, dtype, what: str = "",
                out: str = "") -> str:
         """ReduceMax/ReduceMin/ReduceSum over one axis, spelled for the graph's opset."""
-        axes_input = REDUCE_AXES_INPUT_OPSET if op_type != "ReduceSum" else 13
+        axes_input = 13 if op_type == "ReduceSum" else REDUCE_AXES_INPUT_OPSET
         if self.g.opset.get("", 13) >= axes_input:
             axes = self.const("axes", np.array([axis], np.int64))
             return self.op(op_type, [x, axes], shape, dtype, what, out, keepdims=int(keepdims))
@@ -556,6 +561,39 @@ def _mean_problem(node: Node, g: Graph) -> str | None:
     return None if dt.kind == "f" or dt.name == "bfloat16" else f"Mean of {dt.name}"
 
 
+def _castlike(b: _Builder, node: Node) -> None:
+    attrs = {k: v for k, v in node.attrs.items() if k in ("saturate", "round_mode")}
+    to = onnx.helper.np_dtype_to_tensor_dtype(_dtype(b.g, node.input(1)))
+    b.op("Cast", [node.input(0)], (), None, out=node.outputs[0], to=to, **attrs)
+
+
+def _lp_norm_problem(node: Node, g: Graph) -> str | None:
+    if int(node.attrs.get("p", 2)) not in (1, 2):
+        return "LpNormalization with p other than 1 or 2"
+    dt = _dtype(g, node.input(0))
+    if not (dt.kind == "f" or dt.name == "bfloat16"):
+        return f"LpNormalization of {dt.name}"
+    if _axis(int(node.attrs.get("axis", -1)), len(_shape(g, node.input(0)))) is None:
+        return "LpNormalization: axis out of range"
+    return None
+
+
+def _lp_norm(b: _Builder, node: Node) -> None:
+    """x / ||x||_p along the axis (no epsilon; a zero norm gives 0, as ONNX's reference)."""
+    g = b.g
+    x = node.input(0)
+    shape, dt = _shape(g, x), _dtype(g, x)
+    axis = _axis(int(node.attrs.get("axis", -1)), len(shape))
+    kept = shape[:axis] + (1,) + shape[axis + 1:]
+    if int(node.attrs.get("p", 2)) == 2:
+        norm = b.reduce("ReduceL2", x, axis, True, kept, dt, "norm")
+    else:
+        norm = b.reduce("ReduceSum", b.op("Abs", [x], shape, dt, "magnitude"), axis, True, kept, dt, "norm")
+    zero = b.op("Equal", [norm, b.const("zero", np.zeros((), dt))], kept, np.bool_, "zero_norm")
+    safe = b.op("Where", [zero, b.const("one", np.ones((), dt)), norm], kept, dt, "safe_norm")
+    b.op("Div", [x, safe], (), None, out=node.outputs[0])  # an all-zero slice stays 0, not 0/0
+
+
 def _always(node: Node, g: Graph) -> None:
     return None
 
@@ -574,6 +612,7 @@ REWRITES: dict[str, Rewrite] = {
     "TopK": (_topk_problem, _topk),
     "ScatterElements": (_scatter_problem, _scatter), "ScatterND": (_scatter_problem, _scatter),
     "Clip": (_clip_problem, _clip), "Pad": (_pad_problem, _pad),
+    "CastLike": (_always, _castlike), "LpNormalization": (_lp_norm_problem, _lp_norm),
 }
 # ops the device runs in some forms already: their own support rule stays, the rewrite covers the rest
 PARTLY_SUPPORTED = ("Clip", "Pad")

@@ -210,7 +210,22 @@ def cast(ctx: LoweringContext, node: Node) -> None:
         work = "f32" if is_float(x.dtype) else _work_dtype(x)
         _map_tiles(ctx, x, out, work, [("dve", "tensor_scalar", dict(op0="ne", s0=0.0), "u8")])
         return
+    if is_float(x.dtype) and not is_float(out.dtype):  # ONNX truncates toward zero; a DMA cast rounds
+        _truncate_into(ctx, x, out)
+        return
     chunk = 1 << 20
     for start in range(0, max(out.size, 1), chunk):
         n = min(chunk, out.size - start)
         ctx.em.emit("dma", "dma_copy", {"dst": hbm_ap(out, start, ((1, n),)), "src": hbm_ap(x, start, ((1, n),))})
+
+
+def _truncate_into(ctx: LoweringContext, x: DeviceValue, out: DeviceValue) -> None:
+    """out (integer) = trunc(x): x - fmod(x, 1) is a whole number in f32, so the storing cast is exact."""
+    for t in _tiles(ctx, out, [x]):
+        (o_off, o_dims), (x_off, x_dims) = t.patterns
+        src = load(ctx, hbm_ap(x, x_off, x_dims), t.partitions, t.free, "f32")
+        frac = new_tile(ctx, t.partitions, t.free, "f32")
+        ctx.em.emit("dve", "tensor_scalar", {"dst": frac, "src": src}, op0="mod", s0=1.0)
+        whole = new_tile(ctx, t.partitions, t.free, "f32")
+        ctx.em.emit("dve", "tensor_tensor", {"dst": whole, "a": src, "b": frac}, op="sub")
+        store(ctx, whole, hbm_ap(out, o_off, o_dims))
