@@ -304,3 +304,37 @@ def test_pow_run_time_exponent_float_base(exp_dtype):
     x = rng.uniform(0.5, 2.0, size=(3, 4)).astype(np.float32)
     e = rng.integers(-2, 4, size=(4,)).astype(exp_dtype)
     _on_device("Pow", {"x": x, "e": e}, rtol=1e-6)
+
+
+# ---- DFT / STFT --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("inverse,onesided,channels", [(0, 0, 1), (0, 1, 1), (0, 0, 2), (1, 0, 2), (1, 1, 2)])
+@pytest.mark.parametrize("axis", [1, 2])
+def test_dft_against_numpy_fft(inverse, onesided, channels, axis):
+    rng = np.random.default_rng(39)
+    x = rng.standard_normal((2, 6, 5, channels)).astype(np.float32)
+    _on_device("DFT", {"x": x}, opset=19, rtol=1e-4, atol=1e-5, axis=axis, inverse=inverse, onesided=onesided)
+
+
+@pytest.mark.parametrize("length", [4, 9])
+def test_dft_length_cuts_or_pads(length):
+    rng = np.random.default_rng(40)
+    x = rng.standard_normal((1, 6, 3, 1)).astype(np.float32)
+    _on_device("DFT", {"x": x}, {"n": np.array(length, np.int64)}, opset=19, rtol=1e-4, atol=1e-5, axis=1)
+
+
+def test_stft_constant_window_and_run_time_window():
+    rng = np.random.default_rng(41)
+    signal = rng.standard_normal((2, 64, 1)).astype(np.float32)
+    window = np.hanning(16).astype(np.float32)
+    step = np.array(8, np.int64)
+    _on_device("STFT", {"signal": signal}, {"step": step, "window": window}, opset=17, rtol=1e-4, atol=1e-5)
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("STFT", ["signal", "step", "window"], ["y"], name="stft0")], "t",
+        [helper.make_tensor_value_info("signal", TensorProto.FLOAT, signal.shape),
+         helper.make_tensor_value_info("window", TensorProto.FLOAT, window.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(step, "step")]), opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    feeds = {"signal": signal, "window": window}
+    got, prog, _ = device_run(model, feeds)
+    assert not prog.host_ops
+    np.testing.assert_allclose(got["y"], ReferenceEvaluator(model).run(None, feeds)[0], rtol=1e-4, atol=1e-5)
