@@ -338,3 +338,18 @@ def test_stft_constant_window_and_run_time_window():
     got, prog, _ = device_run(model, feeds)
     assert not prog.host_ops
     np.testing.assert_allclose(got["y"], ReferenceEvaluator(model).run(None, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+# ---- IsInf; Floor, Ceil, Round, Sign (kernels that lacked a support rule) ------------------------------
+@pytest.mark.parametrize("positive,negative", [(1, 1), (1, 0), (0, 1), (0, 0)])
+def test_isinf(positive, negative):
+    x = np.array([[1.0, np.inf, -np.inf, np.nan], [0.0, -3.5, np.inf, 1e38]], np.float32)
+    _on_device("IsInf", {"x": x}, opset=20, detect_positive=positive, detect_negative=negative)
+
+
+@pytest.mark.parametrize("op", ["Floor", "Ceil", "Round", "Sign"])
+def test_rounding_ops_halves_and_signs(op):
+    rng = np.random.default_rng(42)
+    x = np.concatenate([np.array([-2.5, -1.5, -0.5, 0.0, 0.5, 1.5, 2.5, -0.0], np.float32),
+                        (rng.standard_normal(16) * 4).astype(np.float32)])
+    _on_device(op, {"x": x})

@@ -17,7 +17,9 @@ reductions, Slice/Pad, elementwise arithmetic) or by a constant, computing the s
 - Clip with run-time bounds: Max then Min; a constant Pad with a run-time value: Pad, then Where;
 - Dropout in inference (or ratio 0): Identity, with an all-true mask constant;
 - EyeLike: a constant (the output depends only on the static shape); Mean: Sum then Div;
-- CastLike: Cast to the other input's dtype; LpNormalization (p 1 or 2): x over its norm.
+- CastLike: Cast to the other input's dtype; LpNormalization (p 1 or 2): x over its norm;
+- DFT/STFT: one MatMul with a constant DFT matrix (STFT frames by a constant-index Gather);
+- IsInf: Equal with +-inf (of |x| when both signs are detected).
 
 A rewrite that cannot apply (a run-time k or axis, a dtype the device does not store) leaves the node
 alone and `rewrite_problem` says why; support.py reports that reason and the node runs on the host.
@@ -725,6 +727,24 @@ def _lp_norm(b: _Builder, node: Node) -> None:
     b.op("Div", [x, safe], (), None, out=node.outputs[0])  # an all-zero slice stays 0, not 0/0
 
 
+def _isinf_problem(node: Node, g: Graph) -> str | None:
+    dt = _dtype(g, node.input(0))
+    return None if dt.kind == "f" or dt.name == "bfloat16" else f"IsInf of {dt.name}"
+
+
+def _isinf(b: _Builder, node: Node) -> None:
+    g = b.g
+    x, out = node.input(0), node.outputs[0]
+    shape, dt = _shape(g, x), _dtype(g, x)
+    positive, negative = int(node.attrs.get("detect_positive", 1)), int(node.attrs.get("detect_negative", 1))
+    if positive and negative:
+        x = b.op("Abs", [x], shape, dt, "magnitude")
+    if not (positive or negative):  # nothing detected: all false
+        b.op("Equal", [x, b.const("nan", np.array(np.nan, dt))], (), None, out=out)
+        return
+    b.op("Equal", [x, b.const("infinity", np.array(-np.inf if not positive else np.inf, dt))], (), None, out=out)
+
+
 def _always(node: Node, g: Graph) -> None:
     return None
 
@@ -744,7 +764,8 @@ REWRITES: dict[str, Rewrite] = {
     "ScatterElements": (_scatter_problem, _scatter), "ScatterND": (_scatter_problem, _scatter),
     "Clip": (_clip_problem, _clip), "Pad": (_pad_problem, _pad),
     "DFT": (_dft_problem, _dft), "STFT": (_dft_problem, _stft),
-    "CastLike": (_always, _castlike), "LpNormalization": (_lp_norm_problem, _lp_norm),
+    "CastLike": (_always, _castlike), "IsInf": (_isinf_problem, _isinf),
+    "LpNormalization": (_lp_norm_problem, _lp_norm),
 }
 # ops the device runs in some forms already: their own support rule stays, the rewrite covers the rest
 PARTLY_SUPPORTED = ("Clip", "Pad")

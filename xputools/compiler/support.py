@@ -250,6 +250,7 @@ SUPPORT_RULES: dict[str, Rule] = {
     "Log": _float_only, "Erf": _float_only, "Tanh": _float_only, "Sigmoid": _float_only, "Relu": _ok,
     "LeakyRelu": _float_only, "Clip": _clip, "HardSigmoid": _float_only, "HardSwish": _float_only,
     "Gelu": _float_only, "Softplus": _float_only,
+    "Floor": _float_only, "Ceil": _float_only, "Round": _float_only, "Sign": _float_only,
     "Max": _ok, "Min": _ok, "Sum": _ok, "Where": _ok,
     "Equal": _ok, "Greater": _ok, "Less": _ok, "GreaterOrEqual": _ok, "LessOrEqual": _ok,
     "Not": _ok, "And": _ok, "Or": _ok, "Xor": _ok, "IsNaN": _float_only, "Cast": _cast,
