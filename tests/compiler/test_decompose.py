@@ -353,3 +353,27 @@ def test_rounding_ops_halves_and_signs(op):
     x = np.concatenate([np.array([-2.5, -1.5, -0.5, 0.0, 0.5, 1.5, 2.5, -0.0], np.float32),
                         (rng.standard_normal(16) * 4).astype(np.float32)])
     _on_device(op, {"x": x})
+
+
+# ---- GridSample --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["linear", "nearest"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align", [0, 1])
+def test_grid_sample_2d_points_inside_and_far_outside(mode, padding, align):
+    rng = np.random.default_rng(43)
+    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    grid = rng.uniform(-3.2, 3.2, size=(2, 4, 7, 2)).astype(np.float32)  # reflections fold several times
+    _on_device("GridSample", {"x": x, "grid": grid}, opset=20, rtol=1e-5, atol=1e-6, mode=mode,
+               padding_mode=padding, align_corners=align)
+
+
+def test_grid_sample_3d_linear_opset16_spelling():
+    rng = np.random.default_rng(44)
+    x = rng.standard_normal((1, 2, 3, 4, 5)).astype(np.float32)
+    grid = rng.uniform(-1.2, 1.2, size=(1, 2, 3, 4, 3)).astype(np.float32)
+    _on_device("GridSample", {"x": x, "grid": grid}, opset=20, rtol=1e-5, atol=1e-6, mode="linear")
+    feeds = {"x": x[:, :, 0], "grid": grid[:, 0, :, :, :2]}
+    got, prog, _ = device_run(one_node_model("GridSample", feeds, ["y"], opset=16, mode="bilinear"), feeds)
+    assert not prog.host_ops  # opset 16 spells linear "bilinear" (the reference evaluator knows only 20's words)
+    want = ReferenceEvaluator(one_node_model("GridSample", feeds, ["y"], opset=20, mode="linear")).run(None, feeds)
+    np.testing.assert_allclose(got["y"], want[0], rtol=1e-5, atol=1e-6)
