@@ -377,3 +377,19 @@ def test_grid_sample_3d_linear_opset16_spelling():
     assert not prog.host_ops  # opset 16 spells linear "bilinear" (the reference evaluator knows only 20's words)
     want = ReferenceEvaluator(one_node_model("GridSample", feeds, ["y"], opset=20, mode="linear")).run(None, feeds)
     np.testing.assert_allclose(got["y"], want[0], rtol=1e-5, atol=1e-6)
+
+
+# ---- ReduceProd --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("axes,keepdims", [([1], 1), ([0, 2], 0), (None, 1), ([-1], 0)])
+def test_reduce_prod_int_exact_and_float(axes, keepdims):
+    rng = np.random.default_rng(45)
+    xi = rng.integers(-3, 4, size=(3, 5, 7)).astype(np.int64)
+    xf = rng.uniform(0.5, 1.5, size=(3, 5, 7)).astype(np.float32)
+    inits = {} if axes is None else {"axes": np.array(axes, np.int64)}
+    _on_device("ReduceProd", {"x": xi}, inits, opset=18, keepdims=keepdims)
+    _on_device("ReduceProd", {"x": xf}, inits, opset=18, rtol=1e-5, keepdims=keepdims)
+
+
+def test_reduce_prod_of_an_empty_axis_is_one():
+    x = np.zeros((2, 0, 4), np.float32)
+    _on_device("ReduceProd", {"x": x}, {"axes": np.array([1], np.int64)}, opset=18)

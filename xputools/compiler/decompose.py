@@ -758,6 +758,13 @@ def _cum_problem(node: Node, g: Graph) -> str | None:
     return None
 
 
+def _slice(b: _Builder, y: str, axis: int, start: int, end: int, what: str) -> str:
+    """y[start:end] along `axis`."""
+    shape = _shape(b.g, y)
+    bounds = [b.const(w, np.array([v], np.int64)) for w, v in (("starts", start), ("ends", end), ("axes", axis))]
+    return b.op("Slice", [y] + bounds, shape[:axis] + (end - start,) + shape[axis + 1:], _dtype(b.g, y), what)
+
+
 def _shift(b: _Builder, y: str, axis: int, s: int, reverse: bool, identity: str) -> str:
     """y moved by `s` along `axis` (towards the end, or the start when `reverse`), the gap filled
     with the operation's identity."""
@@ -765,10 +772,7 @@ def _shift(b: _Builder, y: str, axis: int, s: int, reverse: bool, identity: str)
     shape = _shape(g, y)
     n, rank = shape[axis], len(shape)
     starts, ends = (s, n) if reverse else (0, n - s)
-    part_shape = shape[:axis] + (n - s,) + shape[axis + 1:]
-    bounds = [b.const(what, np.array([v], np.int64))
-              for what, v in (("starts", starts), ("ends", ends), ("axes", axis))]
-    part = b.op("Slice", [y] + bounds, part_shape, _dtype(g, y), f"part{s}")
+    part = _slice(b, y, axis, starts, ends, f"part{s}")
     pads = np.zeros(2 * rank, np.int64)
     pads[axis + (rank if reverse else 0)] = s
     return b.op("Pad", [part, b.const("pads", pads), identity], shape, _dtype(g, y), f"shifted{s}", mode="constant")
@@ -799,6 +803,62 @@ def _cumulative(b: _Builder, node: Node) -> None:
         shifted = _shift(b, y, axis, s, reverse, identity)
         last = i == len(steps) - 1
         y = b.op(combine, [y, shifted], shape, dt, f"scan{s}", node.outputs[0] if last else "")
+
+
+# ---- ReduceProd ----------------------------------------------------------------------------------------
+def _reduce_axes(node: Node, g: Graph) -> list[int] | str:
+    rank = len(_shape(g, node.input(0)))
+    if node.input(1):
+        c = g.const(node.input(1))
+        if c is None:
+            return "reduction axes computed at run time are not supported"
+        axes = [int(a) for a in np.asarray(c).reshape(-1)]
+    else:
+        axes = [int(a) for a in node.attrs.get("axes", [])]
+    if not axes:
+        return [] if node.attrs.get("noop_with_empty_axes", 0) else list(range(rank))
+    if any(_axis(a, rank) is None for a in axes):
+        return "reduction axis out of range"
+    return sorted({_axis(a, rank) for a in axes})
+
+
+def _reduce_prod_problem(node: Node, g: Graph) -> str | None:
+    axes = _reduce_axes(node, g)
+    return axes if isinstance(axes, str) else None
+
+
+def _halve(b: _Builder, y: str, axis: int, one: str) -> str:
+    """Multiply the first half of `axis` with the second (a 1 appended to an odd length)."""
+    g = b.g
+    shape, dt = _shape(g, y), _dtype(g, y)
+    n = shape[axis]
+    if n % 2:
+        pads = np.zeros(2 * len(shape), np.int64)
+        pads[len(shape) + axis] = 1
+        n += 1
+        shape = shape[:axis] + (n,) + shape[axis + 1:]
+        y = b.op("Pad", [y, b.const("pads", pads), one], shape, dt, "even", mode="constant")
+    half = shape[:axis] + (n // 2,) + shape[axis + 1:]
+    parts = [_slice(b, y, axis, 0, n // 2, "low"), _slice(b, y, axis, n // 2, n, "high")]
+    return b.op("Mul", parts, half, dt, "products")
+
+
+def _reduce_prod(b: _Builder, node: Node) -> None:
+    """A product tree along each reduced axis (pairwise halving; exact for integers)."""
+    g = b.g
+    x, out = node.input(0), node.outputs[0]
+    shape, dt = _shape(g, x), _dtype(g, x)
+    axes = _reduce_axes(node, g)
+    if not all(shape[a] for a in axes):  # the product of nothing is 1
+        v = g.values[out]
+        v.const = np.ones(v.shape, v.dtype)
+        return
+    one = b.const("one", np.ones((), dt))
+    y = x
+    for a in axes:
+        while _shape(g, y)[a] > 1:
+            y = _halve(b, y, a, one)
+    b.op("Reshape", [y, b.const("out_shape", np.array(_shape(g, out), np.int64))], (), None, out=out)
 
 
 # ---- Dropout, EyeLike, Mean -------------------------------------------------------------------------
@@ -919,7 +979,7 @@ REWRITES: dict[str, Rewrite] = {
     "Clip": (_clip_problem, _clip), "Pad": (_pad_problem, _pad),
     "DFT": (_dft_problem, _dft), "STFT": (_dft_problem, _stft), "GridSample": (_grid_problem, _grid_sample),
     "CastLike": (_always, _castlike), "IsInf": (_isinf_problem, _isinf),
-    "LpNormalization": (_lp_norm_problem, _lp_norm),
+    "LpNormalization": (_lp_norm_problem, _lp_norm), "ReduceProd": (_reduce_prod_problem, _reduce_prod),
 }
 # ops the device runs in some forms already: their own support rule stays, the rewrite covers the rest
 PARTLY_SUPPORTED = ("Clip", "Pad")
