@@ -393,3 +393,18 @@ def test_reduce_prod_int_exact_and_float(axes, keepdims):
 def test_reduce_prod_of_an_empty_axis_is_one():
     x = np.zeros((2, 0, 4), np.float32)
     _on_device("ReduceProd", {"x": x}, {"axes": np.array([1], np.int64)}, opset=18)
+
+
+# ---- LpPool ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_lp_pool_2d(p):
+    rng = np.random.default_rng(46)
+    x = rng.standard_normal((1, 2, 6, 7)).astype(np.float32)
+    _on_device("LpPool", {"x": x}, opset=18, rtol=1e-5, kernel_shape=[3, 2], strides=[2, 1], p=p)
+
+
+def test_lp_pool_padded_windows_sum_the_zeros():
+    rng = np.random.default_rng(47)
+    x = rng.standard_normal((1, 2, 9)).astype(np.float32)
+    model = one_node_model("LpPool", {"x": x}, ["y"], opset=18, kernel_shape=[4], pads=[2, 1], p=2)
+    assert_matches_ort(model, {"x": x}, rtol=1e-5)

@@ -861,6 +861,39 @@ def _reduce_prod(b: _Builder, node: Node) -> None:
     b.op("Reshape", [y, b.const("out_shape", np.array(_shape(g, out), np.int64))], (), None, out=out)
 
 
+# ---- LpPool ------------------------------------------------------------------------------------------
+POOL_ATTRS = ("auto_pad", "kernel_shape", "pads", "strides", "dilations")
+
+
+def _lp_pool_problem(node: Node, g: Graph) -> str | None:
+    dt = _dtype(g, node.input(0))
+    if dt.name != "float32":
+        return f"LpPool of {dt.name}"
+    if node.attrs.get("ceil_mode", 0):
+        return "LpPool with ceil_mode (windows past the end would be scaled wrongly)"
+    if len(_shape(g, node.input(0))) - 2 not in (1, 2):
+        return "LpPool on the device is 1-D or 2-D"
+    return None
+
+
+def _lp_pool(b: _Builder, node: Node) -> None:
+    """(window sum of |x|^p)^(1/p), the window sum as AveragePool counting pads (zeros) times the
+    window size."""
+    g = b.g
+    x, out = node.input(0), node.outputs[0]
+    shape, dt = _shape(g, x), _dtype(g, x)
+    p = float(node.attrs.get("p", 2))
+    powered = (b.op("Mul", [x, x], shape, dt, "squares") if p == 2 else
+               b.op("Pow", [b.op("Abs", [x], shape, dt, "magnitude"), b.const("p", np.array(p, dt))], shape, dt,
+                    "powers"))
+    out_shape = _shape(g, out)
+    attrs = {k: v for k, v in node.attrs.items() if k in POOL_ATTRS}
+    mean = b.op("AveragePool", [powered], out_shape, dt, "window_mean", count_include_pad=1, **attrs)
+    count = int(np.prod(node.attrs["kernel_shape"]))
+    total = b.op("Mul", [mean, b.const("window_size", np.array(count, dt))], out_shape, dt, "window_sum")
+    b.op("Pow", [total, b.const("inverse_p", np.array(1.0 / p, dt))], (), None, out=out)
+
+
 # ---- Dropout, EyeLike, Mean -------------------------------------------------------------------------
 def _dropout_problem(node: Node, g: Graph) -> str | None:
     training = node.input(2)
@@ -980,6 +1013,7 @@ REWRITES: dict[str, Rewrite] = {
     "DFT": (_dft_problem, _dft), "STFT": (_dft_problem, _stft), "GridSample": (_grid_problem, _grid_sample),
     "CastLike": (_always, _castlike), "IsInf": (_isinf_problem, _isinf),
     "LpNormalization": (_lp_norm_problem, _lp_norm), "ReduceProd": (_reduce_prod_problem, _reduce_prod),
+    "LpPool": (_lp_pool_problem, _lp_pool),
 }
 # ops the device runs in some forms already: their own support rule stays, the rewrite covers the rest
 PARTLY_SUPPORTED = ("Clip", "Pad")
