@@ -103,11 +103,11 @@ def calibration_for(model: onnx.ModelProto, samples: int = 8, seed: int = 2) -> 
 
 
 def host_fallback(seed: int = 0, n: int = 32, rows: int = 4) -> onnx.ModelProto:
-    """MatMul -> CumSum (no device kernel: runs on the host) -> MatMul."""
+    """MatMul -> Sin (no device kernel: runs on the host) -> MatMul."""
     rng = np.random.default_rng(seed)
-    inits = {"w1": _w(rng, (n, n)), "w2": _w(rng, (n, n)), "axis": np.array(1, dtype=np.int64)}
+    inits = {"w1": _w(rng, (n, n)), "w2": _w(rng, (n, n))}
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="proj"),
-             helper.make_node("CumSum", ["h", "axis"], ["c"], name="cumsum"),
+             helper.make_node("Sin", ["h"], ["c"], name="sin"),
              helper.make_node("MatMul", ["c", "w2"], ["y"], name="out")]
     return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, n])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])], inits)

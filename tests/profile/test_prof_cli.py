@@ -85,9 +85,9 @@ def test_summary_names_a_host_fallback_with_its_cost(tmp_path):
     assert code == 0, stderr
     s = json.loads(stdout)
     host = [r for r in s["recommendations"] if r["rule"] == "host-fallback"]
-    assert host and "CumSum" in host[0]["message"] and host[0]["impact_pct"] > 10
+    assert host and "Sin" in host[0]["message"] and host[0]["impact_pct"] > 10
     assert s["recommendations"][0]["rule"] == "host-fallback"      # the biggest cost ranks first
-    assert next(x for x in s["layers"] if x["name"] == "cumsum")["bound"] == "host"
+    assert next(x for x in s["layers"] if x["name"] == "sin")["bound"] == "host"
     assert s["batch"] == 2
 
 
