@@ -409,3 +409,38 @@ def test_lp_pool_padded_windows_sum_the_zeros():
     x = rng.standard_normal((1, 2, 9)).astype(np.float32)
     model = one_node_model("LpPool", {"x": x}, ["y"], opset=18, kernel_shape=[4], pads=[2, 1], p=2)
     assert_matches_ort(model, {"x": x}, rtol=1e-5)
+
+
+# ---- Tile, Pad wrap, empty reductions, InstanceNormalization, LRN --------------------------------------
+def test_tile_int_and_float():
+    rng = np.random.default_rng(48)
+    _on_device("Tile", {"x": rng.integers(0, 9, (2, 3)).astype(np.int32)}, {"r": np.array([3, 2], np.int64)})
+    _on_device("Tile", {"x": rng.standard_normal((2, 1, 3)).astype(np.float32)}, {"r": np.array([1, 4, 2], np.int64)})
+
+
+def test_pad_wrap():
+    rng = np.random.default_rng(49)
+    x = rng.integers(0, 50, (3, 4, 5)).astype(np.int32)
+    _on_device("Pad", {"x": x}, {"pads": np.array([0, 3, 2, 1, 1, 7], np.int64)}, opset=19, mode="wrap")
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2"])
+def test_reductions_of_nothing_are_constants(op):
+    x = np.zeros((2, 0, 3), np.float32)
+    _on_device(op, {"x": x}, {"axes": np.array([1], np.int64)}, opset=18, keepdims=1)
+
+
+def test_instance_normalization():
+    rng = np.random.default_rng(50)
+    feeds = {"x": rng.standard_normal((2, 3, 4, 5)).astype(np.float32) * 3 + 1,
+             "s": rng.standard_normal(3).astype(np.float32), "b": rng.standard_normal(3).astype(np.float32)}
+    _on_device("InstanceNormalization", feeds, rtol=1e-4, atol=1e-5, epsilon=1e-3)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_lrn(size):
+    rng = np.random.default_rng(51)
+    x = rng.standard_normal((2, 6, 3, 4)).astype(np.float32)
+    # the reference evaluator loops over the batch dim where it means channels: ONNX Runtime is the oracle
+    assert_matches_ort(one_node_model("LRN", {"x": x}, ["y"], size=size, alpha=0.01, beta=0.6, bias=1.5), {"x": x},
+                       rtol=1e-5)

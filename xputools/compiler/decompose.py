@@ -443,6 +443,14 @@ def _pad_problem(node: Node, g: Graph) -> str | None:
     return None
 
 
+def _any_pad_problem(node: Node, g: Graph) -> str | None:
+    return (_wrap_pad_problem if node.attrs.get("mode") == "wrap" else _pad_problem)(node, g)
+
+
+def _any_pad(b: _Builder, node: Node) -> None:
+    (_wrap_pad if node.attrs.get("mode") == "wrap" else _pad)(b, node)
+
+
 def _pad(b: _Builder, node: Node) -> None:
     g = b.g
     x, out = node.input(0), node.outputs[0]
@@ -894,6 +902,131 @@ def _lp_pool(b: _Builder, node: Node) -> None:
     b.op("Pow", [total, b.const("inverse_p", np.array(1.0 / p, dt))], (), None, out=out)
 
 
+# ---- Tile, Pad wrap, empty reductions ---------------------------------------------------------------
+def _tile_problem(node: Node, g: Graph) -> str | None:
+    reps = g.const(node.input(1))
+    if reps is None:
+        return "Tile repeats computed at run time"
+    return None if reps.size == len(_shape(g, node.input(0))) and reps.min(initial=1) >= 0 else "Tile repeats"
+
+
+def _tile(b: _Builder, node: Node) -> None:
+    """x [d0, d1, ...] seen as [1, d0, 1, d1, ...], expanded to [r0, d0, r1, d1, ...], then flattened."""
+    g = b.g
+    x, out = node.input(0), node.outputs[0]
+    shape, dt = _shape(g, x), _dtype(g, x)
+    reps = [int(r) for r in np.asarray(g.const(node.input(1))).reshape(-1)]
+    spread = tuple(v for d in shape for v in (1, d))
+    wide = tuple(v for r, d in zip(reps, shape) for v in (r, d))
+    y = b.op("Reshape", [x, b.const("spread", np.array(spread, np.int64))], spread, dt, "spread")
+    y = b.op("Expand", [y, b.const("repeated", np.array(wide, np.int64))], wide, dt, "repeated")
+    b.op("Reshape", [y, b.const("shape", np.array(_shape(g, out), np.int64))], (), None, out=out)
+
+
+def _wrap_pad_problem(node: Node, g: Graph) -> str | None:
+    if not all(g.is_const(n) for n in (node.input(1), node.input(3)) if n):
+        return "Pad pads/axes computed at run time"
+    return None
+
+
+def _wrap_pad(b: _Builder, node: Node) -> None:
+    """Pad mode 'wrap': per padded axis a Gather of the source positions (i - before) mod n."""
+    g = b.g
+    y, out = node.input(0), node.outputs[0]
+    shape, dt = list(_shape(g, y)), _dtype(g, y)
+    rank = len(shape)
+    pads = [int(p) for p in np.asarray(g.const(node.input(1))).reshape(-1)]
+    axes = ([int(a) % rank for a in np.asarray(g.const(node.input(3))).reshape(-1)] if node.input(3)
+            else list(range(rank)))
+    moves = [(a, pads[j], pads[j + len(axes)]) for j, a in enumerate(axes) if pads[j] or pads[j + len(axes)]]
+    if not moves:
+        b.op("Identity", [y], (), None, out=out)
+    for i, (a, before, after) in enumerate(moves):
+        n = shape[a]
+        shape[a] = n + before + after
+        src = (np.arange(shape[a], dtype=np.int64) - before) % n
+        last = i == len(moves) - 1
+        y = b.op("Gather", [y, b.const(f"wrap{a}", src)], tuple(shape), dt, f"wrapped{a}", out if last else "", axis=a)
+
+
+EMPTY_REDUCTION = {"ReduceSum": 0, "ReduceL2": 0, "ReduceMax": "lowest", "ReduceMin": "highest"}
+
+
+def _empty_reduce_problem(node: Node, g: Graph) -> str | None:
+    if _shape(g, node.input(0)) and np.prod(_shape(g, node.input(0))) == 0 and np.prod(_shape(g, node.outputs[0])):
+        return None
+    return "only a reduction of an empty tensor is rewritten (to its constant)"
+
+
+def _empty_reduce(b: _Builder, node: Node) -> None:
+    """The reduction of nothing: 0 for sums, the lowest (highest) value for Max (Min)."""
+    v = b.g.values[node.outputs[0]]
+    fill = EMPTY_REDUCTION[node.op_type]
+    if isinstance(fill, str):
+        dt = np.dtype(v.dtype)
+        fill = bool(fill == "highest") if dt == np.bool_ else _lowest(dt, fill == "lowest")
+    v.const = np.full(v.shape, fill, v.dtype)
+
+
+# ---- InstanceNormalization, LRN ------------------------------------------------------------------------
+def _float32_problem(node: Node, g: Graph) -> str | None:
+    dt = _dtype(g, node.input(0))
+    if dt.name != "float32" or len(_shape(g, node.input(0))) < 3:
+        return f"{node.op_type} on the device takes float32 with at least one spatial dim"
+    return None
+
+
+def _instance_norm(b: _Builder, node: Node) -> None:
+    """(x - mean) / sqrt(var + eps) * scale + bias over each (n, c) slice's spatial dims."""
+    g = b.g
+    x, scale, bias = node.input(0), node.input(1), node.input(2)
+    shape, dt = _shape(g, x), _dtype(g, x)
+    axes = list(range(2, len(shape)))
+    kept = shape[:2] + (1,) * len(axes)
+    per_channel = (shape[1],) + (1,) * len(axes)
+    axes_c = b.const("axes", np.array(axes, np.int64))
+    if g.opset.get("", 13) >= REDUCE_AXES_INPUT_OPSET:
+        mean = b.op("ReduceMean", [x, axes_c], kept, dt, "mean", keepdims=1)
+    else:
+        mean = b.op("ReduceMean", [x], kept, dt, "mean", axes=axes, keepdims=1)
+    centred = b.op("Sub", [x, mean], shape, dt, "centred")
+    square = b.op("Mul", [centred, centred], shape, dt, "square")
+    if g.opset.get("", 13) >= REDUCE_AXES_INPUT_OPSET:
+        var = b.op("ReduceMean", [square, axes_c], kept, dt, "variance", keepdims=1)
+    else:
+        var = b.op("ReduceMean", [square], kept, dt, "variance", axes=axes, keepdims=1)
+    eps = b.const("epsilon", np.array(float(node.attrs.get("epsilon", 1e-5)), dt))
+    std = b.op("Sqrt", [b.op("Add", [var, eps], kept, dt, "var_eps")], kept, dt, "std")
+    normed = b.op("Div", [centred, std], shape, dt, "normalized")
+    column = b.const("channel_shape", np.array(per_channel, np.int64))
+    s = b.op("Reshape", [scale, column], per_channel, dt, "scale")
+    c = b.op("Reshape", [bias, column], per_channel, dt, "bias")
+    b.op("Add", [b.op("Mul", [normed, s], shape, dt, "scaled"), c], (), None, out=node.outputs[0])
+
+
+def _lrn(b: _Builder, node: Node) -> None:
+    """x / (bias + alpha / size * window sum of x^2 over channels)^beta; the channel window sum is an
+    AveragePool over a [N, 1, C, rest] view counting the zero pads, times size."""
+    g = b.g
+    x = node.input(0)
+    shape, dt = _shape(g, x), _dtype(g, x)
+    size = int(node.attrs["size"])
+    alpha, beta = float(node.attrs.get("alpha", 1e-4)), float(node.attrs.get("beta", 0.75))
+    bias = float(node.attrs.get("bias", 1.0))
+    rest = int(np.prod(shape[2:]))
+    view = (shape[0], 1, shape[1], rest)
+    square = b.op("Mul", [x, x], shape, dt, "square")
+    square = b.op("Reshape", [square, b.const("view", np.array(view, np.int64))], view, dt, "channel_view")
+    before = (size - 1) // 2
+    mean = b.op("AveragePool", [square], view, dt, "window_mean", kernel_shape=[size, 1], count_include_pad=1,
+                pads=[before, 0, size - 1 - before, 0])
+    mean = b.op("Reshape", [mean, b.const("shape", np.array(shape, np.int64))], shape, dt, "window_mean_back")
+    base = b.op("Add", [b.op("Mul", [mean, b.const("alpha", np.array(alpha, dt))], shape, dt, "scaled_sum"),
+                        b.const("bias", np.array(bias, dt))], shape, dt, "base")
+    denom = b.op("Pow", [base, b.const("beta", np.array(beta, dt))], shape, dt, "denominator")
+    b.op("Div", [x, denom], (), None, out=node.outputs[0])
+
+
 # ---- Dropout, EyeLike, Mean -------------------------------------------------------------------------
 def _dropout_problem(node: Node, g: Graph) -> str | None:
     training = node.input(2)
@@ -1009,14 +1142,16 @@ REWRITES: dict[str, Rewrite] = {
     "Mean": (_mean_problem, _mean),
     "TopK": (_topk_problem, _topk),
     "ScatterElements": (_scatter_problem, _scatter), "ScatterND": (_scatter_problem, _scatter),
-    "Clip": (_clip_problem, _clip), "Pad": (_pad_problem, _pad),
+    "Clip": (_clip_problem, _clip), "Pad": (_any_pad_problem, _any_pad),
     "DFT": (_dft_problem, _dft), "STFT": (_dft_problem, _stft), "GridSample": (_grid_problem, _grid_sample),
     "CastLike": (_always, _castlike), "IsInf": (_isinf_problem, _isinf),
     "LpNormalization": (_lp_norm_problem, _lp_norm), "ReduceProd": (_reduce_prod_problem, _reduce_prod),
-    "LpPool": (_lp_pool_problem, _lp_pool),
+    "LpPool": (_lp_pool_problem, _lp_pool), "Tile": (_tile_problem, _tile),
+    "InstanceNormalization": (_float32_problem, _instance_norm), "LRN": (_float32_problem, _lrn),
+    **{op: (_empty_reduce_problem, _empty_reduce) for op in EMPTY_REDUCTION},
 }
 # ops the device runs in some forms already: their own support rule stays, the rewrite covers the rest
-PARTLY_SUPPORTED = ("Clip", "Pad")
+PARTLY_SUPPORTED = ("Clip", "Pad", *EMPTY_REDUCTION)
 
 
 def rewrite_problem(node: Node, g: Graph) -> str | None:
