@@ -337,10 +337,13 @@ def test_merge_dims_merges_contiguous_dims():
 
 
 # ---- routing ----------------------------------------------------------------------------------------
-def test_unsupported_pad_mode_runs_on_the_host():
-    x = _data((3, 4))
-    model = one_node_model("Pad", {"x": x}, ["y"], {"pads": np.array([1, 1, 1, 1], np.int64)}, opset=19,
-                           mode="wrap")
-    got, prog, _ = device_run(model, {"x": x})
+def test_unsupported_pad_runs_on_the_host():
+    # every mode runs on the device now (wrap through decompose); a run-time value with cropping does not
+    x, value = _data((3, 4)), np.array(2.5, np.float32)
+    model = one_node_model("Pad", {"x": x}, ["y"], {"pads": np.array([1, -1, 1, 1], np.int64), "value": value},
+                           opset=19, mode="constant")
+    model.graph.initializer.pop()  # the value becomes a graph input, fed at run time
+    model.graph.input.append(helper.make_tensor_value_info("value", TensorProto.FLOAT, []))
+    got, prog, _ = device_run(model, {"x": x, "value": value})
     assert [h.op_type for h in prog.host_ops] == ["Pad"]
-    np.testing.assert_array_equal(got["y"], ort_run(model, {"x": x})["y"])
+    np.testing.assert_array_equal(got["y"], ort_run(model, {"x": x, "value": value})["y"])
