@@ -444,3 +444,10 @@ def test_lrn(size):
     # the reference evaluator loops over the batch dim where it means channels: ONNX Runtime is the oracle
     assert_matches_ort(one_node_model("LRN", {"x": x}, ["y"], size=size, alpha=0.01, beta=0.6, bias=1.5), {"x": x},
                        rtol=1e-5)
+
+
+def test_dft_too_long_for_a_matrix_stays_on_the_host():
+    x = np.zeros((1, 2048, 2), np.float32)
+    model = one_node_model("DFT", {"x": x}, ["y"], opset=19, axis=1)
+    host = check_model(model)["host_nodes"]
+    assert [h["op_type"] for h in host] == ["DFT"] and "FFT" in host[0]["why"]

@@ -60,12 +60,27 @@ def _dft_matrix(n: int, channels: int, length: int, inverse: bool, onesided: boo
     return w.reshape(n * channels, outputs * 2)
 
 
+MAX_DFT_MATRIX = 1 << 22  # elements of the constant matrix (16 MiB in f32): O(n^2), unlike an FFT
+
+
 def _dft_problem(node: Node, g: Graph) -> str | None:
     dt = dtype_of(g, node.input(0))
     if not (dt.kind == "f" or dt.name == "bfloat16"):
         return f"{node.op_type} of {dt.name}"
     params = _dft_params(node, g) if node.op_type == "DFT" else _stft_params(node, g)
-    return params if isinstance(params, str) else None
+    if isinstance(params, str):
+        return params
+    channels = shape_of(g, node.input(0))[-1]
+    if node.op_type == "DFT":
+        axis, length = params[0], params[1]
+        inputs = shape_of(g, node.input(0))[axis] * channels
+    else:
+        inputs = length = params[1]
+        inputs *= channels
+    if inputs * 2 * length > MAX_DFT_MATRIX:
+        return (f"{node.op_type} of length {length}: its DFT matrix would exceed {MAX_DFT_MATRIX} elements "
+                "(an FFT kernel would do)")
+    return None
 
 
 def _dft(b: Builder, node: Node) -> None:
