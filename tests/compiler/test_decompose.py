@@ -63,6 +63,8 @@ def test_gather_elements_rewrite_names_its_values_after_the_node():
     assert all(n.name.startswith("gatherelements0/") and n.origin == ["gatherelements0"] for n in g.nodes)
     report = check_model(model)
     assert report["all_on_device"]
+    assert all(row["expanded_from"] == "GatherElements" for row in report["nodes"])  # `xpu check`: "(from ...)"
+    assert report["expanded"] == [{"name": "gatherelements0", "op_type": "GatherElements", "nodes": len(g.nodes)}]
 
 
 # ---- GatherND -----------------------------------------------------------------------------------------

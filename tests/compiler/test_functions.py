@@ -176,7 +176,7 @@ def test_check_reports_the_expanded_nodes(tmp_path):
     onnx.save(model, path)
     text = CliRunner().invoke(cli, ["check", str(path)], catch_exceptions=False)
     assert text.exit_code == 0
-    assert "expanded into primitive ops (ONNX function bodies): act (Elu, " in text.output
+    assert "expanded into primitive ops (ONNX function bodies, rewrites): act (Elu, " in text.output
     assert "(from Elu act)" in text.output
     as_json = CliRunner().invoke(cli, ["check", str(path), "--json"], catch_exceptions=False)
     assert json.loads(as_json.output)["expanded"][0]["op_type"] == "Elu"

@@ -8,8 +8,8 @@ Conventions the lowering relies on:
   attributes whose name starts with `fused_` are the compiler's own (see passes.py), not ONNX's;
 - `origin` lists the ONNX nodes a node stands for and `fused` the ONNX tensors that fusion removed
   inside it: their Values stay in `values` (shape and dtype, for taps) but no node produces them;
-- `expanded_from` is the op type of the ONNX node (named in `origin`) whose function body this node
-  comes from (functions.py), "" for a node the model spelled itself; `body_problem` says why a node
+- `expanded_from` is the op type of the ONNX node (named in `origin`) whose function body (functions.py)
+  or rewrite (decompose/) this node comes from, "" for a node the model spelled itself; `body_problem` says why a node
   that has a function body kept its own op instead;
 - `Graph.aliases` maps an ONNX tensor that a pass removed because it was a copy (Identity, no-op
   Cast...) to the value that holds the same data.

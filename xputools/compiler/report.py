@@ -34,8 +34,9 @@ def render_check(r: dict) -> str:
         if counts:
             lines.append(f"{where}: " + ", ".join(f"{op} {c}" for op, c in counts.items()))
     if r.get("expanded"):
-        lines.append("expanded into primitive ops (ONNX function bodies): "
-                     + ", ".join(f"{e['name']} ({e['op_type']}, {e['nodes']} nodes)" for e in r["expanded"]))
+        parts = [f"{e['name']} ({e['op_type']}, {e['nodes']} node{'' if e['nodes'] == 1 else 's'})"
+                 for e in r["expanded"]]
+        lines.append("expanded into primitive ops (ONNX function bodies, rewrites): " + ", ".join(parts))
     s = r["sbuf"]
     lines.append(f"total {_flops(r['total_flops'])}FLOP, weights {_size(r['total_weight_bytes'])}; "
                  f"largest working set {_size(s['largest_working_set_bytes'])} ({s['largest_node'] or '-'}) "

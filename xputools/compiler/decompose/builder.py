@@ -31,7 +31,8 @@ class Builder:
         name = self.g.unique_node_name(f"{self.node.name}/{op_type}")
         while any(n.name == name for n in self.nodes):
             name += "_"
-        self.nodes.append(Node(name, op_type, list(inputs), [out], attrs, origin=list(self.node.origin)))
+        self.nodes.append(Node(name, op_type, list(inputs), [out], attrs, origin=list(self.node.origin),
+                               expanded_from=self.node.expanded_from or self.node.op_type))
         return out
 
     def reduce(self, op_type: str, x: str, axis: int, keepdims: bool, shape, dtype, what: str = "",
