@@ -17,6 +17,7 @@ import ml_dtypes
 import numpy as np
 import scipy.special as sp
 
+from . import activation_fast as fast
 from .dtypes import FLOAT_DTYPES, np_dtype
 from .isa import ACT_FUNCS, ACT_MODES
 
@@ -161,7 +162,8 @@ def to_f32(x) -> np.ndarray:
 
 def _neg_inf_to_zero(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """x * gate(x) at x = -inf is inf * 0 = NaN in float arithmetic; the limit is (-)0."""
-    return np.where(np.isneginf(x), -0.0, y)
+    neg_inf = np.isneginf(x)
+    return np.where(neg_inf, -0.0, y) if neg_inf.any() else y  # np.where costs a pass: only when needed
 
 
 def _gelu(x):
@@ -223,6 +225,22 @@ _EXACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "not": _not,
 }  # leaky_relu takes alpha: see activation()
 assert set(_EXACT) | {"leaky_relu"} == set(ACT_FUNCS)
+
+_F32_MAX = float(np.finfo(F32).max)
+# f32 -> f32 evaluations with the same bits as _EXACT[func] rounded to f32, for every input (see
+# activation_fast): a cheap float64 approximation decides every element it provably rounds the same as
+# the reference; the rest (a rounding midpoint within its error bound, outside its domain) runs
+# _EXACT[func] itself.
+_FAST_EXACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gelu": lambda x32: fast.certified_f32(x32, fast.gelu_approx, _gelu, fast.GELU_REL_ERR,
+                                           fast.GELU_LO, _F32_MAX, sign_of_x=True),
+    "gelu_tanh": lambda x32: fast.certified_f32(x32, fast.gelu_tanh_approx, _gelu_tanh, fast.LOGISTIC_REL_ERR,
+                                                fast.GELU_TANH_LO, _F32_MAX),
+    "sigmoid": lambda x32: fast.certified_f32(x32, fast.sigmoid_approx, sp.expit, fast.LOGISTIC_REL_ERR,
+                                              fast.SIGMOID_LO, _F32_MAX),
+    "silu": lambda x32: fast.certified_f32(x32, fast.silu_approx, _silu, fast.LOGISTIC_REL_ERR,
+                                           fast.SIGMOID_LO, _F32_MAX),
+}
 
 
 # --- activation functions: lookup tables -------------------------------------------------------
@@ -381,11 +399,14 @@ def activation(func: str, x, mode: str = "exact", segments: int = 256, alpha: fl
             or not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number, got {alpha!r}")
     x32 = x if isinstance(x, np.ndarray) and x.dtype == F32 else to_f32(x)  # only read: no copy
+    table = mode == "table" and func in TABLES
     with np.errstate(all="ignore"):
+        if not table and func in _FAST_EXACT:
+            return _FAST_EXACT[func](x32)
         xd = x32.astype(F64)
         if func == "leaky_relu":
             y = np.where(xd < 0, float(np.float32(alpha)) * xd, xd)
-        elif mode == "table" and func in TABLES:
+        elif table:
             y = np.where(np.isnan(xd), np.nan, _table_eval(func, xd, segments))
         else:
             y = _EXACT[func](xd)

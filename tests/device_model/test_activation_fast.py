@@ -1,0 +1,137 @@
+"""The fast exact-mode activations give the same f32 bits as the float64 formulas they replaced.
+
+The reference formulas are copied here as they were before the fast paths (numerics._EXACT may change;
+these must not), evaluated on the whole array and rounded once to f32, like the old activation().
+Since every destination dtype is rounded from that f32 value, equal f32 bits mean equal bits in every
+destination dtype; the test still rounds to each one to show it."""
+from __future__ import annotations
+
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+import scipy.special as sp
+
+from device_model import activation_fast as fast
+from device_model import numerics as nm
+
+F32 = np.float32
+
+
+def _neg_inf_to_zero(x, y):
+    return np.where(np.isneginf(x), -0.0, y)
+
+
+def _old_gelu_tanh(x):
+    u = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)
+    return _neg_inf_to_zero(x, x * sp.expit(2.0 * u))
+
+
+OLD = {
+    "gelu": lambda x: _neg_inf_to_zero(x, 0.5 * x * sp.erfc(-x / math.sqrt(2.0))),
+    "gelu_tanh": _old_gelu_tanh,
+    "sigmoid": sp.expit,
+    "silu": lambda x: _neg_inf_to_zero(x, x * sp.expit(x)),
+}
+DESTINATIONS = ("f32", "bf16", "f16", "fp8e4", "fp8e5")
+
+
+def old_activation(func: str, x32: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return np.asarray(OLD[func](x32.astype(np.float64)), dtype=np.float64).astype(F32)
+
+
+def every_pattern(dtype) -> np.ndarray:
+    return np.arange(1 << 16, dtype=np.uint16).view(dtype).astype(F32)
+
+
+def hard_f32(seed: int, n: int) -> np.ndarray:
+    """Random f32 bit patterns (every exponent), values spread over each function's fast domain and
+    its edges, tiny and subnormal values, and f32 neighbours of the domain bounds."""
+    rng = np.random.default_rng(seed)
+    bounds = np.array([fast.GELU_LO, fast.GELU_TANH_LO, fast.SIGMOID_LO, 0.0, 5.5, 8.0, 16.0, 88.0], F32)
+    near_bounds = np.concatenate([bounds + k * np.spacing(bounds) for k in range(-64, 65)])
+    return np.concatenate([
+        rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32).view(F32),
+        rng.uniform(-10.0, 10.0, n).astype(F32),
+        (rng.standard_normal(n) * 3).astype(F32),
+        rng.uniform(-100.0, 100.0, n // 4).astype(F32),
+        (np.exp(rng.uniform(-104.0, 5.0, n // 4)) * rng.choice([-1.0, 1.0], n // 4)).astype(F32),
+        near_bounds, -near_bounds,
+        np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1.17549435e-38, -1.17549435e-38,
+                  3.4028235e38, -3.4028235e38], F32),
+    ])
+
+
+def assert_same_bits(func: str, x32: np.ndarray) -> None:
+    new = nm.activation(func, x32)
+    old = old_activation(func, x32)
+    nan = np.isnan(x32)
+    assert np.isnan(new[nan]).all() and np.isnan(old[nan]).all()
+    # a NaN input gives its own payload back (the old formula's payload depends on the element's
+    # position in the array: numpy's remainder loops swap a multiply's operands)
+    with np.errstate(invalid="ignore"):
+        quiet = x32[nan].astype(np.float64).astype(F32)
+    assert np.array_equal(new[nan].view(np.uint32), quiet.view(np.uint32))
+    keep = ~nan
+    differ = np.flatnonzero(new[keep].view(np.uint32) != old[keep].view(np.uint32))
+    assert differ.size == 0, (func, x32[keep][differ[:5]], new[keep][differ[:5]], old[keep][differ[:5]])
+    for dst in DESTINATIONS:
+        a, b = nm.cast(new[keep], dst), nm.cast(old[keep], dst)
+        assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), (func, dst)
+
+
+@pytest.mark.parametrize("func", sorted(OLD))
+@pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16], ids=["bf16", "f16"])
+def test_every_16_bit_pattern_gives_the_old_bits(func, dtype):
+    assert_same_bits(func, every_pattern(dtype))
+
+
+@pytest.mark.parametrize("func", sorted(OLD))
+def test_millions_of_random_f32_give_the_old_bits(func):
+    assert_same_bits(func, hard_f32(seed=sorted(OLD).index(func) + 11, n=1_000_000))
+
+
+def test_near_midpoint_results_take_the_reference_path():
+    # the window test flags exactly the float64 values within rel_err * |y| of an f32 midpoint
+    mid = np.float64(1.0) + 2.0 ** -24  # halfway between 1 and the next f32
+    ulp = 2.0 ** -52
+    rel = 2.0 ** -40
+    window = math.ceil(rel * 2.0 ** 53)
+    y = np.array([mid, mid + window * ulp, mid - window * ulp, mid + (window + 1) * ulp,
+                  mid - (window + 1) * ulp, 1.0, 1.5, -mid])
+    assert fast.near_f32_midpoint(y, rel).tolist() == [True, True, True, False, False, False, False, True]
+
+
+def test_an_approximation_at_its_error_bound_still_gives_the_reference_bits():
+    # approx = reference * (1 ± 2^-34): with rel_err covering that, the window test must send every
+    # element that the error could round differently to the reference
+    x = hard_f32(seed=3, n=200_000)
+    x = x[~(np.abs(x) < 2.0 ** -100)]  # results must be normal f32 where approx is not exact
+    keep = ~np.isnan(x)
+    ref = OLD["gelu"]
+    sign = np.where(np.arange(x.size) % 2 == 0, 1.0, -1.0)
+
+    def off_by(v):
+        return ref(v) * (1.0 + sign[: v.size] * 2.0 ** -34)
+
+    old = old_activation("gelu", x)[keep].view(np.uint32)
+    with np.errstate(all="ignore"):
+        right = fast.certified_f32(x, off_by, ref, 2.0 ** -33, -10.0, np.inf)
+        too_narrow = fast.certified_f32(x, off_by, ref, 2.0 ** -50, -10.0, np.inf)
+    assert np.array_equal(right[keep].view(np.uint32), old)
+    assert not np.array_equal(too_narrow[keep].view(np.uint32), old)  # the check is what makes it exact
+
+
+@pytest.mark.parametrize("shape", [(0,), (1,), (3, 0, 2), (7,), (128, 513)])
+def test_shapes_and_strides(shape):
+    rng = np.random.default_rng(17)
+    x = (rng.standard_normal(shape) * 4).astype(F32)
+    for func in OLD:
+        got = nm.activation(func, x)
+        assert got.shape == x.shape and got.dtype == F32
+        assert np.array_equal(got.view(np.uint32), old_activation(func, x).view(np.uint32))
+    strided = (rng.standard_normal((64, 300)) * 4).astype(F32)[:, ::3]
+    assert np.array_equal(nm.activation("gelu", strided).view(np.uint32),
+                          old_activation("gelu", strided).view(np.uint32))
