@@ -165,3 +165,25 @@ def gelu_tanh_approx(x: np.ndarray) -> np.ndarray:
     np.exp(z, out=z)
     z += 1.0
     return np.divide(x, z, out=z)
+
+
+# --- softplus ---------------------------------------------------------------------------------------
+# numpy's logaddexp(0, x) is max(x, 0) + log1p(exp(-|x|)) (ln 2 at x = 0) with libm's scalar exp and
+# log1p. Here log1p(e) = log(w) - ((w - 1) - e) / w with w = 1 + e: (w - 1) - e is exactly the rounding
+# error of 1 + e, so this is within a few ulps, using numpy's vectorised exp and log.
+SOFTPLUS_LO = -80.0  # softplus(-80) ~ 1.8e-35 is a normal f32
+
+
+def softplus_approx(x: np.ndarray) -> np.ndarray:
+    """max(x, 0) + log1p(exp(-|x|)); exactly x once exp(-|x|) underflows (|x| > 745)."""
+    e = np.abs(x)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    w = e + 1.0
+    err = w - 1.0
+    err -= e
+    err /= w
+    y = np.log(w, out=w)
+    y -= err
+    y += np.maximum(x, 0.0)
+    return y

@@ -240,6 +240,8 @@ _FAST_EXACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
                                               fast.SIGMOID_LO, _F32_MAX),
     "silu": lambda x32: fast.certified_f32(x32, fast.silu_approx, _silu, fast.LOGISTIC_REL_ERR,
                                            fast.SIGMOID_LO, _F32_MAX),
+    "softplus": lambda x32: fast.certified_f32(x32, fast.softplus_approx, _EXACT["softplus"],
+                                               fast.LOGISTIC_REL_ERR, fast.SOFTPLUS_LO, _F32_MAX),
 }
 
 

@@ -33,6 +33,7 @@ OLD = {
     "gelu_tanh": _old_gelu_tanh,
     "sigmoid": sp.expit,
     "silu": lambda x: _neg_inf_to_zero(x, x * sp.expit(x)),
+    "softplus": lambda x: np.logaddexp(0.0, x),
 }
 DESTINATIONS = ("f32", "bf16", "f16", "fp8e4", "fp8e5")
 
@@ -50,7 +51,8 @@ def hard_f32(seed: int, n: int) -> np.ndarray:
     """Random f32 bit patterns (every exponent), values spread over each function's fast domain and
     its edges, tiny and subnormal values, and f32 neighbours of the domain bounds."""
     rng = np.random.default_rng(seed)
-    bounds = np.array([fast.GELU_LO, fast.GELU_TANH_LO, fast.SIGMOID_LO, 0.0, 5.5, 8.0, 16.0, 88.0], F32)
+    bounds = np.array([fast.GELU_LO, fast.GELU_TANH_LO, fast.SIGMOID_LO, fast.SOFTPLUS_LO,
+                       0.0, 5.5, 8.0, 16.0, 88.0, 745.0], F32)
     near_bounds = np.concatenate([bounds + k * np.spacing(bounds) for k in range(-64, 65)])
     return np.concatenate([
         rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32).view(F32),

@@ -1,0 +1,60 @@
+"""Exhaustive proof that the fast exact-mode activations give the old formulas' f32 bits: every one
+of the 2^32 f32 inputs, in chunks, through numerics.activation and through the old float64 formula
+(tests/device_model/test_activation_fast.py's OLD). NaN inputs are checked to give NaN with their
+own payload. Slow (minutes per function on one core); run after changing activation_fast.
+
+    python bench/verify_activation_fast.py [gelu silu ...] [--chunk-bits 22]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "device_model"))
+
+from test_activation_fast import OLD, old_activation  # noqa: E402
+
+from device_model import numerics as nm  # noqa: E402
+
+
+def verify(func: str, chunk_bits: int) -> int:
+    """Number of f32 inputs whose new result differs from the old formula's (0 = proven equal)."""
+    step = 1 << chunk_bits
+    mismatches = 0
+    t0 = time.perf_counter()
+    for start in range(0, 1 << 32, step):
+        x = np.arange(start, start + step, dtype=np.uint64).astype(np.uint32).view(np.float32)
+        new = nm.activation(func, x)
+        nan = np.isnan(x)
+        if nan.any():
+            with np.errstate(invalid="ignore"):
+                quiet = x[nan].astype(np.float64).astype(np.float32)
+            mismatches += int(np.count_nonzero(new[nan].view(np.uint32) != quiet.view(np.uint32)))
+        keep = ~nan
+        old = old_activation(func, x[keep])
+        bad = np.flatnonzero(new[keep].view(np.uint32) != old.view(np.uint32))
+        if bad.size:
+            mismatches += bad.size
+            print(f"  {func}: {bad.size} differ, e.g. x={x[keep][bad[0]]!r} new={new[keep][bad[0]]!r} "
+                  f"old={old[bad[0]]!r}", flush=True)
+    print(f"{func}: {mismatches} of 2^32 f32 inputs differ ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return mismatches
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("funcs", nargs="*", default=sorted(OLD))
+    ap.add_argument("--chunk-bits", type=int, default=22)
+    args = ap.parse_args()
+    bad = sum(verify(f, args.chunk_bits) for f in args.funcs)
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
