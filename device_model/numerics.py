@@ -365,7 +365,11 @@ def _table_eval(func: str, x: np.ndarray, segments: int) -> np.ndarray:
         a = np.abs(x)
         return np.maximum(x, 0.0) + np.where(a > TABLES[func].hi, 0.0, _lookup(func, segments, a))
     if func == "exp":
-        t = np.clip(np.nan_to_num(x) * (1.0 / math.log(2.0)), -400.0, 400.0)  # beyond: 0 / inf anyway
+        # beyond ±400: 0 / inf anyway; ±inf land on ±400 as nan_to_num's ±max would (x * 1/ln2
+        # overflows), NaN reads 0 (the result is NaN either way: activation() restores it)
+        t = np.multiply(x, 1.0 / math.log(2.0), out=np.empty(np.shape(x), F64))  # an array even when 0-d
+        np.clip(t, -400.0, 400.0, out=t)
+        np.copyto(t, 0.0, where=np.isnan(t))
         k = np.floor(t)
         return np.ldexp(_lookup(func, segments, t - k), k.astype(np.int32))
     if func == "log":

@@ -137,3 +137,23 @@ def test_shapes_and_strides(shape):
     strided = (rng.standard_normal((64, 300)) * 4).astype(F32)[:, ::3]
     assert np.array_equal(nm.activation("gelu", strided).view(np.uint32),
                           old_activation("gelu", strided).view(np.uint32))
+
+
+def _exp_table_as_first_written(x, segments):
+    t = np.clip(np.nan_to_num(x) * (1.0 / math.log(2.0)), -400.0, 400.0)
+    k = np.floor(t)
+    return np.ldexp(nm._lookup("exp", segments, t - k), k.astype(np.int32))
+
+
+def test_table_exp_is_unchanged_bit_for_bit():
+    rng = np.random.default_rng(23)
+    x = np.concatenate([every_pattern(ml_dtypes.bfloat16), every_pattern(np.float16),
+                        rng.integers(0, 1 << 32, 300_000, dtype=np.uint64).astype(np.uint32).view(F32),
+                        (rng.standard_normal(300_000) * 30).astype(F32),
+                        np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 3.4028235e38, -3.4028235e38], F32)])
+    xd = x.astype(np.float64)
+    for segments in (256, 37):
+        with np.errstate(all="ignore"):
+            ref = np.where(np.isnan(xd), np.nan, _exp_table_as_first_written(xd, segments)).astype(F32)
+        got = nm.activation("exp", x, "table", segments)
+        assert got.view(np.uint32).tobytes() == ref.view(np.uint32).tobytes(), segments
