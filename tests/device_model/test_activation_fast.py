@@ -126,7 +126,7 @@ def test_an_approximation_at_its_error_bound_still_gives_the_reference_bits():
     assert not np.array_equal(too_narrow[keep].view(np.uint32), old)  # the check is what makes it exact
 
 
-@pytest.mark.parametrize("shape", [(0,), (1,), (3, 0, 2), (7,), (128, 513)])
+@pytest.mark.parametrize("shape", [(), (0,), (1,), (3, 0, 2), (7,), (128, 513)])
 def test_shapes_and_strides(shape):
     rng = np.random.default_rng(17)
     x = (rng.standard_normal(shape) * 4).astype(F32)
