@@ -73,7 +73,7 @@ def certified_f32(x32: np.ndarray, approx: Callable[[np.ndarray], np.ndarray],
         # NaN compares false, so it falls outside [lo, hi] too; checking min/max first skips the masks
         lowest, highest = xs.min(), xs.max()
         if not (lowest >= lo and highest <= hi):
-            flagged |= ~((xs >= lo) & (xs <= hi))
+            flagged |= (xs < lo) if highest <= hi and lowest == lowest else ~((xs >= lo) & (xs <= hi))
         hits = np.flatnonzero(flagged)
         if hits.size:
             redo.append(hits + start)
