@@ -43,7 +43,7 @@ def near_f32_midpoint(y: np.ndarray, rel_err: float) -> np.ndarray:
 
 def certified_f32(x32: np.ndarray, approx: Callable[[np.ndarray], np.ndarray],
                   reference: Callable[[np.ndarray], np.ndarray], rel_err: float,
-                  lo: float, hi: float, sign_of_x: bool = False) -> np.ndarray:
+                  lo: float, hi: float, sign_of_x: bool = False, min_size: int = 4096) -> np.ndarray:
     """reference(x) rounded to f32, computed as approx(x) where that provably rounds the same.
 
     `approx` must be within rel_err (relative) of `reference` for every f32 x in [lo, hi], and equal
@@ -51,10 +51,15 @@ def certified_f32(x32: np.ndarray, approx: Callable[[np.ndarray], np.ndarray],
     `reference`, except that a NaN input gives itself back (quietened): the reference's NaN payload
     depends on where the element sits in its array (numpy's remainder loops swap the operands of a
     multiply). sign_of_x: the function's result has the sign of x (also for ±0), so approx only has to
-    be right in magnitude and sign apart from -0. Returns a new f32 array of x32's shape."""
+    be right in magnitude and sign apart from -0. Arrays of fewer than min_size elements go to
+    `reference` whole, NaN payloads included (the fast path's fixed cost of some twenty numpy calls
+    would outweigh it).
+    Returns a new f32 array of x32's shape."""
+    if np.size(x32) < min_size:
+        return np.asarray(reference(np.asarray(x32, dtype=F32).astype(F64)), dtype=F64).astype(F32)
     flat = np.ascontiguousarray(x32, dtype=F32).reshape(-1)
-    out = np.empty(flat.shape, F32)
     n = flat.size
+    out = np.empty(flat.shape, F32)
     block = max(1, min(n, _BLOCK))
     x64 = np.empty(block, F64)
     redo: list[np.ndarray] = []
@@ -79,12 +84,18 @@ def certified_f32(x32: np.ndarray, approx: Callable[[np.ndarray], np.ndarray],
             redo.append(hits + start)
     if redo:
         hits = np.concatenate(redo)
-        xh = flat[hits].astype(F64)
-        yh = reference(xh)
-        nan = np.isnan(xh)
-        yh[nan] = xh[nan]
-        out[hits] = yh
+        out[hits] = _reference_f32(flat[hits], reference)
     return out.reshape(np.shape(x32))
+
+
+def _reference_f32(x32: np.ndarray, reference: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """reference(x) rounded to f32 for a flat f32 array; a NaN input gives itself back (quietened)."""
+    xd = x32.astype(F64)
+    y = reference(xd)
+    nan = np.isnan(xd)
+    if nan.any():
+        y[nan] = xd[nan]
+    return y.astype(F32)
 
 
 def horner(u: np.ndarray, coefs: tuple[float, ...], out: np.ndarray) -> np.ndarray:

@@ -235,7 +235,7 @@ _FAST_EXACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "gelu": lambda x32: fast.certified_f32(x32, fast.gelu_approx, _gelu, fast.GELU_REL_ERR,
                                            fast.GELU_LO, _F32_MAX, sign_of_x=True),
     "gelu_tanh": lambda x32: fast.certified_f32(x32, fast.gelu_tanh_approx, _gelu_tanh, fast.LOGISTIC_REL_ERR,
-                                                fast.GELU_TANH_LO, _F32_MAX),
+                                                fast.GELU_TANH_LO, _F32_MAX, min_size=256),
     "sigmoid": lambda x32: fast.certified_f32(x32, fast.sigmoid_approx, sp.expit, fast.LOGISTIC_REL_ERR,
                                               fast.SIGMOID_LO, _F32_MAX),
     "silu": lambda x32: fast.certified_f32(x32, fast.silu_approx, _silu, fast.LOGISTIC_REL_ERR,
