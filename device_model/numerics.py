@@ -409,14 +409,29 @@ def activation(func: str, x, mode: str = "exact", segments: int = 256, alpha: fl
     with np.errstate(all="ignore"):
         if not table and func in _FAST_EXACT:
             return _FAST_EXACT[func](x32)
-        xd = x32.astype(F64)
-        if func == "leaky_relu":
-            y = np.where(xd < 0, float(np.float32(alpha)) * xd, xd)
-        elif table:
-            y = np.where(np.isnan(xd), np.nan, _table_eval(func, xd, segments))
-        else:
-            y = _EXACT[func](xd)
-        return np.asarray(y, dtype=F64).astype(F32)
+        if x32.size <= _ACT_BLOCK:
+            return _activation_f32(func, x32, table, segments, alpha)
+        # every function is elementwise: blocks keep the float64 temporaries in cache
+        flat = np.ascontiguousarray(x32).reshape(-1)
+        out = np.empty(flat.shape, F32)
+        for start in range(0, flat.size, _ACT_BLOCK):
+            out[start:start + _ACT_BLOCK] = _activation_f32(func, flat[start:start + _ACT_BLOCK], table, segments,
+                                                            alpha)
+        return out.reshape(x32.shape)
+
+
+_ACT_BLOCK = 16384  # elements per pass of the formulas (see activation())
+
+
+def _activation_f32(func: str, x32: np.ndarray, table: bool, segments: int, alpha: float) -> np.ndarray:
+    xd = x32.astype(F64)
+    if func == "leaky_relu":
+        y = np.where(xd < 0, float(np.float32(alpha)) * xd, xd)
+    elif table:
+        y = np.where(np.isnan(xd), np.nan, _table_eval(func, xd, segments))
+    else:
+        y = _EXACT[func](xd)
+    return np.asarray(y, dtype=F64).astype(F32)
 
 
 # --- table accuracy ----------------------------------------------------------------------------

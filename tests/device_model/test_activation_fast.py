@@ -158,3 +158,22 @@ def test_table_exp_is_unchanged_bit_for_bit():
             ref = np.where(np.isnan(xd), np.nan, _exp_table_as_first_written(xd, segments)).astype(F32)
         got = nm.activation("exp", x, "table", segments)
         assert got.view(np.uint32).tobytes() == ref.view(np.uint32).tobytes(), segments
+
+
+@pytest.mark.parametrize("mode", ["exact", "table"])
+def test_blocked_evaluation_gives_the_whole_array_bits(mode, monkeypatch):
+    """activation() runs large arrays block by block; every function is elementwise, so the bits are
+    those of one pass over the whole array (odd sizes, strided input, NaN/inf included)."""
+    rng = np.random.default_rng(29)
+    x = np.concatenate([every_pattern(ml_dtypes.bfloat16), (rng.standard_normal(40_000) * 20).astype(F32),
+                        rng.integers(0, 1 << 32, 2_999, dtype=np.uint64).astype(np.uint32).view(F32)])
+    x = x.reshape(-1, 7)[:, ::2]  # not contiguous, and not a multiple of the block
+    for func in nm.ACT_FUNCS:
+        got = nm.activation(func, x, mode, alpha=0.3)
+        with monkeypatch.context() as m:
+            m.setattr(nm, "_ACT_BLOCK", 1 << 30)
+            m.setattr(nm, "_FAST_EXACT", {})
+            whole = nm.activation(func, x, mode, alpha=0.3)
+        keep = ~np.isnan(x) if func in OLD and mode == "exact" else np.ones(x.shape, bool)  # fast NaN payloads
+        assert got.shape == x.shape
+        assert np.array_equal(got[keep].view(np.uint32), whole[keep].view(np.uint32)), func
