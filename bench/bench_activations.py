@@ -3,6 +3,10 @@ old formulas kept in tests/device_model/test_activation_fast.py), same inputs, s
 f32 tile. CPU time of this thread, best of several repeats; prints old/new per function.
 
     python bench/bench_activations.py [--shape 128x512] [--repeat 15] [--scale 2.0]
+
+Run alone, a formula's 512 KiB float64 temporaries can be returned to the OS and faulted in again on
+every call (glibc trims the heap top), which the emulator's steady state does not see: inside a
+BERT-mini run the fp32 GELU calls went from 31.8 to 20.1 ms of CPU (same run, formula vs fast).
 """
 from __future__ import annotations
 
