@@ -428,7 +428,10 @@ def _activation_f32(func: str, x32: np.ndarray, table: bool, segments: int, alph
     if func == "leaky_relu":
         y = np.where(xd < 0, float(np.float32(alpha)) * xd, xd)
     elif table:
-        y = np.where(np.isnan(xd), np.nan, _table_eval(func, xd, segments))
+        y = _table_eval(func, xd, segments)
+        nan = np.isnan(xd)
+        if nan.any():  # np.where is a full pass: only when there is a NaN to restore
+            y = np.where(nan, np.nan, y)
     else:
         y = _EXACT[func](xd)
     return np.asarray(y, dtype=F64).astype(F32)
