@@ -36,6 +36,10 @@ from .reference import DEFAULT_BUDGET, INPUT_PREFIX, OrtReference, QdqDerivedRef
 
 SCHEMA = "xputools.acc.compare/1"
 FORK_MIN_SECONDS = 0.15
+# Emulator run-time estimate, measured with the schedule replay (BERT-mini, ResNet-style, YOLO-style, CRNN
+# and the samples: 0.3-1.2e9 operand elements per second, a few microseconds per instruction)
+ELEMENTS_PER_SECOND = 1e9
+SECONDS_PER_INSTRUCTION = 5e-6
 Progress = Callable[[str, int, int], None]
 
 
@@ -79,7 +83,7 @@ class Analysis:
         """Whether a device run takes long enough to pay for forking a process (~0.1 s): estimated
         from the elements its instructions touch and their count (measured emulator rates)."""
         work = sum(ap.num_elements for ins in self.program.instrs for ap in ins.operands.values())
-        return work / 1e8 + len(self.program.instrs) * 3e-5 >= FORK_MIN_SECONDS
+        return work / ELEMENTS_PER_SECOND + len(self.program.instrs) * SECONDS_PER_INSTRUCTION >= FORK_MIN_SECONDS
 
     def _run(self, feeds: dict, hook_fn=None, names: set[str] | None = None) -> dict[str, np.ndarray]:
         observers = [TapHook(self.session.machine, self.program.taps, hook_fn, names)] if hook_fn else []
