@@ -18,6 +18,7 @@ import numpy as np
 import scipy.special as sp
 
 from . import activation_fast as fast
+from . import activation_table
 from .dtypes import FLOAT_DTYPES, np_dtype
 from .isa import ACT_FUNCS, ACT_MODES
 
@@ -409,6 +410,10 @@ def activation(func: str, x, mode: str = "exact", segments: int = 256, alpha: fl
     with np.errstate(all="ignore"):
         if not table and func in _FAST_EXACT:
             return _FAST_EXACT[func](x32)
+        if table and func in activation_table.FUNCS:  # same bits as _table_eval, fewer passes
+            spec = TABLES[func]
+            return activation_table.table_activation(func, x32, segments, spec.lo, spec.hi, _table(func, segments),
+                                                     _table_steps(func, segments))
         if x32.size <= _ACT_BLOCK:
             return _activation_f32(func, x32, table, segments, alpha)
         # every function is elementwise: blocks keep the float64 temporaries in cache

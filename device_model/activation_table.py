@@ -1,0 +1,170 @@
+"""Fast table-mode activations, bit-identical to the formulas in numerics (`_lookup`, `_gate`, `_table_eval`).
+
+Table mode interpolates a function's f32 table in float64 and rounds once to f32. The reference
+evaluation clamps, masks NaN and selects with np.where on every element, about twenty float64 passes.
+Here every float64 operation an in-range element sees is the same operation on the same operands (so
+the same float64 value, hence the same f32 bits), but:
+
+- the knot index and fraction are computed once, into preallocated buffers (no temporaries);
+- clamping happens only when the block's range (its min and max, two cheap f32 reductions) needs it,
+  and the elements beyond the table get their constant (0, 1) by a masked fix-up on the rare elements,
+  not an np.where over all of them;
+- NaN is handled outside the kernels: a block with a NaN evaluates with NaN replaced by 0 and writes the
+  canonical NaN back at those places, exactly the value the reference's NaN restore gives.
+
+Identities used (exact in IEEE arithmetic): a + b == b + a, a * b == b * a, (-a) - lo == (-lo) - a,
+a - 0.0 == a for a >= +0, and truncation == floor for t >= 0. The sign of tanh/erf is applied after the
+f32 rounding (round-to-nearest-even is symmetric, so rounding then copysign == copysign then rounding).
+tests/device_model/test_activation_table.py keeps the reference and compares both bit for bit.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+F32 = np.dtype(np.float32)
+F64 = np.dtype(np.float64)
+_BLOCK = 16384  # elements per pass: keeps the float64 buffers in cache
+_INV_LN2 = 1.0 / math.log(2.0)
+_CANONICAL_NAN = np.float32(np.nan)  # what the reference's np.where(nan, np.nan, y) rounds to
+GATES = ("sigmoid", "silu", "gelu", "gelu_tanh")
+ODD = ("tanh", "erf")
+FUNCS = GATES + ODD + ("softplus", "exp")
+
+
+class _Buffers:
+    """The float64 and index scratch arrays of one call, reused block after block."""
+
+    def __init__(self, n: int) -> None:
+        self.x = np.empty(n, F64)
+        self.t = np.empty(n, F64)
+        self.y = np.empty(n, F64)
+        self.idx = np.empty(n, np.intp)
+
+    def view(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.x[:n], self.t[:n], self.y[:n], self.idx[:n]
+
+
+def _interp(t: np.ndarray, segments: int, table: np.ndarray, steps: np.ndarray,
+            idx: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """table[i] + frac * steps[i] with i = min(floor(t), segments - 1), frac = t - i, into y.
+    t (float64, >= 0, no NaN) is overwritten with frac."""
+    np.copyto(idx, t, casting="unsafe")  # truncation: floor for t >= 0
+    np.minimum(idx, segments - 1, out=idx)
+    t -= idx  # i converts to the same float64 exactly
+    np.take(steps, idx, out=y)
+    y *= t
+    np.take(table, idx, out=t)
+    y += t
+    return y
+
+
+def _exp(xs: np.ndarray, lowest: float, highest: float, segments: int, table: np.ndarray,
+         steps: np.ndarray, buf: _Buffers, out: np.ndarray) -> None:
+    # reference: t = clip(x / ln2, -400, 400); k = floor(t); 2^k * lookup(t - k) on [0, 1)
+    x, t, y, idx = buf.view(xs.size)
+    x[...] = xs  # widen first: an f32 array times a Python float would multiply in f32
+    np.multiply(x, _INV_LN2, out=t)
+    if lowest * _INV_LN2 < -400.0 or highest * _INV_LN2 > 400.0:
+        np.clip(t, -400.0, 400.0, out=t)
+    k = np.floor(t, out=x)
+    t -= k  # in [0, 1): the reference's clamp into the table's range does nothing
+    t *= float(segments)  # (u - 0.0) * (segments / (1.0 - 0.0))
+    _interp(t, segments, table, steps, idx, y)
+    np.copyto(idx, k, casting="unsafe")  # |k| <= 400: exact
+    np.ldexp(y, idx, out=y)
+    out[...] = y
+
+
+def _gate(func: str, xs: np.ndarray, highest: float, lo: float, segments: int, table: np.ndarray,
+          steps: np.ndarray, buf: _Buffers, out: np.ndarray, lowest: float) -> None:
+    # reference: left = 0 if -|x| < lo else lookup(-|x|) on [lo, 0]; g = 1 - left for x > 0 else left;
+    # sigmoid is g, the others x * g (x = -inf gives -0)
+    x, t, y, idx = buf.view(xs.size)
+    x[...] = xs
+    span = -lo
+    np.abs(x, out=t)
+    far = max(-lowest, highest) > span
+    np.subtract(span, t, out=t)  # (-|x|) - lo
+    t *= segments / (0.0 - lo)
+    if far:
+        np.maximum(t, 0.0, out=t)  # those elements are set to 0 below
+    _interp(t, segments, table, steps, idx, y)
+    if far:
+        y[np.abs(xs) > span] = 0.0
+    if highest > 0:
+        np.subtract(1.0, y, out=y, where=xs > 0)
+    if func != "sigmoid":
+        y *= x
+        if lowest == -np.inf:
+            y[xs == -np.inf] = -0.0
+    out[...] = y
+
+
+def _lookup_abs(xs: np.ndarray, lowest: float, highest: float, hi: float, beyond: float, segments: int,
+                table: np.ndarray, steps: np.ndarray, buf: _Buffers) -> tuple[np.ndarray, np.ndarray]:
+    """(x as float64, `beyond` where |x| > hi else lookup(|x|) on [0, hi]), both in buf."""
+    x, t, y, idx = buf.view(xs.size)
+    x[...] = xs
+    np.abs(x, out=t)
+    t *= segments / hi  # (|x| - 0.0) * (segments / (hi - 0.0))
+    far = max(-lowest, highest) > hi
+    if far:  # no in-range element is above the cap (hi * (segments / hi) may round above segments)
+        np.minimum(t, max(float(segments), hi * (segments / hi)), out=t)
+    _interp(t, segments, table, steps, idx, y)
+    if far:
+        y[np.abs(xs) > hi] = beyond
+    return x, y
+
+
+def _odd(xs: np.ndarray, lowest: float, highest: float, hi: float, segments: int, table: np.ndarray,
+         steps: np.ndarray, buf: _Buffers, out: np.ndarray) -> None:
+    # reference: copysign(1 if |x| > hi else lookup(|x|), x)
+    _, y = _lookup_abs(xs, lowest, highest, hi, 1.0, segments, table, steps, buf)
+    out[...] = y
+    np.copysign(out, xs, out=out)
+
+
+def _softplus(xs: np.ndarray, lowest: float, highest: float, hi: float, segments: int, table: np.ndarray,
+              steps: np.ndarray, buf: _Buffers, out: np.ndarray) -> None:
+    # reference: max(x, 0) + (0 if |x| > hi else lookup(|x|))
+    x, y = _lookup_abs(xs, lowest, highest, hi, 0.0, segments, table, steps, buf)
+    np.maximum(x, 0.0, out=x)
+    y += x
+    out[...] = y
+
+
+def table_activation(func: str, x32: np.ndarray, segments: int, lo: float, hi: float,
+                     table: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Table-mode `func` (one of FUNCS) of an f32 array, rounded to f32: the same bits as numerics'
+    reference evaluation for every input. `table`/`steps` are the function's float64 knot values and
+    their differences over [lo, hi] with `segments` segments. Returns a new f32 array of x32's shape."""
+    flat = np.ascontiguousarray(x32, dtype=F32).reshape(-1)
+    n = flat.size
+    out = np.empty(n, F32)
+    if n == 0:
+        return out.reshape(np.shape(x32))
+    buf = _Buffers(min(n, _BLOCK))
+    for start in range(0, n, _BLOCK):
+        xs = flat[start:start + _BLOCK]
+        lowest, highest = float(xs.min()), float(xs.max())
+        nan = None
+        if lowest != lowest or highest != highest:  # min/max propagate NaN
+            nan = np.isnan(xs)
+            xs = np.where(nan, np.float32(0.0), xs)
+            lowest, highest = float(xs.min()), float(xs.max())
+        dst = out[start:start + xs.size]
+        if func == "exp":
+            _exp(xs, lowest, highest, segments, table, steps, buf, dst)
+        elif func in GATES:
+            _gate(func, xs, highest, lo, segments, table, steps, buf, dst, lowest)
+        elif func in ODD:
+            _odd(xs, lowest, highest, hi, segments, table, steps, buf, dst)
+        elif func == "softplus":
+            _softplus(xs, lowest, highest, hi, segments, table, steps, buf, dst)
+        else:
+            raise ValueError(f"no fast table path for {func!r}")
+        if nan is not None:
+            dst[nan] = _CANONICAL_NAN
+    return out.reshape(np.shape(x32))
