@@ -15,6 +15,8 @@ the same float64 value, hence the same f32 bits), but:
 Identities used (exact in IEEE arithmetic): a + b == b + a, a * b == b * a, (-a) - lo == (-lo) - a,
 a - 0.0 == a for a >= +0, and truncation == floor for t >= 0. The sign of tanh/erf is applied after the
 f32 rounding (round-to-nearest-even is symmetric, so rounding then copysign == copysign then rounding).
+Selections are arithmetic where the mask is dense (y * 1 == y, finite * 0 == +0, |1 - g| == 1 - g for
+0 <= g <= 1): a masked ufunc or np.where on a random mask costs ten passes in branch misses.
 tests/device_model/test_activation_table.py keeps the reference and compares both bit for bit.
 """
 from __future__ import annotations
@@ -40,7 +42,9 @@ class _Buffers:
         self.x = np.empty(n, F64)
         self.t = np.empty(n, F64)
         self.y = np.empty(n, F64)
+        self.mask = np.empty(n, F64)
         self.idx = np.empty(n, np.intp)
+        self.k = np.empty(n, np.int32)  # ldexp's int64 loop is some 15x slower than its int32 one
 
     def view(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return self.x[:n], self.t[:n], self.y[:n], self.idx[:n]
@@ -50,12 +54,13 @@ def _interp(t: np.ndarray, segments: int, table: np.ndarray, steps: np.ndarray,
             idx: np.ndarray, y: np.ndarray) -> np.ndarray:
     """table[i] + frac * steps[i] with i = min(floor(t), segments - 1), frac = t - i, into y.
     t (float64, >= 0, no NaN) is overwritten with frac."""
-    np.copyto(idx, t, casting="unsafe")  # truncation: floor for t >= 0
-    np.minimum(idx, segments - 1, out=idx)
-    t -= idx  # i converts to the same float64 exactly
-    np.take(steps, idx, out=y)
+    knot = np.floor(t, out=y)  # float ops and one conversion: faster than integer min and a mixed subtract
+    np.minimum(knot, segments - 1, out=knot)
+    np.copyto(idx, knot, casting="unsafe")
+    t -= knot
+    np.take(steps, idx, out=y, mode="clip")  # every index is in range: "clip" only skips the checks
     y *= t
-    np.take(table, idx, out=t)
+    np.take(table, idx, out=t, mode="clip")
     y += t
     return y
 
@@ -72,29 +77,36 @@ def _exp(xs: np.ndarray, lowest: float, highest: float, segments: int, table: np
     t -= k  # in [0, 1): the reference's clamp into the table's range does nothing
     t *= float(segments)  # (u - 0.0) * (segments / (1.0 - 0.0))
     _interp(t, segments, table, steps, idx, y)
-    np.copyto(idx, k, casting="unsafe")  # |k| <= 400: exact
-    np.ldexp(y, idx, out=y)
+    k32 = buf.k[:xs.size]
+    np.copyto(k32, k, casting="unsafe")  # |k| <= 400: exact
+    np.ldexp(y, k32, out=y)
     out[...] = y
 
 
-def _gate(func: str, xs: np.ndarray, highest: float, lo: float, segments: int, table: np.ndarray,
-          steps: np.ndarray, buf: _Buffers, out: np.ndarray, lowest: float) -> None:
+def _gate(func: str, xs: np.ndarray, lowest: float, highest: float, lo: float, segments: int,
+          table: np.ndarray, steps: np.ndarray, buf: _Buffers, out: np.ndarray) -> None:
     # reference: left = 0 if -|x| < lo else lookup(-|x|) on [lo, 0]; g = 1 - left for x > 0 else left;
     # sigmoid is g, the others x * g (x = -inf gives -0)
     x, t, y, idx = buf.view(xs.size)
+    mask = buf.mask[:xs.size]
     x[...] = xs
     span = -lo
     np.abs(x, out=t)
     far = max(-lowest, highest) > span
+    if far:
+        np.less_equal(t, span, out=mask)  # 1.0 in the table's range, 0.0 beyond
     np.subtract(span, t, out=t)  # (-|x|) - lo
     t *= segments / (0.0 - lo)
     if far:
-        np.maximum(t, 0.0, out=t)  # those elements are set to 0 below
+        np.maximum(t, 0.0, out=t)  # those elements are zeroed below
     _interp(t, segments, table, steps, idx, y)
     if far:
-        y[np.abs(xs) > span] = 0.0
+        y *= mask  # left * 1 == left, finite * 0 == +0: a select without a data-dependent branch
     if highest > 0:
-        np.subtract(1.0, y, out=y, where=xs > 0)
+        # 1 - left where x > 0: |s - left| with s = 1.0 there, 0.0 elsewhere (0 <= left <= 1/2)
+        np.greater(xs, 0.0, out=mask)
+        np.subtract(mask, y, out=y)
+        np.abs(y, out=y)
     if func != "sigmoid":
         y *= x
         if lowest == -np.inf:
@@ -106,15 +118,22 @@ def _lookup_abs(xs: np.ndarray, lowest: float, highest: float, hi: float, beyond
                 table: np.ndarray, steps: np.ndarray, buf: _Buffers) -> tuple[np.ndarray, np.ndarray]:
     """(x as float64, `beyond` where |x| > hi else lookup(|x|) on [0, hi]), both in buf."""
     x, t, y, idx = buf.view(xs.size)
+    mask = buf.mask[:xs.size]
     x[...] = xs
     np.abs(x, out=t)
-    t *= segments / hi  # (|x| - 0.0) * (segments / (hi - 0.0))
     far = max(-lowest, highest) > hi
+    if far:
+        np.greater(t, hi, out=mask)  # 1.0 beyond the table, 0.0 in its range
+    t *= segments / hi  # (|x| - 0.0) * (segments / (hi - 0.0))
     if far:  # no in-range element is above the cap (hi * (segments / hi) may round above segments)
         np.minimum(t, max(float(segments), hi * (segments / hi)), out=t)
     _interp(t, segments, table, steps, idx, y)
-    if far:
-        y[np.abs(xs) > hi] = beyond
+    if far:  # y * (1 - m) + beyond * m: y or beyond exactly (y >= +0, finite), without a branch per element
+        np.subtract(1.0, mask, out=t)
+        y *= t
+        if beyond:
+            mask *= beyond
+            y += mask
     return x, y
 
 
@@ -123,7 +142,8 @@ def _odd(xs: np.ndarray, lowest: float, highest: float, hi: float, segments: int
     # reference: copysign(1 if |x| > hi else lookup(|x|), x)
     _, y = _lookup_abs(xs, lowest, highest, hi, 1.0, segments, table, steps, buf)
     out[...] = y
-    np.copysign(out, xs, out=out)
+    bits = out.view(np.uint32)  # y >= +0: OR-ing in x's sign bit is copysign, at half its cost
+    bits |= xs.view(np.uint32) & np.uint32(0x80000000)
 
 
 def _softplus(xs: np.ndarray, lowest: float, highest: float, hi: float, segments: int, table: np.ndarray,
@@ -145,6 +165,8 @@ def table_activation(func: str, x32: np.ndarray, segments: int, lo: float, hi: f
     out = np.empty(n, F32)
     if n == 0:
         return out.reshape(np.shape(x32))
+    # the arithmetic selects above rely on every interpolated value lying in [0, 1]
+    assert func == "exp" or 0.0 <= table.min() and table.max() <= 1.0, func
     buf = _Buffers(min(n, _BLOCK))
     for start in range(0, n, _BLOCK):
         xs = flat[start:start + _BLOCK]
@@ -158,7 +180,7 @@ def table_activation(func: str, x32: np.ndarray, segments: int, lo: float, hi: f
         if func == "exp":
             _exp(xs, lowest, highest, segments, table, steps, buf, dst)
         elif func in GATES:
-            _gate(func, xs, highest, lo, segments, table, steps, buf, dst, lowest)
+            _gate(func, xs, lowest, highest, lo, segments, table, steps, buf, dst)
         elif func in ODD:
             _odd(xs, lowest, highest, hi, segments, table, steps, buf, dst)
         elif func == "softplus":
