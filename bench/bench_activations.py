@@ -1,6 +1,7 @@
-"""Exact-mode activation speed: numerics.activation against the float64 formula it replaced (the
-old formulas kept in tests/device_model/test_activation_fast.py), same inputs, same run, on an
-f32 tile. CPU time of this thread, best of several repeats; prints old/new per function.
+"""Activation speed: numerics.activation against the float64 evaluation it replaced, same inputs, same
+run, on an f32 tile. Exact mode: the old formulas kept in tests/device_model/test_activation_fast.py;
+table mode: the old table evaluation kept in tests/device_model/test_activation_table.py (run block by
+block as activation() ran it). CPU time of this thread, best of several repeats; prints old/new.
 
     python bench/bench_activations.py [--shape 128x512] [--repeat 15] [--scale 2.0]
 
@@ -22,7 +23,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "device_model"))
 
 from test_activation_fast import OLD, old_activation  # noqa: E402
+from test_activation_table import old_table_activation  # noqa: E402
 
+from device_model import activation_table  # noqa: E402
 from device_model import numerics as nm  # noqa: E402
 
 
@@ -37,24 +40,42 @@ def cpu_time(fn, number: int, repeat: int) -> float:
     return best
 
 
+def old_table_blocked(func: str, x: np.ndarray, segments: int) -> np.ndarray:
+    """The old table evaluation over activation()'s 16k-element blocks (how the emulator ran it)."""
+    flat = x.reshape(-1)
+    out = np.empty(flat.shape, np.float32)
+    for start in range(0, flat.size, nm._ACT_BLOCK):
+        out[start:start + nm._ACT_BLOCK] = old_table_activation(func, flat[start:start + nm._ACT_BLOCK], segments)
+    return out.reshape(x.shape)
+
+
+def compare(name: str, old_fn, new_fn, repeat: int) -> None:
+    """Print old vs new CPU ms per call, interleaved so that load from other processes hits both alike."""
+    assert np.array_equal(old_fn().view(np.uint32), new_fn().view(np.uint32)), name
+    old = new = float("inf")
+    for _ in range(3):
+        old = min(old, cpu_time(old_fn, 5, repeat))
+        new = min(new, cpu_time(new_fn, 5, repeat))
+    print(f"{name:18s} {old * 1e3:8.3f} {new * 1e3:8.3f} {old / new:8.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="128x512")
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--scale", type=float, default=2.0, help="inputs are standard normal times this")
+    ap.add_argument("--segments", type=int, default=256, help="table-mode segments (the presets' 256)")
     args = ap.parse_args()
     shape = tuple(int(d) for d in args.shape.split("x"))
     x = (np.random.default_rng(0).standard_normal(shape) * args.scale).astype(np.float32)
     print(f"f32 [{args.shape}] tile, inputs N(0, {args.scale:g}^2); CPU ms per call, best of {args.repeat}")
-    print(f"{'func':10s} {'old ms':>8s} {'new ms':>8s} {'old/new':>8s}")
+    print(f"{'func':18s} {'old ms':>8s} {'new ms':>8s} {'old/new':>8s}")
     for func in sorted(OLD):
-        assert np.array_equal(nm.activation(func, x).view(np.uint32), old_activation(func, x).view(np.uint32))
-        # interleave so that load from other processes hits both alike
-        old = new = float("inf")
-        for _ in range(3):
-            old = min(old, cpu_time(lambda f=func: old_activation(f, x), 5, args.repeat))
-            new = min(new, cpu_time(lambda f=func: nm.activation(f, x), 5, args.repeat))
-        print(f"{func:10s} {old * 1e3:8.3f} {new * 1e3:8.3f} {old / new:8.2f}")
+        compare(f"{func} exact", lambda f=func: old_activation(f, x), lambda f=func: nm.activation(f, x), args.repeat)
+    segments = args.segments
+    for func in activation_table.FUNCS:
+        compare(f"{func} table", lambda f=func: old_table_blocked(f, x, segments),
+                lambda f=func: nm.activation(f, x, "table", segments), args.repeat)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@ def _interp(t: np.ndarray, segments: int, table: np.ndarray, steps: np.ndarray,
 
 def _exp(xs: np.ndarray, lowest: float, highest: float, segments: int, table: np.ndarray,
          steps: np.ndarray, buf: _Buffers, out: np.ndarray) -> None:
-    # reference: t = clip(x / ln2, -400, 400); k = floor(t); 2^k * lookup(t - k) on [0, 1)
+    # reference: t = clip(x / ln2, -400, 400) (beyond: 0 / inf anyway; ±inf land on ±400); k = floor(t);
+    # 2^k * lookup(t - k) on [0, 1)
     x, t, y, idx = buf.view(xs.size)
     x[...] = xs  # widen first: an f32 array times a Python float would multiply in f32
     np.multiply(x, _INV_LN2, out=t)

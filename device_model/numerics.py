@@ -337,13 +337,6 @@ def _lookup(func: str, segments: int, u: np.ndarray) -> np.ndarray:
     return np.take(table, i) + frac * np.take(_table_steps(func, segments), i)
 
 
-def _gate(func: str, segments: int, x: np.ndarray) -> np.ndarray:
-    """A sigmoid-shaped gate g with g(-x) = 1 - g(x), tabulated on [lo, 0], 0 below lo."""
-    minus_a = -np.abs(x)
-    left = np.where(minus_a < TABLES[func].lo, 0.0, _lookup(func, segments, minus_a))
-    return np.where(x > 0, 1.0 - left, left)
-
-
 def _mantissa_exponent(a: np.ndarray, lo_mantissa: float) -> tuple[np.ndarray, np.ndarray]:
     """a = m·2^e (a > 0 finite) with m in [lo_mantissa, 2·lo_mantissa)."""
     m, e = np.frexp(np.where(a > 0, a, 1.0))  # m in [0.5, 1)
@@ -356,23 +349,8 @@ def _mantissa_exponent(a: np.ndarray, lo_mantissa: float) -> tuple[np.ndarray, n
 
 
 def _table_eval(func: str, x: np.ndarray, segments: int) -> np.ndarray:
-    if func in ("sigmoid", "silu", "gelu", "gelu_tanh"):
-        g = _gate(func, segments, x)
-        return g if func == "sigmoid" else _neg_inf_to_zero(x, x * g)
-    if func in ("tanh", "erf"):
-        a = np.abs(x)
-        return np.copysign(np.where(a > TABLES[func].hi, 1.0, _lookup(func, segments, a)), x)
-    if func == "softplus":
-        a = np.abs(x)
-        return np.maximum(x, 0.0) + np.where(a > TABLES[func].hi, 0.0, _lookup(func, segments, a))
-    if func == "exp":
-        # beyond ±400: 0 / inf anyway; ±inf land on ±400 as nan_to_num's ±max would (x * 1/ln2
-        # overflows), NaN reads 0 (the result is NaN either way: activation() restores it)
-        t = np.multiply(x, 1.0 / math.log(2.0), out=np.empty(np.shape(x), F64))  # an array even when 0-d
-        np.clip(t, -400.0, 400.0, out=t)
-        np.copyto(t, 0.0, where=np.isnan(t))
-        k = np.floor(t)
-        return np.ldexp(_lookup(func, segments, t - k), k.astype(np.int32))
+    # exp, the gates, tanh/erf and softplus: activation_table (tests/device_model/test_activation_table.py
+    # keeps the formulas it replaced)
     if func == "log":
         m, e = _mantissa_exponent(x, _SQRT_HALF)
         y = e * math.log(2.0) + (m - 1.0) * _lookup(func, segments, m)

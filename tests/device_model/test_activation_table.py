@@ -60,9 +60,13 @@ def _old_table_eval(func, x, segments):
 
 
 def old_table_activation(func: str, x32: np.ndarray, segments: int) -> np.ndarray:
+    """activation(func, x32, "table", segments) as it was (one block of numerics._activation_f32)."""
     with np.errstate(all="ignore"):
         xd = np.asarray(x32, F32).astype(F64)
-        y = np.where(np.isnan(xd), np.nan, _old_table_eval(func, xd, segments))
+        y = _old_table_eval(func, xd, segments)
+        nan = np.isnan(xd)
+        if nan.any():
+            y = np.where(nan, np.nan, y)
         return np.asarray(y, dtype=F64).astype(F32)
 
 
