@@ -24,7 +24,8 @@ np.fmod and ONNX Mod fmod=1) for floats and integers; integer div/mod by zero is
 integer `pow` is the truncated real power, saturated; compares and logical ops give 1/0; `bypass`
 gives its tensor operand (in tensor_scalar a bypass stage is skipped, whatever revK says).
 tensor_scalar takes the integer path only when its scalars are integral too (else f32).
-Float `reduce`/`preduce` sums and the activate `accum` sum are f32 (numpy's summation order).
+Float `reduce`/`preduce` sums and the activate `accum` sum are f32 (numpy's summation order; small
+reduce windows go through window_sum, which reproduces that order elementwise).
 activate applies scale only when it is not 1 and bias only when it is not 0 (or given per partition).
 iota's p counts from the pattern's first partition (0-based), i over the flattened free dims.
 Operand shapes: operands of elementwise ops need equal (rows, flattened free size); they are read in
@@ -42,6 +43,7 @@ from .errors import XpuError
 from .isa import ALU_OPS, AP, MATMUL_TYPES, Instr, attr, engine_kind
 from .memory import Memory
 from .numerics import activation, cast, to_f32
+from .window_sum import WindowSum
 from .workspace import work_array
 
 Executor = Callable[[], None]
@@ -822,6 +824,14 @@ def _build_reduce(c: _Ctx) -> Executor:
     widen = (lambda x: x.astype(np.int64)) if integer else _widener(src_ap.dtype)
     store = _writer(c.view("dst"), out_shape)
     round_dst = _rounder(dst_ap.dtype)
+
+    if not integer and c.attr("op") == "sum" and WindowSum.worth_it(src.shape, axes):
+        window_sum = WindowSum(src.shape, axes)
+
+        @_quiet
+        def reduce_window_sum():
+            store(round_dst(window_sum(widen(read()))))
+        return reduce_window_sum
 
     fast = None if integer else _windowed_extreme(c.attr("op"), axes, src.shape)
     if fast is not None:
