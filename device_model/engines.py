@@ -781,11 +781,13 @@ def _windowed_extreme(op: str, axes: int, shape: tuple[int, ...]):
             return None
         zero = out == 0  # only windows whose extreme is a zero can hold both signs
         count = int(np.count_nonzero(zero))
+        bits = x.view(np.int32)
+        # and only if some -0 is read at all: one pass, several times cheaper than the window check
+        if count == 0 or not (bits == _F32_NEG_ZERO_BITS).any():
+            return out
         if count * _SPARSE_ZEROS < zero.size:  # a few: look at those windows alone
-            zero = np.nonzero(zero) if count else None
-        if zero is not None and _mixed_zeros(x.view(np.int32), keys, zero):
-            return None
-        return out
+            zero = np.nonzero(zero)
+        return None if _mixed_zeros(bits, keys, zero) else out
     return extreme
 
 

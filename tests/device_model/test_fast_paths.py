@@ -94,3 +94,18 @@ def test_table_lookup_is_unchanged_bit_for_bit(func, monkeypatch):
             ref0 = numerics.activation(func, np.array(np.float32(-1.25)), "table", segments)
         assert got.view(np.uint32).tobytes() == ref.view(np.uint32).tobytes(), (func, segments)
         assert got0.tobytes() == ref0.tobytes()
+
+
+def test_windowed_max_checks_zero_signs_only_when_a_negative_zero_is_read():
+    rng = np.random.default_rng(11)
+    fast = _windowed_extreme("max", 2, (64, 8, 2, 2))
+    x = np.maximum(rng.standard_normal((64, 8, 2, 2)).astype(np.float32), np.float32(0))  # ReLU'd: +0 only
+    x[rng.random(x.shape) < 0.5] = 0.0
+    assert (x.max(axis=(2, 3)) == 0).any()
+    got = fast(x)
+    assert got is not None and got.view(np.uint32).tobytes() == x.max(axis=(2, 3)).view(np.uint32).tobytes()
+    x[0, 0] = [[0.0, -0.0], [-1.0, -2.0]]  # one window whose max is a zero of either sign
+    assert fast(x) is None
+    x[0, 0] = [[-0.0, -0.0], [-1.0, -2.0]]  # a -0 read, but no window mixes the signs
+    got = fast(x)
+    assert got is not None and got.view(np.uint32).tobytes() == x.max(axis=(2, 3)).view(np.uint32).tobytes()
