@@ -126,3 +126,30 @@ def test_small_or_large_work_stays_with_numpy():
     ws = WindowSum(x.shape, 1)
     assert _same_bits(ws(x), np.sum(x, axis=1, dtype=np.float32))
     assert ws._plans[x.strides] is None
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+@pytest.mark.parametrize("specials", [False, True])
+def test_reduce_instruction_on_a_pooling_view_equals_numpy(dtype, specials):
+    # the CNN sample's AveragePool as one `reduce`, read in place (f32) or widened first (bf16: a new
+    # array each run, whose strides the plan is derived from)
+    from device_model.arch import load_arch
+    from device_model.dtypes import np_dtype
+    from device_model.engines import build_executor
+    from device_model.isa import AP, Instr
+    from device_model.memory import Memory
+
+    rng = np.random.default_rng(21 + specials)
+    mem = Memory(load_arch(), 1 << 20)
+    src = AP("sbuf", 0x1000, ((64, 2), (2, 16), (32, 2), (1, 2)), dtype, 0, 128)
+    dst = AP("sbuf", 0x8000, ((1, 32),), "f32", 0, 128)
+    whole = AP("sbuf", 0x1000, ((1, 128),), dtype, 0, 128)
+    with np.errstate(all="ignore"):  # NaN payloads narrowed to bf16
+        mem.view(whole)[...] = _adversarial(rng, 128 * 128, specials).reshape(128, 128).astype(np_dtype(dtype))
+    run = build_executor(Instr("dve", "reduce", {"dst": dst, "src": src}, {"op": "sum", "axes": 2}), mem, load_arch())
+    for _ in range(2):  # the second call runs the verified plan from the cache
+        run()
+        with np.errstate(all="ignore"):
+            x = mem.view(src) if dtype == "f32" else mem.view(src).astype(np.float32)  # numpy keeps the axis order
+            want = np.sum(x, axis=(3, 4), dtype=np.float32).reshape(128, 32)
+        assert _same_bits(mem.view(dst).copy(), want)
