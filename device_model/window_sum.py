@@ -31,7 +31,32 @@ _PAIRWISE_UNROLL = 8  # numpy's pairwise_sum: below this, a plain loop; up to 12
 _PROBE_SEED = 0x5EED
 # numpy's inner-loop calls (one per output and chunk) that cost about one whole-array np.add here:
 # below that many per add, np.sum is the faster of the two (long contiguous rows, few outputs)
-_CALLS_PER_ADD = 64
+_CALLS_PER_ADD = 32
+_MAX_CORE = 16  # numpy's pairwise_sum over a longer contiguous core beats one np.add per element
+
+
+_Axis = tuple[int, int, int, bool]  # (dim, size, stride in bytes, reduced)
+
+
+def _iteration_order(shape: tuple[int, ...], strides: tuple[int, ...], axes: int) -> list[_Axis] | None:
+    """The axes of size > 1 in nditer's order for this reduction, outermost first, or None when the
+    layout is outside what this module models (zero, negative or equal strides)."""
+    ndim = len(shape)
+    live = [(d, shape[d], strides[d], d >= ndim - axes) for d in range(ndim) if shape[d] != 1]
+    if any(s <= 0 for _, _, s, _ in live) or len({s for _, _, s, _ in live}) != len(live):
+        return None
+    return sorted(live, key=lambda a: -a[2])
+
+
+def _innermost_run(order: list[_Axis]) -> list[_Axis]:
+    """The innermost axes that are all reduced or all kept (for reduced ones: the core numpy's inner
+    loop sums in one pairwise_sum call)."""
+    run: list[_Axis] = []
+    for ax in reversed(order):
+        if ax[3] != order[-1][3]:
+            break
+        run.insert(0, ax)
+    return run
 
 
 def _numpy_chunks(shape: tuple[int, ...], strides: tuple[int, ...], axes: int) -> list[list[tuple[int, ...]]] | None:
@@ -39,18 +64,10 @@ def _numpy_chunks(shape: tuple[int, ...], strides: tuple[int, ...], axes: int) -
     adds them: a list of chunks in visiting order, each chunk in its summation order. None when the
     layout is outside what this module models."""
     ndim = len(shape)
-    kept = [(d, shape[d], strides[d], False) for d in range(ndim - axes) if shape[d] != 1]
-    reduced = [(d, shape[d], strides[d], True) for d in range(ndim - axes, ndim) if shape[d] != 1]
-    live = kept + reduced
-    if any(s <= 0 for _, _, s, _ in live) or len({s for _, _, s, _ in live}) != len(live):
+    order = _iteration_order(shape, strides, axes)
+    if order is None:
         return None
-    order = sorted(live, key=lambda a: -a[2])  # outermost first
-    # the inner loop's core: the innermost axes while they are reduced
-    inner: list[tuple[int, int, int, bool]] = []
-    for ax in reversed(order):
-        if not ax[3]:
-            break
-        inner.insert(0, ax)
+    inner = _innermost_run(order) if order and order[-1][3] else []
     reduced_order = [a for a in order if a[3]]
     window = shape[ndim - axes:]
     base = ndim - axes
@@ -143,12 +160,16 @@ class WindowSum:
         return 0 < axes < len(shape) and 1 < window <= MAX_WINDOW
 
     def _plan(self, strides: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray] | None:
+        order = _iteration_order(self.shape, strides, self.axes)
         chunks = _numpy_chunks(self.shape, strides, self.axes)
-        if chunks is None:
+        if not order or chunks is None:
             return None
-        outputs = int(np.prod(self.shape[:len(self.shape) - self.axes], dtype=np.int64))
+        elements = int(np.prod(self.shape, dtype=np.int64))
         window = int(np.prod(self.shape[len(self.shape) - self.axes:], dtype=np.int64))
-        if outputs * len(chunks) < _CALLS_PER_ADD * (window + len(chunks)):
+        # numpy's inner-loop calls; a kept innermost run is counted whole (it may not coalesce, so
+        # this can only undercount numpy's calls and leave more work to np.sum)
+        calls = elements // int(np.prod([a[1] for a in _innermost_run(order)], dtype=np.int64))
+        if max(map(len, chunks)) > _MAX_CORE or calls < _CALLS_PER_ADD * (window + len(chunks)):
             return None
         return verified_summer(self.shape, strides, self.axes)
 

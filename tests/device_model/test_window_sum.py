@@ -153,3 +153,15 @@ def test_reduce_instruction_on_a_pooling_view_equals_numpy(dtype, specials):
             x = mem.view(src) if dtype == "f32" else mem.view(src).astype(np.float32)  # numpy keeps the axis order
             want = np.sum(x, axis=(3, 4), dtype=np.float32).reshape(128, 32)
         assert _same_bits(mem.view(dst).copy(), want)
+
+
+def test_layouts_numpy_already_vectorizes_stay_with_numpy():
+    # outputs innermost: numpy's inner loop runs over 4096 outputs per call, faster than ours
+    x = np.zeros((8, 8, 4096), np.float32).transpose(2, 0, 1)
+    ws = WindowSum(x.shape, 2)
+    ws(x)
+    assert ws._plans[x.strides] is None
+    y = np.zeros((4096, 32), np.float32)  # a long contiguous core: numpy's pairwise_sum wins
+    ws = WindowSum(y.shape, 1)
+    ws(y)
+    assert ws._plans[y.strides] is None
