@@ -23,9 +23,11 @@ reductions, Slice/Pad, elementwise arithmetic) or by a constant, computing the s
 - GridSample (nearest, linear; any padding; 2-D/3-D): coordinate arithmetic, a Gather per corner;
 - ReduceProd: a pairwise product tree; a reduction of an empty tensor: its constant;
 - LpPool, LRN, InstanceNormalization: pools, reductions and elementwise ops; Tile: Reshape + Expand;
-  Pad mode wrap: a Gather of source positions per axis.
+  Pad mode wrap: a Gather of source positions per axis;
+- Conv whose weights do not fit on chip (the planner refuses it): partial Convs over blocks of kernel
+  taps, each reading a Slice of the once-padded input, summed (conv_split).
 
-The rewrites live by family in indexing, selection, scans, signal, sampling, normalize and simple;
+The rewrites live by family in indexing, selection, scans, signal, sampling, normalize, simple and conv_split;
 builder holds what they share.
 
 A rewrite that cannot apply (a run-time k or axis, a dtype the device does not store) leaves the node
@@ -36,7 +38,7 @@ Inner values and nodes are named after the node they replace (`<node>/<what>`), 
 from __future__ import annotations
 
 from ..graph import Graph, Node
-from . import indexing, normalize, sampling, scans, selection, signal, simple
+from . import conv_split, indexing, normalize, sampling, scans, selection, signal, simple
 from .builder import Builder, Rewrite, unstored
 from .scans import EMPTY_REDUCTION
 
@@ -45,9 +47,10 @@ from .scans import EMPTY_REDUCTION
 STRUCTURAL_INPUTS: dict[str, tuple[int, ...]] = {"Trilu": (1,), "CumSum": (1,), "CumProd": (1,), "DFT": (1, 2),
                                                   "STFT": (1, 3)}
 REWRITES: dict[str, Rewrite] = {**indexing.REWRITES, **selection.REWRITES, **scans.REWRITES, **signal.REWRITES,
-                                 **sampling.REWRITES, **normalize.REWRITES, **simple.REWRITES}
+                                 **sampling.REWRITES, **normalize.REWRITES, **simple.REWRITES,
+                                 **conv_split.REWRITES}
 # ops the device runs in some forms already: their own support rule stays, the rewrite covers the rest
-PARTLY_SUPPORTED = ("Clip", "Pad", *EMPTY_REDUCTION)
+PARTLY_SUPPORTED = ("Clip", "Pad", "Conv", *EMPTY_REDUCTION)
 
 
 def rewrite_problem(node: Node, g: Graph) -> str | None:
