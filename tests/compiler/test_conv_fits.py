@@ -1,6 +1,7 @@
 """Every conv `xpu check` calls supported compiles on the device: the planner drops tap packing and
 narrows output-channel tiles until the working set fits SBUF; what still cannot fit runs on the host,
-and check says so with the reason (it asks the same planner)."""
+and check says so with the reason (it asks the same planner). A conv with constant weights that no
+plan fits is split over its taps first (decompose/conv_split, tested in test_conv_split.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -49,10 +50,13 @@ def test_large_kernel_and_stride_convs_compile_on_device(x_shape, w_shape, strid
 
 
 def test_a_conv_no_plan_fits_is_placed_on_the_host_by_check_and_compile_alike():
-    """A 128x128 kernel: its weights alone exceed SBUF even one output channel at a time."""
+    """A 128x128 kernel whose weights are computed at run time: they exceed SBUF even one output channel
+    at a time, and only constant weights are split over taps (test_conv_split.py)."""
     rng = np.random.default_rng(9200)
-    model = _conv_model((1, 1, 200, 200), rand(rng, 4, 1, 128, 128) * 0.01, [64, 64])
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], strides=[64, 64])],
+                       [("x", F32, [1, 1, 200, 200]), ("w", F32, [4, 1, 128, 128])], [("y", F32, None)])
     where, why = _checked_where(model)
     assert where == "host" and "bytes of SBUF per partition" in why
-    _, prog = assert_matches_ort(model, {"x": rand(rng, 1, 1, 200, 200)}, on_device=False, rtol=1e-3, atol=1e-4)
+    feeds = {"x": rand(rng, 1, 1, 200, 200), "w": rand(rng, 4, 1, 128, 128) * 0.01}
+    _, prog = assert_matches_ort(model, feeds, on_device=False, rtol=1e-3, atol=1e-4)
     assert [h.op_type for h in prog.host_ops] == ["Conv"]

@@ -120,6 +120,15 @@ def _problem(node: Node, g: Graph) -> str | None:
     return None
 
 
+def _named(b: Builder, what: str) -> None:
+    """Name the node just added `<node>/<what>` (Builder's default, `<node>/<Op>_`, repeats for every block)."""
+    taken = {n.name for n in b.nodes[:-1]}
+    name = b.g.unique_node_name(f"{b.node.name}/{what}")
+    while name in taken:
+        name += "_"
+    b.nodes[-1].name = name
+
+
 def _split(b: Builder, node: Node) -> None:
     g = b.g
     x, w, bias, y = node.input(0), node.input(1), node.input(2), node.outputs[0]
@@ -127,39 +136,38 @@ def _split(b: Builder, node: Node) -> None:
     kernel, _, _, before, after = geo
     x_shape, dt = shape_of(g, x), dtype_of(g, x)
     out_shape, out_dt = shape_of(g, y), dtype_of(g, y)
-    out_sp = out_shape[2:]
     sp = len(kernel)
     if any(before) or any(after):
         pads = np.array([0, 0, *before, 0, 0, *after], np.int64)
         padded_shape = x_shape[:2] + tuple(n + p + q for n, p, q in zip(x_shape[2:], before, after))
         x = b.op("Pad", [x, b.const("pads", pads)], padded_shape, dt, "padded", mode="constant")
     size = tap_blocks(node, g)
+    grid = np.meshgrid(*[np.arange(0, k, n) for k, n in zip(kernel, size)], indexing="ij")
+    starts = np.stack(grid, -1).reshape(-1, sp).tolist()
     weight = np.asarray(g.const(w))
-    starts = np.stack(np.meshgrid(*[np.arange(0, k, n) for k, n in zip(kernel, size)], indexing="ij"), -1)
     total = ""
-    for start in starts.reshape(-1, sp).tolist():
+    for i, start in enumerate(starts):
         block = [min(n, k - a) for a, n, k in zip(start, size, kernel)]
-        window = _window(geo, out_sp, start, block)
+        window = _window(geo, out_shape[2:], start, block)
         tag = "_".join(map(str, start))
         bounds = [b.const(f"taps{tag}/{what}", np.array(v, np.int64)) for what, v in (
             ("starts", [lo for lo, _ in window]), ("ends", [hi for _, hi in window]),
             ("axes", list(range(2, 2 + sp))))]
         part_in = b.op("Slice", [x] + bounds, x_shape[:2] + tuple(hi - lo for lo, hi in window), dt,
                        f"taps{tag}/input")
+        _named(b, f"taps{tag}/Slice")
         w_part = b.const(f"taps{tag}/weight", weight[(slice(None), slice(None)) + tuple(
             slice(a, a + n) for a, n in zip(start, block))])
-        inputs = [part_in, w_part] + ([bias] if bias and not total else [])
-        last = start == starts.reshape(-1, sp)[-1].tolist()
-        if last and not total:  # one block only (cannot happen for a refused node, but stay correct)
-            b.op("Conv", inputs, out_shape, out_dt, out=y, **_partial_attrs(node, block))
-            return
-        part = b.op("Conv", inputs, out_shape, out_dt, f"taps{tag}", **_partial_attrs(node, block))
-        if not total:
-            total = part
-        elif last:
-            b.op("Add", [total, part], out_shape, out_dt, out=y)
+        inputs = [part_in, w_part] + ([bias] if bias and i == 0 else [])  # the bias once
+        last = i == len(starts) - 1
+        part = b.op("Conv", inputs, out_shape, out_dt, f"taps{tag}", y if last and i == 0 else "",
+                    **_partial_attrs(node, block))
+        _named(b, f"taps{tag}/Conv")
+        if i:
+            total = b.op("Add", [total, part], out_shape, out_dt, f"sum{tag}", y if last else "")
+            _named(b, f"sum{tag}")
         else:
-            total = b.op("Add", [total, part], out_shape, out_dt, f"sum{tag}")
+            total = part
 
 
 REWRITES: dict[str, Rewrite] = {"Conv": (_problem, _split)}
