@@ -84,3 +84,32 @@ def test_xpu_check_strict_says_the_split_conv_runs_on_the_device(tmp_path):
     result = CliRunner().invoke(cli, ["check", str(path), "--strict"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "0 on the host" in result.output and "big (Conv, " in result.output
+
+
+def _conv_transpose_model(x_shape, w, bias=None, **attrs):
+    names = ["x", "w"] + (["b"] if bias is not None else [])
+    inits = [const("w", w)] + ([const("b", bias)] if bias is not None else [])
+    return make_model([helper.make_node("ConvTranspose", names, ["y"], name="up", **attrs)],
+                      [("x", F32, list(x_shape))], [("y", F32, None)], inits)
+
+
+def test_conv_transpose_1d_large_kernel_with_stride_pads_output_padding_and_bias():
+    rng = np.random.default_rng(11_008)
+    model = _conv_transpose_model((1, 1, 3), rand(rng, 1, 1, 8000) * 0.01, rand(rng, 1), strides=[2],
+                                  pads=[3900, 3950], output_padding=[1])
+    g = import_model(model)
+    assert plan_problem(g.nodes[0], g) is not None
+    report = check_report(run_passes(g))
+    assert report["all_on_device"], report["host_nodes"]
+    assert [r["op_type"] for r in report["nodes"]].count("ConvTranspose") == 2
+    assert_matches_ort(model, {"x": rand(rng, 1, 1, 3)}, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_transpose_block_the_pads_crop_away_is_dropped():
+    """Pads crop the output to taps of the first block only: the second block's partial is not emitted."""
+    rng = np.random.default_rng(11_009)
+    model = _conv_transpose_model((1, 1, 40), rand(rng, 1, 1, 13000), strides=[3], pads=[5000, 7000],
+                                  output_padding=[2])
+    report = check_report(run_passes(import_model(model)))
+    assert report["all_on_device"], report["host_nodes"]
+    assert [r["op_type"] for r in report["nodes"]] == ["ConvTranspose", "Slice"]

@@ -24,8 +24,8 @@ reductions, Slice/Pad, elementwise arithmetic) or by a constant, computing the s
 - ReduceProd: a pairwise product tree; a reduction of an empty tensor: its constant;
 - LpPool, LRN, InstanceNormalization: pools, reductions and elementwise ops; Tile: Reshape + Expand;
   Pad mode wrap: a Gather of source positions per axis;
-- Conv whose weights do not fit on chip (the planner refuses it): partial Convs over blocks of kernel
-  taps, each reading a Slice of the once-padded input, summed (conv_split).
+- Conv/ConvTranspose whose weights do not fit on chip (the planner refuses it): partials over blocks
+  of kernel taps that fit, summed (conv_split).
 
 The rewrites live by family in indexing, selection, scans, signal, sampling, normalize, simple and conv_split;
 builder holds what they share.
@@ -50,7 +50,7 @@ REWRITES: dict[str, Rewrite] = {**indexing.REWRITES, **selection.REWRITES, **sca
                                  **sampling.REWRITES, **normalize.REWRITES, **simple.REWRITES,
                                  **conv_split.REWRITES}
 # ops the device runs in some forms already: their own support rule stays, the rewrite covers the rest
-PARTLY_SUPPORTED = ("Clip", "Pad", "Conv", *EMPTY_REDUCTION)
+PARTLY_SUPPORTED = ("Clip", "Pad", "Conv", "ConvTranspose", *EMPTY_REDUCTION)
 
 
 def rewrite_problem(node: Node, g: Graph) -> str | None:
