@@ -10,8 +10,10 @@ from model_builders import F32, const, make_model, rand
 from onnx import helper
 
 from xputools.cli import cli
+from xputools.compiler.context import CompileOptions
 from xputools.compiler.decompose import decompose
 from xputools.compiler.decompose.conv_split import tap_blocks
+from xputools.compiler.driver import check_model
 from xputools.compiler.frontend import import_model
 from xputools.compiler.passes import run_passes
 from xputools.compiler.support import check_report, plan_problem
@@ -113,3 +115,17 @@ def test_conv_transpose_block_the_pads_crop_away_is_dropped():
     report = check_report(run_passes(import_model(model)))
     assert report["all_on_device"], report["host_nodes"]
     assert [r["op_type"] for r in report["nodes"]] == ["ConvTranspose", "Slice"]
+
+
+def test_the_planner_is_asked_for_the_compile_target():
+    """A kernel of 7000 taps: refused in fp32 (split), fits in bf16 (left alone, as before the split
+    existed); 6000 taps fit xpu1 but not xpu1-edge, and `check --arch` splits it there."""
+    rng = np.random.default_rng(11_010)
+    g = import_model(_conv_model((1, 1, 7040), rand(rng, 1, 1, 7000)))
+    assert [n.op_type for n in decompose(g, CompileOptions(precision="bf16")).nodes] == ["Conv"]
+    assert [n.op_type for n in decompose(g).nodes].count("Conv") == 2
+    model = _conv_model((1, 1, 6040), rand(rng, 1, 1, 6000))
+    g = import_model(model)
+    assert [n.op_type for n in decompose(g).nodes] == ["Conv"]
+    assert [n.op_type for n in decompose(g, CompileOptions(arch="xpu1-edge")).nodes].count("Conv") >= 2
+    assert check_model(model, arch="xpu1-edge")["all_on_device"]

@@ -13,7 +13,7 @@ from .context import CompileOptions
 from .frontend import import_model, load_model
 from .graph import Graph
 from .lower import lower_graph
-from .passes import run_passes
+from .passes import PassOptions, run_passes
 from .precision import unmatched_keep_patterns
 from .support import check_report
 
@@ -35,7 +35,7 @@ def compile_model(source, options: CompileOptions | None = None,
     model = load_model(source)
     graph = import_model(model, options.shapes, options.const_inputs)
     check_work(graph, options.arch or load_arch())
-    graph = run_passes(graph)
+    graph = run_passes(graph, PassOptions(target=options))
     if options.precision == "int8" or options.calibration is not None:
         from .quantize import quantize_graph
 
@@ -49,4 +49,5 @@ def compile_model(source, options: CompileOptions | None = None,
 def check_model(source, shapes: dict[str, tuple[int, ...]] | None = None, arch=None) -> dict:
     """Where each node of an ONNX model would run (device or host, and why), with op counts,
     FLOPs, weights and the largest SBUF working set on `arch` (an Arch, preset name or TOML path)."""
-    return check_report(run_passes(import_model(load_model(source), shapes or {})), arch)
+    target = PassOptions(target=CompileOptions(arch=arch))
+    return check_report(run_passes(import_model(load_model(source), shapes or {}), target), arch)

@@ -398,15 +398,17 @@ PASSES: dict[str, Callable[[Graph], Graph]] = {
 @dataclass(frozen=True)
 class PassOptions:
     disable: frozenset[str] = field(default_factory=frozenset)
+    target: object = None  # the CompileOptions compiled for: decompose splits only convs its planner refuses
 
 
 def run_passes(graph: Graph, options: PassOptions | Mapping | None = None) -> Graph:
     """Apply PASSES in order except the disabled ones (`options.disable` or {"disable": {...}});
     the input graph is left unchanged."""
+    target = None
     if options is None:
         disable: frozenset[str] = frozenset()
     elif isinstance(options, PassOptions):
-        disable = frozenset(options.disable)
+        disable, target = frozenset(options.disable), options.target
     else:
         unknown_keys = set(options) - {"disable"}
         if unknown_keys:
@@ -418,7 +420,7 @@ def run_passes(graph: Graph, options: PassOptions | Mapping | None = None) -> Gr
     g = graph.copy()
     for name, fn in PASSES.items():
         if name not in disable:
-            g = fn(g)
+            g = decompose(g, target) if fn is decompose else fn(g)
     g.prune()
     g.validate()
     return g

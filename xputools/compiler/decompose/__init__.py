@@ -64,9 +64,15 @@ def rewrite_problem(node: Node, g: Graph) -> str | None:
     return unstored(g, names) or entry[0](node, g)
 
 
-def decompose(graph: Graph) -> Graph:
+def decompose(graph: Graph, target=None) -> Graph:
     """A copy of `graph` where every node REWRITES knows (and `rewrite_problem` accepts) is replaced
-    by device ops computing the same values."""
+    by device ops computing the same values. `target` (the CompileOptions compiled for; None: fp32 on
+    the default arch) is what the conv planner is asked about (conv_split)."""
+    with conv_split.planning_for(target):
+        return _decompose(graph)
+
+
+def _decompose(graph: Graph) -> Graph:
     g = graph.copy()
     nodes: list[Node] = []
     changed = False

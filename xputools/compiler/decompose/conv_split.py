@@ -17,7 +17,10 @@ blocks are about equal.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,6 +31,28 @@ from .builder import Builder, Rewrite, dtype_of, shape_of
 FLOAT = ("float32", "float16", "bfloat16")
 SPLIT_MIN_OPSET = 11  # Pad and Slice take their bounds as inputs from here on
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+# The CompileOptions the planner is asked under (None: fp32 on the default arch). Set for one decompose
+# call: the rewrite rules take (node, graph) only, like every other rule in this package.
+_TARGET: ContextVar = ContextVar("conv_split_target", default=None)
+
+
+@contextmanager
+def planning_for(options) -> Iterator[None]:
+    """Ask the conv planner under `options` inside the block. An int8 compile plans in fp32: its convs
+    become int8 kernels only after this pass, and splitting what fp32 refuses is the safe side."""
+    if options is not None and (options.precision == "int8" or options.calibration is not None):
+        options = replace(options, precision="fp32", calibration=None)
+    token = _TARGET.set(options)
+    try:
+        yield
+    finally:
+        _TARGET.reset(token)
+
+
+def _plan_problem(node: Node, g: Graph) -> str | None:
+    from ..support import plan_problem  # support imports this package
+
+    return plan_problem(node, g, _TARGET.get())
 
 
 @dataclass
@@ -110,10 +135,8 @@ def _partial_shapes(node: Node, g: Graph, geo: Geometry, size: list[int]) -> tup
 
 
 def _fits(node: Node, g: Graph, geo: Geometry, size: list[int]) -> bool:
-    from ..support import plan_problem  # support imports this package
-
     probe_g, probe = _probe_graph(node, g, *_partial_shapes(node, g, geo, size), _partial_attrs(node, size))
-    return plan_problem(probe, probe_g) is None
+    return _plan_problem(probe, probe_g) is None
 
 
 def tap_blocks(node: Node, g: Graph) -> list[int] | None:
@@ -162,15 +185,13 @@ def _placement(geo: Geometry, in_sp, out_sp, start, block) -> list[tuple[int, in
 
 
 def _problem(node: Node, g: Graph) -> str | None:
-    from ..support import plan_problem
-
     x, w = node.input(0), node.input(1)
     if len(shape_of(g, x)) not in (3, 4) or dtype_of(g, x).name not in FLOAT:
         return f"only a 1-D or 2-D float {node.op_type} is split over its taps"
     geo = geometry(node, g)
     if isinstance(geo, str):
         return geo
-    if plan_problem(node, g) is None:
+    if _plan_problem(node, g) is None:
         return f"the {node.op_type} fits on chip as it is"
     if g.opset.get("", 13) < SPLIT_MIN_OPSET:
         return f"splitting a {node.op_type} over its taps needs opset >= {SPLIT_MIN_OPSET}"
