@@ -13,6 +13,7 @@ import numpy as np
 
 from .decompose import PARTLY_SUPPORTED, REWRITES, rewrite_problem
 from .graph import XPU_DOMAIN, Graph, Node
+from .planning import plan_problem
 
 DEVICE_DTYPES = ("float32", "float16", "bfloat16", "int8", "uint8", "int32", "int64", "bool")
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
@@ -270,31 +271,6 @@ SUPPORT_RULES: dict[str, Rule] = {
     **{op: rewrite_problem for op in REWRITES if op not in PARTLY_SUPPORTED},
 }
 DEVICE_OPS: tuple[str, ...] = tuple(SUPPORT_RULES)
-
-
-PLANNED_OPS = ("Conv", "ConvTranspose")  # kernels whose on-chip plan is checked before they are called device ops
-
-
-def plan_problem(node: Node, graph: Graph, options=None) -> str | None:
-    """Why the device kernel of `node` finds no plan that fits on chip (None: it does), asked of the
-    planner the lowering itself uses, on a throwaway emitter (`options`: a CompileOptions, default fp32
-    on the default arch)."""
-    if node.op_type not in PLANNED_OPS or node.domain:
-        return None
-    from device_model.arch import load_arch
-
-    from .context import CompileOptions, DeviceValue, LoweringContext, storage_dtype
-    from .emitter import Emitter
-    from .kernels.conv import conv_plan_problem
-
-    options = options or CompileOptions()
-    ctx = LoweringContext(graph, options, Emitter(options.arch or load_arch()))
-    ctx.node = node
-    for name in node.present_inputs():
-        v = graph.values[name]
-        if not v.is_const:
-            ctx.values[name] = DeviceValue(name, 0, tuple(v.shape), storage_dtype(v.dtype))
-    return conv_plan_problem(ctx, node)
 
 
 def placement(node: Node, graph: Graph, options=None) -> tuple[str, str]:

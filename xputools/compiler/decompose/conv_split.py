@@ -11,7 +11,7 @@ dilations and groups and no pads, so every partial has the node's output shape. 
 partial (no pads, no output padding) covers the full output from its first tap's offset on: it is
 cropped to the node's output (its pads) and zero-padded into place; the bias is added once at the end.
 
-Only a node the planner refuses (`support.plan_problem`) is rewritten: every conv that compiles as it
+Only a node the planner refuses (`planning.plan_problem`) is rewritten: every conv that compiles as it
 is stays untouched. The block size is the largest the same planner accepts, then evened out so the
 blocks are about equal.
 """
@@ -26,6 +26,7 @@ import numpy as np
 
 from ..graph import Graph, Node, Value
 from ..kernels.lib.conv import auto_pad, conv_geometry, int_attrs
+from ..planning import plan_problem
 from .builder import Builder, Rewrite, dtype_of, shape_of
 
 FLOAT = ("float32", "float16", "bfloat16")
@@ -50,8 +51,6 @@ def planning_for(options) -> Iterator[None]:
 
 
 def _plan_problem(node: Node, g: Graph) -> str | None:
-    from ..support import plan_problem  # support imports this package
-
     return plan_problem(node, g, _TARGET.get())
 
 
