@@ -57,6 +57,7 @@ def test_a_conv_no_plan_fits_is_placed_on_the_host_by_check_and_compile_alike():
                        [("x", F32, [1, 1, 200, 200]), ("w", F32, [4, 1, 128, 128])], [("y", F32, None)])
     where, why = _checked_where(model)
     assert where == "host" and "bytes of SBUF per partition" in why
+    assert "not split over its kernel taps: a Conv with run-time weights" in why
     feeds = {"x": rand(rng, 1, 1, 200, 200), "w": rand(rng, 4, 1, 128, 128) * 0.01}
     _, prog = assert_matches_ort(model, feeds, on_device=False, rtol=1e-3, atol=1e-4)
     assert [h.op_type for h in prog.host_ops] == ["Conv"]

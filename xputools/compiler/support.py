@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .decompose import PARTLY_SUPPORTED, REWRITES, rewrite_problem
+from .decompose import PARTLY_SUPPORTED, REWRITES, planning_for, rewrite_problem
 from .graph import XPU_DOMAIN, Graph, Node
 from .planning import plan_problem
 
@@ -291,7 +291,12 @@ def placement(node: Node, graph: Graph, options=None) -> tuple[str, str]:
                             f"device dtypes: {', '.join(DEVICE_DTYPES)})")
     if any(not graph.values[o].is_static for o in node.outputs if o in graph.values):
         return "host", "output shape is not static"
-    why = rule(node, graph) or plan_problem(node, graph, options)
+    why = rule(node, graph)
+    if not why:
+        why = plan_problem(node, graph, options)
+        if why and node.op_type in REWRITES:  # a conv too large: say why decompose did not split it
+            with planning_for(options):
+                why += f"; not split over its kernel taps: {rewrite_problem(node, graph)}"
     return ("host", why) if why else ("device", "supported")
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 from ..graph import Graph, Node
 from . import conv_split, indexing, normalize, sampling, scans, selection, signal, simple
 from .builder import Builder, Rewrite, unstored
+from .conv_split import planning_for
 from .scans import EMPTY_REDUCTION
 
 # Inputs whose value decides how the device computes a node (not its output shape): a compile with
@@ -68,7 +69,7 @@ def decompose(graph: Graph, target=None) -> Graph:
     """A copy of `graph` where every node REWRITES knows (and `rewrite_problem` accepts) is replaced
     by device ops computing the same values. `target` (the CompileOptions compiled for; None: fp32 on
     the default arch) is what the conv planner is asked about (conv_split)."""
-    with conv_split.planning_for(target):
+    with planning_for(target):
         return _decompose(graph)
 
 
