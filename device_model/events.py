@@ -19,6 +19,7 @@ never runs or signals twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .isa import AP, Instr
 
@@ -39,9 +40,9 @@ IssueEvent = InstrEvent
 CompleteEvent = InstrEvent
 
 
-@dataclass(frozen=True)
-class SemaphoreEvent:
-    """Instruction `engine`#`index` added to semaphore `sem` at `time`: `old` -> `new`."""
+class SemaphoreEvent(NamedTuple):
+    """Instruction `engine`#`index` added to semaphore `sem` at `time`: `old` -> `new`. A NamedTuple:
+    the profiler keeps one per signal of a run as it comes."""
 
     sem: int
     old: int

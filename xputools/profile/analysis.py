@@ -15,6 +15,7 @@ from typing import NamedTuple
 from device_model.arch import Arch
 from device_model.dtypes import itemsize
 from device_model.engines import instr_bytes, instr_flops
+from device_model.events import SemaphoreEvent
 from device_model.isa import ENGINE_INDEX, ENGINES, Instr, attr, engine_kind
 from device_model.program import Program
 from device_model.timing import bytes_per_cycle, contiguous_runs, dma_bytes
@@ -186,15 +187,7 @@ class Completion(NamedTuple):
     wait: int     # cycles its engine sat free, blocked on semaphores, before the issue
 
 
-class Signal(NamedTuple):
-    """One semaphore update as the Recorder saw it."""
-
-    sem: int
-    old: int
-    new: int
-    time: int
-    engine: str
-    index: int
+Signal = SemaphoreEvent  # one semaphore update, kept as the machine reported it
 
 
 @dataclass

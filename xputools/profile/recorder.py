@@ -37,7 +37,7 @@ class Recorder:
         self._done(Completion(ev.engine, ev.index, ev.issue, ev.end, ev.wait))
 
     def on_semaphore(self, ev) -> None:
-        self._signal(Signal(ev.sem, ev.old, ev.new, ev.time, ev.engine, ev.index))
+        self._signal(ev)  # a SemaphoreEvent is already the small immutable record kept
 
     def on_hang(self, report) -> None:
         self.hang = report
