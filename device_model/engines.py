@@ -38,6 +38,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .arch import Arch
+from .blas_gemm import gemm_call
 from .dtypes import FLOAT_DTYPES, INT_DTYPES, np_dtype
 from .errors import XpuError
 from .isa import ALU_OPS, AP, MATMUL_TYPES, Instr, attr, engine_kind
@@ -434,16 +435,37 @@ def _build_matmul(c: _Ctx) -> Executor:
         if start:
             return lambda: np.copyto(dst2d, product())
         return lambda: np.add(dst2d, product(), out=dst2d)  # int32 with wrap-around
+    prod = None if start else work_array(c.mem, "matmul", (m, n), np.float32)
+    direct = _direct_matmul(stat_f32, mov_f32, dst2d, prod)
+    if direct is not None:
+        return direct
     if start:
         def matmul_into_dst():
             np.matmul(stat_f32().T, mov_f32(), out=dst2d)
         return matmul_into_dst
-    prod = work_array(c.mem, "matmul", (m, n), np.float32)
 
     def matmul_accumulate():
         np.matmul(stat_f32().T, mov_f32(), out=prod)
         np.add(dst2d, prod, out=dst2d)  # the f32 PSUM add
     return matmul_accumulate
+
+
+def _direct_matmul(stat_f32, mov_f32, dst2d: np.ndarray, prod: np.ndarray | None) -> Executor | None:
+    """The float matmul as one BLAS call straight into PSUM (the accumulating one, given its work
+    array `prod`, without the temporary product and second pass), when both operands are arrays
+    fixed at build time and blas_gemm vouches for the call being numpy's own, bit for bit; else None."""
+    stat, mov = stat_f32(), mov_f32()
+    if stat is not stat_f32() or mov is not mov_f32():
+        return None  # operands rebuilt on every read: no fixed memory to hand to BLAS
+    gemm = gemm_call(stat.T, mov, dst2d, prod)
+    if gemm is None:
+        return None
+
+    def matmul_direct():
+        stat_f32()  # refills a widened operand's work array (a no-op for f32 memory)
+        mov_f32()
+        gemm()
+    return matmul_direct
 
 
 def _build_transpose(c: _Ctx) -> Executor:
