@@ -246,6 +246,28 @@ _FAST_EXACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def _relu_f32(x32: np.ndarray) -> np.ndarray | None:
+    """relu in f32 itself: max(x, 0) is exact, so it equals the float64 reference rounded back for
+    every number (the import-time probe below covers -0); None for an array holding a NaN, which the
+    reference quietens through its float64 round trip (np.maximum in f32 would keep a signalling one)."""
+    lowest = x32.min() if x32.size else F32.type(0)
+    if lowest != lowest:
+        return None
+    return np.maximum(x32, F32.type(0))
+
+
+def _relu_probe() -> bool:
+    """True when f32 np.maximum gives the reference's bits on zeros of both signs at every position
+    of a vector (SIMD body and scalar tail), and on ordinary numbers."""
+    x = np.tile(np.array([-0.0, 0.0, -1.5, 2.5, -0.0, -0.0, 1e-45, -1e-45], F32), 13)
+    with np.errstate(all="ignore"):
+        ref = np.maximum(x.astype(F64), 0.0).astype(F32)
+    return bool(np.array_equal(ref.view(np.uint32), np.maximum(x, F32.type(0)).view(np.uint32)))
+
+
+_RELU_IN_F32 = _relu_probe()
+
+
 # --- activation functions: lookup tables -------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -388,6 +410,10 @@ def activation(func: str, x, mode: str = "exact", segments: int = 256, alpha: fl
     with np.errstate(all="ignore"):
         if not table and func in _FAST_EXACT:
             return _FAST_EXACT[func](x32)
+        if not table and func == "relu" and _RELU_IN_F32:
+            y = _relu_f32(x32)
+            if y is not None:
+                return y
         if table and func in activation_table.FUNCS:  # same bits as _table_eval, fewer passes
             spec = TABLES[func]
             return activation_table.table_activation(func, x32, segments, spec.lo, spec.hi, _table(func, segments),

@@ -109,3 +109,21 @@ def test_windowed_max_checks_zero_signs_only_when_a_negative_zero_is_read():
     x[0, 0] = [[-0.0, -0.0], [-1.0, -2.0]]  # a -0 read, but no window mixes the signs
     got = fast(x)
     assert got is not None and got.view(np.uint32).tobytes() == x.max(axis=(2, 3)).view(np.uint32).tobytes()
+
+
+@pytest.mark.parametrize("nans", [False, True])
+def test_relu_in_f32_equals_the_float64_reference_bit_for_bit(nans):
+    """ReLU skips the float64 round trip; NaN-holding arrays keep it (it quietens signalling NaNs)."""
+    rng = np.random.default_rng(3)
+    x = _with_specials(rng, (37, 129), nans)
+    bits = x.reshape(-1).view(np.uint32)
+    bits[rng.integers(0, bits.size, 50)] = rng.integers(1, 1 << 23, 50, dtype=np.uint32)  # + subnormals
+    bits[rng.integers(0, bits.size, 50)] = rng.integers(1, 1 << 23, 50, dtype=np.uint32) | (1 << 31)
+    if nans:
+        bits[:3] = (0x7F800001, 0xFFC01234, 0x7FA00000)  # signalling and quiet NaNs with payloads
+    with np.errstate(all="ignore"):
+        expect = np.maximum(x.astype(np.float64), 0.0).astype(np.float32)
+    assert numerics._RELU_IN_F32  # the probe accepts this machine's numpy
+    assert (numerics._relu_f32(x) is None) == nans
+    got = numerics.activation("relu", x)
+    assert np.array_equal(got.view(np.uint32), expect.view(np.uint32))
