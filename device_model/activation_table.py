@@ -22,6 +22,8 @@ tests/device_model/test_activation_table.py keeps the reference and compares bot
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -161,33 +163,65 @@ def table_activation(func: str, x32: np.ndarray, segments: int, lo: float, hi: f
     """Table-mode `func` (one of FUNCS) of an f32 array, rounded to f32: the same bits as numerics'
     reference evaluation for every input. `table`/`steps` are the function's float64 knot values and
     their differences over [lo, hi] with `segments` segments. Returns a new f32 array of x32's shape."""
-    flat = np.ascontiguousarray(x32, dtype=F32).reshape(-1)
-    n = flat.size
-    out = np.empty(n, F32)
-    if n == 0:
-        return out.reshape(np.shape(x32))
-    # the arithmetic selects above rely on every interpolated value lying in [0, 1]
+    return table_function(func, segments, lo, hi, table, steps)(x32)
+
+
+def table_function(func: str, segments: int, lo: float, hi: float, table: np.ndarray,
+                   steps: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """`table_activation` for one function and table, as a function of the f32 array alone: the
+    choices and the scratch buffers are made once (a tile of a few hundred elements costs little
+    more than the twenty-odd numpy calls themselves)."""
+    # the arithmetic selects below rely on every interpolated value lying in [0, 1]
     assert func == "exp" or 0.0 <= table.min() and table.max() <= 1.0, func
-    buf = _Buffers(min(n, _BLOCK))
-    for start in range(0, n, _BLOCK):
-        xs = flat[start:start + _BLOCK]
-        lowest, highest = float(xs.min()), float(xs.max())
-        nan = None
-        if lowest != lowest or highest != highest:  # min/max propagate NaN
-            nan = np.isnan(xs)
-            xs = np.where(nan, np.float32(0.0), xs)
-            lowest, highest = float(xs.min()), float(xs.max())
-        dst = out[start:start + xs.size]
-        if func == "exp":
+    if func == "exp":
+        def kernel(xs, lowest, highest, buf, dst):
             _exp(xs, lowest, highest, segments, table, steps, buf, dst)
-        elif func in GATES:
+    elif func in GATES:
+        def kernel(xs, lowest, highest, buf, dst):
             _gate(func, xs, lowest, highest, lo, segments, table, steps, buf, dst)
-        elif func in ODD:
+    elif func in ODD:
+        def kernel(xs, lowest, highest, buf, dst):
             _odd(xs, lowest, highest, hi, segments, table, steps, buf, dst)
-        elif func == "softplus":
+    elif func == "softplus":
+        def kernel(xs, lowest, highest, buf, dst):
             _softplus(xs, lowest, highest, hi, segments, table, steps, buf, dst)
-        else:
-            raise ValueError(f"no fast table path for {func!r}")
-        if nan is not None:
-            dst[nan] = _CANONICAL_NAN
-    return out.reshape(np.shape(x32))
+    else:
+        raise ValueError(f"no fast table path for {func!r}")
+
+    def evaluate(x32: np.ndarray) -> np.ndarray:
+        flat = np.ascontiguousarray(x32, dtype=F32).reshape(-1)
+        n = flat.size
+        out = np.empty(n, F32)
+        if n == 0:
+            return out.reshape(np.shape(x32))
+        buf = _buffers(min(n, _BLOCK))
+        for start in range(0, n, _BLOCK):
+            xs = flat[start:start + _BLOCK]
+            lowest, highest = float(xs.min()), float(xs.max())
+            nan = None
+            if lowest != lowest or highest != highest:  # min/max propagate NaN
+                nan = np.isnan(xs)
+                xs = np.where(nan, np.float32(0.0), xs)
+                lowest, highest = float(xs.min()), float(xs.max())
+            dst = out[start:start + xs.size]
+            kernel(xs, lowest, highest, buf, dst)
+            if nan is not None:
+                dst[nan] = _CANONICAL_NAN
+        return out.reshape(np.shape(x32))
+    return evaluate
+
+
+_LOCAL = threading.local()  # machines may run in several threads (a TUI worker, a test)
+
+
+def _buffers(n: int) -> _Buffers:
+    """Scratch for a block of n elements, shared by the calls of one thread (they never nest, and each
+    writes what it reads): sized to the next power of two so a handful serve every tile size."""
+    size = 1 << max(0, n - 1).bit_length()
+    pool = getattr(_LOCAL, "pool", None)
+    if pool is None:
+        pool = _LOCAL.pool = {}
+    buf = pool.get(size)
+    if buf is None:
+        buf = pool[size] = _Buffers(size)
+    return buf

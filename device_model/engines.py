@@ -43,7 +43,7 @@ from .dtypes import FLOAT_DTYPES, INT_DTYPES, np_dtype
 from .errors import XpuError
 from .isa import ALU_OPS, AP, MATMUL_TYPES, Instr, attr, engine_kind
 from .memory import Memory
-from .numerics import activation, cast, to_f32
+from .numerics import activation_function, cast, to_f32
 from .window_sum import WindowSum
 from .workspace import work_array
 
@@ -518,6 +518,10 @@ def _build_activate(c: _Ctx) -> Executor:
         accum = _writer(c.view("accum"), (rows,) + (1,) * (ndim - 1))
     free_axes = tuple(range(1, ndim))
     passthrough = func in ("identity", "copy")
+    try:
+        act = activation_function(func, mode, segments, alpha)
+    except ValueError as exc:
+        raise c.fail(str(exc)) from None
     widen, round_dst = _widener(src_ap.dtype), _rounder(dst_ap.dtype)
     widen_scale = _widener(c.ap("scale_ap").dtype) if scale_v is not None else None
     widen_bias = _widener(c.ap("bias_ap").dtype) if bias_v is not None else None
@@ -535,7 +539,7 @@ def _build_activate(c: _Ctx) -> Executor:
         elif bias != 0.0:
             x = x + bias
         # identity/copy are exact: skip the f64 round trip inside activation()
-        y = x if passthrough else activation(func, x, mode=mode, segments=segments, alpha=alpha)
+        y = x if passthrough else act(x)
         store(round_dst(y))
         if accum is not None:
             accum(round_accum(np.sum(y, axis=free_axes, dtype=np.float32, keepdims=True)))

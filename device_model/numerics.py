@@ -397,6 +397,13 @@ def activation(func: str, x, mode: str = "exact", segments: int = 256, alpha: fl
     once to f32. mode="table" evaluates the functions in TABLE_FUNCS through `segments`-segment
     linear-interpolation tables (see TABLES); every other function is the same in both modes.
     NaN propagates for every function except isnan. `alpha` is leaky_relu's slope (held as f32)."""
+    return activation_function(func, mode, segments, alpha)(x)
+
+
+def activation_function(func: str, mode: str = "exact", segments: int = 256,
+                        alpha: float = 0.01) -> Callable[[np.ndarray], np.ndarray]:
+    """`activation` with its arguments checked once: a function of x alone (an executor calls it on
+    every run; on a tile of a few hundred elements the checks would cost a third of the call)."""
     if func not in ACT_FUNCS:
         raise ValueError(f"unknown activation function {func!r} (expected one of {', '.join(ACT_FUNCS)})")
     if mode not in ACT_MODES:
@@ -405,28 +412,43 @@ def activation(func: str, x, mode: str = "exact", segments: int = 256, alpha: fl
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating, np.integer)) \
             or not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number, got {alpha!r}")
-    x32 = x if isinstance(x, np.ndarray) and x.dtype == F32 else to_f32(x)  # only read: no copy
-    table = mode == "table" and func in TABLES
-    with np.errstate(all="ignore"):
-        if not table and func in _FAST_EXACT:
-            return _FAST_EXACT[func](x32)
-        if not table and func == "relu" and _RELU_IN_F32:
-            y = _relu_f32(x32)
-            if y is not None:
-                return y
-        if table and func in activation_table.FUNCS:  # same bits as _table_eval, fewer passes
-            spec = TABLES[func]
-            return activation_table.table_activation(func, x32, segments, spec.lo, spec.hi, _table(func, segments),
-                                                     _table_steps(func, segments))
-        if x32.size <= _ACT_BLOCK:
-            return _activation_f32(func, x32, table, segments, alpha)
-        # every function is elementwise: blocks keep the float64 temporaries in cache
-        flat = np.ascontiguousarray(x32).reshape(-1)
-        out = np.empty(flat.shape, F32)
-        for start in range(0, flat.size, _ACT_BLOCK):
-            out[start:start + _ACT_BLOCK] = _activation_f32(func, flat[start:start + _ACT_BLOCK], table, segments,
-                                                            alpha)
-        return out.reshape(x32.shape)
+    return _bound_activation(func, mode == "table" and func in TABLES, segments, alpha)
+
+
+@cache
+def _bound_activation(func: str, table: bool, segments: int, alpha: float) -> Callable[[np.ndarray], np.ndarray]:
+    if table and func in activation_table.FUNCS:  # same bits as _table_eval, fewer passes
+        spec = TABLES[func]
+        run_table = activation_table.table_function(func, segments, spec.lo, spec.hi, _table(func, segments),
+                                                    _table_steps(func, segments))
+
+        def evaluate_table(x) -> np.ndarray:
+            x32 = x if isinstance(x, np.ndarray) and x.dtype == F32 else to_f32(x)
+            with np.errstate(all="ignore"):
+                return run_table(x32)
+        return evaluate_table
+    fast_exact = None if table else _FAST_EXACT.get(func)
+    relu_in_f32 = not table and func == "relu" and _RELU_IN_F32
+
+    def evaluate(x) -> np.ndarray:
+        x32 = x if isinstance(x, np.ndarray) and x.dtype == F32 else to_f32(x)  # only read: no copy
+        with np.errstate(all="ignore"):
+            if fast_exact is not None:
+                return fast_exact(x32)
+            if relu_in_f32:
+                y = _relu_f32(x32)
+                if y is not None:
+                    return y
+            if x32.size <= _ACT_BLOCK:
+                return _activation_f32(func, x32, table, segments, alpha)
+            # every function is elementwise: blocks keep the float64 temporaries in cache
+            flat = np.ascontiguousarray(x32).reshape(-1)
+            out = np.empty(flat.shape, F32)
+            for start in range(0, flat.size, _ACT_BLOCK):
+                out[start:start + _ACT_BLOCK] = _activation_f32(func, flat[start:start + _ACT_BLOCK], table,
+                                                                segments, alpha)
+            return out.reshape(x32.shape)
+    return evaluate
 
 
 _ACT_BLOCK = 16384  # elements per pass of the formulas (see activation())
