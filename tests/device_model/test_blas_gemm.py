@@ -102,3 +102,20 @@ def test_a_probe_that_differs_keeps_the_numpy_path(monkeypatch):
     monkeypatch.setattr(blas_gemm, "_PROBED", {})
     monkeypatch.setattr(blas_gemm, "_probe", lambda *args: False)
     assert gemm_call(a, b, np.zeros((6, 7), np.float32)) is None
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 2), (16, 8, 24), (128, 128, 512)])
+def test_negative_zero_psum_and_products_that_are_all_negative_zero(shape):
+    """-0 + (a dot of -0 products) follows numpy: whatever sign BLAS gives the dot, the add sees it once."""
+    m, k, n = shape
+    a = np.ascontiguousarray(np.full((k, m), -1.0, np.float32)).T
+    b = np.zeros((k, n), np.float32)
+    b[:, ::2] = -0.0
+    for psum_value in (-0.0, 0.0):
+        c = np.full((m, n), psum_value, np.float32)
+        expect = np.add(c, np.matmul(a, b))
+        accumulate = gemm_call(a, b, c, np.empty((m, n), np.float32))
+        if accumulate is None:
+            pytest.skip("no direct BLAS path on this machine")
+        accumulate()
+        assert np.array_equal(c.view(np.uint32), expect.view(np.uint32))
