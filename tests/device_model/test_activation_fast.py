@@ -34,6 +34,7 @@ OLD = {
     "sigmoid": sp.expit,
     "silu": lambda x: _neg_inf_to_zero(x, x * sp.expit(x)),
     "softplus": lambda x: np.logaddexp(0.0, x),
+    "exp": np.exp,
 }
 DESTINATIONS = ("f32", "bf16", "f16", "fp8e4", "fp8e5")
 
@@ -52,7 +53,7 @@ def hard_f32(seed: int, n: int) -> np.ndarray:
     its edges, tiny and subnormal values, and f32 neighbours of the domain bounds."""
     rng = np.random.default_rng(seed)
     bounds = np.array([fast.GELU_LO, fast.GELU_TANH_LO, fast.SIGMOID_LO, fast.SOFTPLUS_LO,
-                       0.0, 5.5, 8.0, 16.0, 88.0, 745.0], F32)
+                       0.0, 5.5, 8.0, 16.0, 88.0, 745.0, 2.0 ** -56, 2.0 ** -125, 2.0 ** -126, 1.0, 2.0], F32)
     near_bounds = np.concatenate([bounds + k * np.spacing(bounds) for k in range(-64, 65)])
     return np.concatenate([
         rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32).view(F32),
@@ -177,3 +178,65 @@ def test_blocked_evaluation_gives_the_whole_array_bits(mode, monkeypatch):
         keep = ~np.isnan(x) if func in OLD and mode == "exact" else np.ones(x.shape, bool)  # fast NaN payloads
         assert got.shape == x.shape
         assert np.array_equal(got[keep].view(np.uint32), whole[keep].view(np.uint32)), func
+
+
+def _table_rows_and_values(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every f32 input of the given GELU table rows, and the table's float64 value y for each."""
+    shift = fast._GELU_SHIFT
+    t = np.arange(1 << shift, dtype=np.int64)
+    bits = (rows[:, None].astype(np.int64) << shift) | t[None, :]
+    x = bits.astype(np.uint32).view(F32).reshape(rows.size, -1)
+    c = fast._gelu_table()[rows]
+    tt = t.astype(np.float64)
+    y = ((c[:, 3:4] * tt + c[:, 2:3]) * tt + c[:, 1:2]) * tt + c[:, 0:1]
+    return x, y
+
+
+def test_gelu_table_rows_keep_the_offset_and_bound_they_promise():
+    """The check rests on this: on a poly row, y is beyond the reference's float64 value (away from zero)
+    by at most 2 * GELU_TABLE_EPS * |reference| -- here on every input of 400 rows spread over the table."""
+    table = fast._gelu_table()
+    poly = np.flatnonzero((table[:, 0] != fast._GELU_FLAG) & (table[:, 2] != 0.0))
+    rows = poly[np.linspace(0, poly.size - 1, 400).astype(np.int64)]
+    x, y = _table_rows_and_values(rows)
+    ref = OLD["gelu"](x.astype(np.float64))
+    assert np.all(np.abs(y) >= np.abs(ref))
+    assert np.all(np.abs(y - ref) <= 2 * fast.GELU_TABLE_EPS * np.abs(ref))
+    assert x.min() < -3.9 and x.max() > 6.0 and np.abs(x).min() < 1e-16  # spread over the poly domain
+
+
+def test_gelu_exact_rows_give_the_reference_value_itself():
+    table = fast._gelu_table()
+    exact = np.flatnonzero((table[:, 0] != fast._GELU_FLAG) & (table[:, 2] == 0.0))
+    rows = exact[np.linspace(0, exact.size - 1, 300).astype(np.int64)]
+    x, y = _table_rows_and_values(rows)
+    ref = OLD["gelu"](x.astype(np.float64))
+    assert np.array_equal(y.astype(F32).view(np.uint32), ref.astype(F32).view(np.uint32))
+
+
+def test_gelu_awkward_values_in_a_large_array():
+    rng = np.random.default_rng(41)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 2.0 ** -126, -(2.0 ** -126),
+                        3.4028235e38, -3.4028235e38, -4.0, -16.0, 8.0, -8.0, 2.0 ** -56, -(2.0 ** -56)], F32)
+    finite = special[np.isfinite(special)]
+    with np.errstate(over="ignore"):
+        edges = np.concatenate([finite + k * np.spacing(finite) for k in range(-8, 9)])
+    binades = np.ldexp(1.0, np.arange(-149, 128)).astype(F32)
+    x = np.concatenate([special, edges, binades, -binades, np.nextafter(binades, F32(0)),
+                        -np.nextafter(binades, F32(0)), (rng.standard_normal(8000) * 3).astype(F32)])
+    x = rng.permutation(x)
+    assert x.size >= 4096  # the table path, not the small-array reference
+    assert_same_bits("gelu", x)
+
+
+def test_gelu_check_is_what_makes_the_table_exact(monkeypatch):
+    """Without the check (nothing flagged), the table's offset values round differently from the
+    reference for some inputs: the check is doing the work."""
+    x = hard_f32(seed=43, n=300_000)
+    x = x[np.isfinite(x)]
+    old = old_activation("gelu", x).view(np.uint32)
+    assert np.array_equal(nm.activation("gelu", x).view(np.uint32), old)
+    monkeypatch.setattr(fast, "_GELU_CHECK_HALF", -1)  # no value matches: nothing is flagged
+    with np.errstate(all="ignore"):
+        unchecked = fast.gelu_f32(x, OLD["gelu"]).view(np.uint32)
+    assert not np.array_equal(unchecked, old)
