@@ -1,7 +1,10 @@
 """Activation speed: numerics.activation against the float64 evaluation it replaced, same inputs, same
 run, on an f32 tile. Exact mode: the old formulas kept in tests/device_model/test_activation_fast.py;
 table mode: the old table evaluation kept in tests/device_model/test_activation_table.py (run block by
-block as activation() ran it). CPU time of this thread, best of several repeats; prints old/new.
+block as activation() ran it). The "(prev)" rows compare with the fast path each one replaced: GELU's
+rational approximation through certified_f32 (now the cubic table, activation_fast.gelu_f32) and exp
+as activation() ran it block by block (now one buffered np.exp call). CPU time of this thread, best of
+several repeats; prints old/new.
 
     python bench/bench_activations.py [--shape 128x512] [--repeat 15] [--scale 2.0]
 
@@ -25,6 +28,7 @@ sys.path.insert(0, str(ROOT / "tests" / "device_model"))
 from test_activation_fast import OLD, old_activation  # noqa: E402
 from test_activation_table import old_table_activation  # noqa: E402
 
+from device_model import activation_fast as fast  # noqa: E402
 from device_model import activation_table  # noqa: E402
 from device_model import numerics as nm  # noqa: E402
 
@@ -46,6 +50,22 @@ def old_table_blocked(func: str, x: np.ndarray, segments: int) -> np.ndarray:
     out = np.empty(flat.shape, np.float32)
     for start in range(0, flat.size, nm._ACT_BLOCK):
         out[start:start + nm._ACT_BLOCK] = old_table_activation(func, flat[start:start + nm._ACT_BLOCK], segments)
+    return out.reshape(x.shape)
+
+
+def previous_gelu(x: np.ndarray) -> np.ndarray:
+    """Exact GELU as the rational approximation certified it before the table (same bits)."""
+    return fast.certified_f32(x, fast.gelu_approx, nm._gelu, fast.GELU_REL_ERR, fast.GELU_LO, nm._F32_MAX,
+                              sign_of_x=True)
+
+
+def previous_exp(x: np.ndarray) -> np.ndarray:
+    """Exact exp as activation() ran it before: float64 copies of 16k-element blocks (same bits)."""
+    flat = x.reshape(-1)
+    out = np.empty(flat.shape, np.float32)
+    for start in range(0, flat.size, nm._ACT_BLOCK):
+        out[start:start + nm._ACT_BLOCK] = nm._activation_f32("exp", flat[start:start + nm._ACT_BLOCK], False, 256,
+                                                              0.01)
     return out.reshape(x.shape)
 
 
@@ -72,6 +92,9 @@ def main() -> None:
     print(f"{'func':18s} {'old ms':>8s} {'new ms':>8s} {'old/new':>8s}")
     for func in sorted(OLD):
         compare(f"{func} exact", lambda f=func: old_activation(f, x), lambda f=func: nm.activation(f, x), args.repeat)
+    with np.errstate(all="ignore"):
+        compare("gelu exact (prev)", lambda: previous_gelu(x), lambda: nm.activation("gelu", x), args.repeat)
+        compare("exp exact (prev)", lambda: previous_exp(x), lambda: nm.activation("exp", x), args.repeat)
     segments = args.segments
     for func in activation_table.FUNCS:
         compare(f"{func} table", lambda f=func: old_table_blocked(f, x, segments),

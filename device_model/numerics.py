@@ -228,14 +228,22 @@ _EXACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 assert set(_EXACT) | {"leaky_relu"} == set(ACT_FUNCS)
 
 _F32_MAX = float(np.finfo(F32).max)
+
+
+def _one_buffered_pass(ufunc: np.ufunc) -> Callable[[np.ndarray], np.ndarray]:
+    """f32 -> f32 as ufunc in float64: the same float64 loop on the same values as widening the array
+    first, then one rounding to f32; numpy does both conversions in its small buffers, in one call."""
+    return lambda x32: ufunc(x32, out=np.empty(np.shape(x32), F32), dtype=F64)
+
 # f32 -> f32 evaluations with the same bits as _EXACT[func] rounded to f32, for every input (see
 # activation_fast): a cheap float64 approximation decides every element it provably rounds the same as
 # the reference; the rest (a rounding midpoint within its error bound, outside its domain) runs
-# _EXACT[func] itself. exp is np.exp in float64 itself, with the widening and the rounding to f32 done in
-# numpy's buffers: no float64 array of the whole input, and one call instead of three.
+# _EXACT[func] itself. Functions that are one numpy ufunc run it in float64 in one call, numpy widening
+# the input and rounding the result to f32 in its buffers (_one_buffered_pass).
 _FAST_EXACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "gelu": lambda x32: fast.gelu_f32(x32, _gelu),  # a table of cubic pieces (see activation_fast)
-    "exp": lambda x32: np.exp(x32, out=np.empty(np.shape(x32), F32), dtype=F64),  # one buffered pass
+    **{func: _one_buffered_pass(ufunc) for func, ufunc in
+       (("exp", np.exp), ("tanh", np.tanh), ("log", np.log), ("sqrt", np.sqrt))},
     "gelu_tanh": lambda x32: fast.certified_f32(x32, fast.gelu_tanh_approx, _gelu_tanh, fast.LOGISTIC_REL_ERR,
                                                 fast.GELU_TANH_LO, _F32_MAX, min_size=256),
     "sigmoid": lambda x32: fast.certified_f32(x32, fast.sigmoid_approx, sp.expit, fast.LOGISTIC_REL_ERR,
