@@ -56,8 +56,10 @@ class Memory:
         sbuf_row = arch.sbuf_bytes if sbuf_row_bytes is None else min(max(sbuf_row_bytes, 1), arch.sbuf_bytes)
         psum_row = arch.psum_bytes if psum_row_bytes is None else min(max(psum_row_bytes, 1), arch.psum_bytes)
         self.hbm = np.zeros(max(hbm_bytes, 1), dtype=np.uint8)
-        self.sbuf = np.zeros((arch.partitions, sbuf_row), dtype=np.uint8)
-        self.psum = np.zeros((arch.raw["psum"]["partitions"], psum_row), dtype=np.uint8)
+        self._sbuf_rows = _padded_rows(arch.partitions, sbuf_row)
+        self._psum_rows = _padded_rows(arch.raw["psum"]["partitions"], psum_row)
+        self.sbuf = self._sbuf_rows[:, :sbuf_row]
+        self.psum = self._psum_rows[:, :psum_row]
         self._views: dict[AP, np.ndarray] = {}  # buffers never move, so a view is built once
         # On-chip bytes are written only through views (and restore): clear_onchip zeroes the
         # bounding boxes of the views handed out, not all of SBUF (a 12 MiB fill per run).
@@ -113,10 +115,11 @@ class Memory:
         free_strides = tuple(s * size for s, _ in ap.dims)
         if ap.space == "hbm":
             return np.ndarray(free_shape, dtype=dt, buffer=buf, offset=ap.offset, strides=free_strides)
-        row = buf.shape[1]
+        rows = self._sbuf_rows if ap.space == "sbuf" else self._psum_rows
+        row = rows.shape[1]
         first, end = ap.byte_extent()
         self._new_boxes.append((ap.space, ap.pstart, ap.pstart + ap.pcount, first, end))
-        return np.ndarray((ap.pcount,) + free_shape, dtype=dt, buffer=buf,
+        return np.ndarray((ap.pcount,) + free_shape, dtype=dt, buffer=rows,
                           offset=ap.pstart * row + ap.offset, strides=(row,) + free_strides)
 
     def clear_onchip(self, only: OnchipRegions | None = None) -> None:
@@ -240,6 +243,22 @@ class Memory:
         out = page.copy()
         out.flags.writeable = False
         return out
+
+
+_ROW_ALIGN = 64  # bytes: a cache line
+_ROW_SKEW = 17 * _ROW_ALIGN  # an odd number of cache lines between partitions' sets (see _padded_rows)
+
+
+def _padded_rows(partitions: int, row_bytes: int) -> np.ndarray:
+    """Zeroed [partitions, padded row] bytes whose first `row_bytes` of each row hold one partition.
+    Rows are a multiple of 4 KiB apart when unpadded (SBUF 192 KiB, PSUM 16 KiB), so the same byte of
+    every partition falls into the same L1/L2 cache sets: an instruction over 128 partitions then
+    evicts its own lines. Padding each row by an odd number of cache lines spreads the partitions
+    over the sets; each row starts on a cache line (the same alignment for all partitions)."""
+    stride = -(-row_bytes // _ROW_ALIGN) * _ROW_ALIGN + _ROW_SKEW
+    raw = np.zeros(partitions * stride + _ROW_ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % _ROW_ALIGN
+    return raw[start:start + partitions * stride].reshape(partitions, stride)
 
 
 def _byte_view(mask: np.ndarray, ap: AP) -> np.ndarray:
