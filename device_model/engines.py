@@ -44,6 +44,7 @@ from .errors import XpuError
 from .isa import ALU_OPS, AP, MATMUL_TYPES, Instr, attr, engine_kind
 from .memory import Memory
 from .numerics import activation_function, cast, to_f32
+from .unbuffered import NAN_PAIR_SENSITIVE, ORDER_FREE, may_overlap, quiet_unbuffered
 from .window_sum import WindowSum
 from .workspace import work_array
 
@@ -647,11 +648,43 @@ def _build_tensor_tensor(c: _Ctx) -> Executor:
     a_f32, b_f32 = _f32_operand(c, "a", shape), _f32_operand(c, "b", shape)
     out, finish = _f32_result(c, shape)
 
-    @_quiet
     def tensor_tensor():
         ufunc(a_f32(), b_f32(), out=out)  # numpy computes as if the operands did not overlap out
         finish()
-    return tensor_tensor
+    buffered = _quiet(tensor_tensor)
+    if ufunc in ORDER_FREE:
+        return quiet_unbuffered(tensor_tensor)
+    if ufunc not in NAN_PAIR_SENSITIVE:
+        return buffered
+    # add, multiply: exact unbuffered unless both operands hold a NaN at one element (see
+    # unbuffered). A result without NaN rules that out; with one, the untouched inputs go again
+    # through numpy's default. Where out overlaps an input, an f32 operand without NaN is the
+    # check instead (read before out changes; a second pass over memory, so only then).
+    a_view, b_view = c.view("a"), c.view("b")
+    if not may_overlap(out, a_view) and not may_overlap(out, b_view):
+        @quiet_unbuffered
+        def compute_unbuffered():
+            ufunc(a_f32(), b_f32(), out=out)
+            return np.isnan(out).any()
+
+        @_quiet
+        def compute_buffered():
+            ufunc(a_f32(), b_f32(), out=out)
+
+        def tensor_tensor_checked():
+            if compute_unbuffered():
+                compute_buffered()
+            finish()
+        return tensor_tensor_checked
+    f32_operands = [view for name, view in (("b", b_view), ("a", a_view)) if c.ap(name).dtype == "f32"]
+    if not f32_operands:
+        return buffered
+    operand, unbuffered = f32_operands[0], quiet_unbuffered(tensor_tensor)
+    has_nan = quiet_unbuffered(lambda: np.isnan(operand).any())
+
+    def tensor_tensor_prechecked():
+        return buffered() if has_nan() else unbuffered()
+    return tensor_tensor_prechecked
 
 
 def _build_tensor_scalar(c: _Ctx) -> Executor:
@@ -687,7 +720,8 @@ def _build_tensor_scalar(c: _Ctx) -> Executor:
         steps.append((fn, get, rev))
     ufuncs = [_FLOAT_UFUNCS.get(op) for op, *_ in stages]
     if not integer and steps and None not in ufuncs:
-        return _tensor_scalar_f32(c, shape, [(u, get, rev) for u, (_, get, rev) in zip(ufuncs, steps)])
+        scalars = [None if view is not None else steps[i][1]() for i, (_, _, view, _, _) in enumerate(stages)]
+        return _tensor_scalar_f32(c, shape, [(u, get, rev) for u, (_, get, rev) in zip(ufuncs, steps)], scalars)
     widen = (lambda x: x.astype(np.int64)) if integer else _widener(src_ap.dtype)
 
     def compute():
@@ -698,17 +732,19 @@ def _build_tensor_scalar(c: _Ctx) -> Executor:
     return _run_alu(c, compute, _writer(dst, shape), dst_ap.dtype)
 
 
-def _tensor_scalar_f32(c: _Ctx, shape, steps) -> Executor:
+def _tensor_scalar_f32(c: _Ctx, shape, steps, scalars) -> Executor:
     """tensor_scalar on the f32 datapath, each stage one ufunc (the same f32 operations as fresh
     temporaries): a first stage of two into a contiguous work array, the last one straight into the
     result. dst is written only by that last call, so a per-partition scalar inside dst is read
-    before it changes (numpy computes a call as if its operands did not overlap its output)."""
+    before it changes (numpy computes a call as if its operands did not overlap its output).
+    `scalars`: each stage's immediate (f32), or None for a per-partition operand. Stages run without
+    numpy's operand buffering where that is exact (see unbuffered): an add or multiply only while its
+    scalar holds no NaN (immediates decided here, per-partition ones checked per call)."""
     src_f32 = _f32_operand(c, "src", shape)
     out, finish = _f32_result(c, shape)
     (ufunc, get, rev), first = steps[-1], steps[:-1]
     between = work_array(c.mem, "alu", shape, np.float32) if first else None
 
-    @_quiet
     def tensor_scalar():
         t = src_f32()
         for f, g, r in first:
@@ -722,7 +758,21 @@ def _tensor_scalar_f32(c: _Ctx, shape, steps) -> Executor:
         else:
             ufunc(t, get(), out=out)
         finish()
-    return tensor_scalar
+    buffered = _quiet(tensor_scalar)
+    if any(u not in ORDER_FREE and (u not in NAN_PAIR_SENSITIVE or (k is not None and np.isnan(k)))
+           for (u, _, _), k in zip(steps, scalars)):
+        return buffered
+    unbuffered = quiet_unbuffered(tensor_scalar)
+    nan_checks = [g for (u, g, _), k in zip(steps, scalars) if u in NAN_PAIR_SENSITIVE and k is None]
+    if not nan_checks:
+        return unbuffered
+
+    def tensor_scalar_checked():
+        for get_scalars in nan_checks:
+            if np.isnan(get_scalars()).any():
+                return buffered()
+        return unbuffered()
+    return tensor_scalar_checked
 
 
 def _f32_result(c: _Ctx, shape: tuple[int, ...]) -> tuple[np.ndarray, Callable[[], None]]:
