@@ -957,20 +957,33 @@ def _build_transpose32(c: _Ctx) -> Executor:
 
 
 def _build_stats(c: _Ctx) -> Executor:
-    src_ap, dst_ap = c.ap("src"), c.ap("dst")
+    """Mean and variance per partition in float64, rounded once into dst: the same operations as
+    `x.mean(axis=1)` and `x.var(axis=1)` on the widened float64 array (numpy's sum of each row,
+    divided by the count; deviations from that mean, squared, summed, divided), with the row sums
+    taken once for both and every pass over C-contiguous work arrays (the same layout, so the same
+    pairwise summation order, as the fresh arrays numpy's methods allocate)."""
+    dst_ap = c.ap("dst")
     p, f = c.rows_free("src")
     if c.rows_free("dst") != (p, 2):
         raise c.fail(f"dst {_fmt(dst_ap)} must be [{p},2] (mean, variance per partition)")
-    read = _reader(c.view("src"), (p, f))
+    src_f32 = _f32_operand(c, "src", (p, f))
     store = _writer(c.view("dst"), (p, 2))
-    dtype, widen = dst_ap.dtype, _widener(src_ap.dtype)
+    dtype = dst_ap.dtype
+    x = work_array(c.mem, "stats", (p, f), np.float64)
+    mean = np.empty((p, 1), np.float64)
+    sq_sum = np.empty(p, np.float64)
+    out = np.empty((p, 2), np.float64)
 
     @_quiet
     def stats():
-        x = widen(read()).astype(np.float64)
-        out = np.empty((p, 2), np.float64)
-        out[:, 0] = x.mean(axis=1)
-        out[:, 1] = x.var(axis=1)
+        np.copyto(x, src_f32())  # f32 -> f64 is exact
+        np.add.reduce(x, axis=1, keepdims=True, out=mean)
+        np.true_divide(mean, f, out=mean)
+        np.subtract(x, mean, out=x)
+        np.square(x, out=x)
+        np.add.reduce(x, axis=1, out=sq_sum)
+        out[:, 0] = mean[:, 0]
+        np.true_divide(sq_sum, f, out=out[:, 1])
         store(cast(out, dtype))
     return stats
 

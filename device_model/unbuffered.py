@@ -20,6 +20,7 @@ keeps numpy's default. Without numpy's private ufunc-config hooks (numpy 1.x) no
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
@@ -28,6 +29,7 @@ try:  # numpy >= 2: the error/buffer config is one context variable
 except ImportError:  # pragma: no cover - numpy 1.x: its iterator does not buffer these operands
     _extobj_contextvar = _make_extobj = None
 
+T = TypeVar("T")
 _BUFSIZE = 16  # the smallest numpy accepts: never more than one row, so never a copy
 
 ORDER_FREE = frozenset({np.subtract, np.divide, np.maximum, np.minimum})
@@ -36,17 +38,17 @@ NAN_PAIR_SENSITIVE = frozenset({np.add, np.multiply})
 _QUIET_UNBUFFERED = _make_extobj(all="ignore", bufsize=_BUFSIZE) if _make_extobj is not None else None
 
 
-def quiet_unbuffered(fn: Callable[[], None]) -> Callable[[], None]:
+def quiet_unbuffered(fn: Callable[..., T]) -> Callable[..., T]:
     """`fn` run with numpy's floating-point warnings off (as engines' `_quiet`) and ufunc buffers
     small enough that no operand is copied. Use only for the ufuncs this module's docstring allows."""
     if _QUIET_UNBUFFERED is None:  # pragma: no cover - numpy 1.x
         return np.errstate(all="ignore")(fn)
     config, var = _QUIET_UNBUFFERED, _extobj_contextvar
 
-    def unbuffered():
+    def unbuffered(*args):
         token = var.set(config)
         try:
-            return fn()
+            return fn(*args)
         finally:
             var.reset(token)
     return unbuffered
