@@ -491,6 +491,9 @@ def _build_transpose(c: _Ctx) -> Executor:
         raise c.fail(f"dst {_fmt(dst_ap)} has dtype {dst_ap.dtype}; expected f32 "
                      "(or i32 for an integer src)")
     read = _reader(c.view("src"), (k, m))
+    dst2d = _view_reshape(c.view("dst"), (m, k))
+    if dst2d is not None:  # one strided copy (numpy reads an overlapping src before writing)
+        return lambda: np.copyto(dst2d, convert(read()).T)
     store = _writer(c.view("dst"), (m, k))
     return lambda: store(np.ascontiguousarray(convert(read()).T))
 
@@ -929,6 +932,9 @@ def _build_reduce(c: _Ctx) -> Executor:
     return reduce
 
 
+_BLOCKWISE_TRANSPOSE = 1 << 15  # elements from which transpose32 goes block by block through a work array
+
+
 def _build_transpose32(c: _Ctx) -> Executor:
     src_ap, dst_ap = c.ap("src"), c.ap("dst")
     p, f = c.rows_free("src")
@@ -944,6 +950,17 @@ def _build_transpose32(c: _Ctx) -> Executor:
         dst4 = _view_reshape(_raw(dst) if same else dst, blocks)
         if src4 is not None and dst4 is not None:  # one strided copy (numpy copies first if they overlap)
             src_t = src4.transpose(0, 3, 2, 1)
+            if same and p * f >= _BLOCKWISE_TRANSPOSE:
+                # gather each transposed block into a contiguous [32, 32] (reading a block's rows
+                # from 32 partitions at a time), then store whole 128-byte block rows: the scattered
+                # accesses stay inside one 4 KiB block, and src is read in full before dst changes
+                blocks_t = work_array(c.mem, "transpose32", (p // 32, f // 32, 32, 32), src4.dtype)
+                gather_from, store_from = src4.transpose(0, 2, 3, 1), blocks_t.transpose(0, 2, 1, 3)
+
+                def transpose_blockwise():
+                    np.copyto(blocks_t, gather_from)
+                    np.copyto(dst4, store_from)
+                return transpose_blockwise
             if same:
                 return lambda: np.copyto(dst4, src_t)
 

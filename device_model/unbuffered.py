@@ -19,7 +19,8 @@ keeps numpy's default. Without numpy's private ufunc-config hooks (numpy 1.x) no
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
@@ -36,12 +37,25 @@ ORDER_FREE = frozenset({np.subtract, np.divide, np.maximum, np.minimum})
 NAN_PAIR_SENSITIVE = frozenset({np.add, np.multiply})
 
 _QUIET_UNBUFFERED = _make_extobj(all="ignore", bufsize=_BUFSIZE) if _make_extobj is not None else None
+_enabled = True
+
+
+@contextmanager
+def numpy_default_buffering() -> Iterator[None]:
+    """Executors built inside this block keep numpy's default buffering everywhere: the reference
+    the unbuffered paths are tested against, bit for bit."""
+    global _enabled
+    _enabled = False
+    try:
+        yield
+    finally:
+        _enabled = True
 
 
 def quiet_unbuffered(fn: Callable[..., T]) -> Callable[..., T]:
     """`fn` run with numpy's floating-point warnings off (as engines' `_quiet`) and ufunc buffers
     small enough that no operand is copied. Use only for the ufuncs this module's docstring allows."""
-    if _QUIET_UNBUFFERED is None:  # pragma: no cover - numpy 1.x
+    if _QUIET_UNBUFFERED is None or not _enabled:
         return np.errstate(all="ignore")(fn)
     config, var = _QUIET_UNBUFFERED, _extobj_contextvar
 
@@ -52,7 +66,6 @@ def quiet_unbuffered(fn: Callable[..., T]) -> Callable[..., T]:
         finally:
             var.reset(token)
     return unbuffered
-
 
 
 def may_overlap(a: np.ndarray, b: np.ndarray) -> bool:
