@@ -932,7 +932,9 @@ def _build_reduce(c: _Ctx) -> Executor:
     return reduce
 
 
-_BLOCKWISE_TRANSPOSE = 1 << 15  # elements from which transpose32 goes block by block through a work array
+# bytes from which transpose32 goes block by block through a work array (below, numpy's one strided
+# copy is faster: its working set stays in cache)
+_BLOCKWISE_TRANSPOSE = 3 << 17
 
 
 def _build_transpose32(c: _Ctx) -> Executor:
@@ -950,7 +952,7 @@ def _build_transpose32(c: _Ctx) -> Executor:
         dst4 = _view_reshape(_raw(dst) if same else dst, blocks)
         if src4 is not None and dst4 is not None:  # one strided copy (numpy copies first if they overlap)
             src_t = src4.transpose(0, 3, 2, 1)
-            if same and p * f >= _BLOCKWISE_TRANSPOSE:
+            if same and p * f * src4.itemsize >= _BLOCKWISE_TRANSPOSE:
                 # gather each transposed block into a contiguous [32, 32] (reading a block's rows
                 # from 32 partitions at a time), then store whole 128-byte block rows: the scattered
                 # accesses stay inside one 4 KiB block, and src is read in full before dst changes

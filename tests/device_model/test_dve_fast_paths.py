@@ -20,7 +20,7 @@ from device_model.unbuffered import NAN_PAIR_SENSITIVE, ORDER_FREE, numpy_defaul
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NaN and inf operands on purpose
 ARCH = load_arch()
-HBM, SBUF_ROW, PSUM_ROW = 1 << 14, 24 << 10, 8 << 10
+HBM, SBUF_ROW, PSUM_ROW = 1 << 14, 32 << 10, 8 << 10
 _AWKWARD = np.array([0x00000000, 0x80000000, 0x7FC00000, 0xFFC00000, 0x7FC00123, 0xFF812345, 0x7F800001,
                      0x7F800000, 0xFF800000, 0x00000001, 0x80000001, 0x007FFFFF, 0x7F7FFFFF, 0x3F800000,
                      0xBF800000, 0x3F000000], np.uint32)  # ±0, NaNs (quiet, signalling, payloads), ±inf, ...
@@ -207,8 +207,9 @@ def _old_transpose32(ins: Instr, mem: Memory) -> None:
 
 
 @pytest.mark.parametrize("dtype", ["f32", "bf16", "fp8e5", "i32"])
-@pytest.mark.parametrize("p,f", [(128, 256), (64, 1024), (128, 1536)])
+@pytest.mark.parametrize("p,f", [(128, 256), (128, 1536), (64, 3072), (128, 3072)])
 def test_blockwise_transpose32_matches_the_previous_formula(dtype, p, f):
+    """Large tiles go block by block (from 384 KiB), smaller ones through numpy's single copy."""
     size = {"f32": 4, "i32": 4, "bf16": 2, "fp8e5": 1}[dtype]
     src = _rows(0, p, f, dtype)
     seed = 0
