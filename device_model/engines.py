@@ -992,13 +992,14 @@ def _build_stats(c: _Ctx) -> Executor:
     mean = np.empty((p, 1), np.float64)
     sq_sum = np.empty(p, np.float64)
     out = np.empty((p, 2), np.float64)
+    center = quiet_unbuffered(lambda: np.subtract(x, mean, out=x))  # the sums keep numpy's buffering
 
     @_quiet
     def stats():
         np.copyto(x, src_f32())  # f32 -> f64 is exact
         np.add.reduce(x, axis=1, keepdims=True, out=mean)
         np.true_divide(mean, f, out=mean)
-        np.subtract(x, mean, out=x)
+        center()
         np.square(x, out=x)
         np.add.reduce(x, axis=1, out=sq_sum)
         out[:, 0] = mean[:, 0]
