@@ -31,12 +31,24 @@ except ImportError:  # pragma: no cover - numpy 1.x: its iterator does not buffe
     _extobj_contextvar = _make_extobj = None
 
 T = TypeVar("T")
-_BUFSIZE = 16  # the smallest numpy accepts: never more than one row, so never a copy
+_BUFSIZE = 16  # the smallest numpy accepts: at most one row of any real tile, so no copy
 
 ORDER_FREE = frozenset({np.subtract, np.divide, np.maximum, np.minimum})
 NAN_PAIR_SENSITIVE = frozenset({np.add, np.multiply})
 
-_QUIET_UNBUFFERED = _make_extobj(all="ignore", bufsize=_BUFSIZE) if _make_extobj is not None else None
+
+def _quiet_unbuffered_config():
+    """numpy's config object for 'warnings off, buffers of _BUFSIZE', or None where this numpy has no
+    such hook (then everything keeps numpy's default)."""
+    if _make_extobj is None:  # pragma: no cover - numpy 1.x
+        return None
+    try:
+        return _make_extobj(all="ignore", bufsize=_BUFSIZE)
+    except (TypeError, ValueError):  # pragma: no cover - a numpy whose private hook changed
+        return None
+
+
+_QUIET_UNBUFFERED = _quiet_unbuffered_config()
 _enabled = True
 
 
