@@ -926,10 +926,38 @@ def _build_reduce(c: _Ctx) -> Executor:
             store(round_dst(fn(x, axis) if out is None else out))
         return reduce_window
 
+    op = c.attr("op")
+    if not integer and op in ("max", "min") and axes > 0:
+        # numpy's reduce without an initial value walks each window element by element (~1 ns
+        # each); with ∓inf as the initial value it runs its vector loop, ~3x faster. Same value
+        # whatever the order; the bits may differ only by a NaN's payload or a zero's sign, which
+        # those windows leave to np.max / np.min
+        pick, start = (np.maximum, np.float32(-np.inf)) if op == "max" else (np.minimum, np.float32(np.inf))
+
+        @_quiet
+        def reduce_from_initial():
+            x = widen(read())
+            out = pick.reduce(x, axis=axis, initial=start)
+            store(round_dst(out if _order_free_extreme(x, out) else fn(x, axis)))
+        return reduce_from_initial
+
     @_quiet
     def reduce():
         store(round_dst(fn(widen(read()), axis)))
     return reduce
+
+
+def _order_free_extreme(x: np.ndarray, out: np.ndarray) -> bool:
+    """Whether `out`, the max or min of float32 `x` over its innermost dims (out's shape is x's
+    outer dims), is the same in every summation order: no NaN, and no window whose extreme is a zero
+    holds both +0 and -0."""
+    if np.isnan(out).any():
+        return False
+    zero = out == 0
+    if not zero.any():
+        return True
+    windows = x.reshape(out.shape + (-1,)).view(np.int32)[zero]
+    return not ((windows == _F32_NEG_ZERO_BITS).any(axis=-1) & (windows == 0).any(axis=-1)).any()
 
 
 # bytes from which transpose32 goes block by block through a work array (below, numpy's one strided

@@ -249,3 +249,46 @@ def test_pe_transpose_single_copy_matches_the_previous_formula(src_dt, dst_dt):
         build_executor(ins, fast_mem, ARCH)()
         _old_transpose(ins, ref_mem)
         _same(fast_mem, ref_mem, str(ins))
+
+
+# ---- reduce max / min from an initial value -------------------------------------------------------------
+
+def _old_reduce(ins: Instr, mem: Memory) -> None:
+    src_ap, dst_ap = ins.operands["src"], ins.operands["dst"]
+    src = mem.view(src_ap)
+    axes = int(ins.attrs["axes"])
+    fn = np.max if ins.attrs["op"] == "max" else np.min
+    with np.errstate(all="ignore"):
+        out = fn(_widener(src_ap.dtype)(src), axis=tuple(range(src.ndim - axes, src.ndim)))
+        _writer(mem.view(dst_ap), out.shape)(cast(out, dst_ap.dtype))
+
+
+def _zero_windows(mem: Memory, src: AP, seed: int) -> None:
+    """Windows of zeros only, some holding both signs, some one sign; the rest negative or positive."""
+    rng = np.random.default_rng(seed)
+    view = mem.view(src)
+    signs = np.where(rng.random(view.shape) < 0.5, np.float32(0.0), np.float32(-0.0))
+    whole = rng.random(view.shape[:2]) < 0.5
+    signs[whole] = np.float32(0.0)  # one sign in these (outer) windows
+    view[...] = cast(signs, src.dtype).reshape(view.shape)
+
+
+@pytest.mark.parametrize("op", ["max", "min"])
+@pytest.mark.parametrize("src_dt,dst_dt", [("f32", "f32"), ("bf16", "f32"), ("f32", "bf16")])
+@pytest.mark.parametrize("data", ["random", "nan", "zeros"])
+def test_reduce_extreme_from_initial_matches_np_max(op, src_dt, dst_dt, data):
+    seed = 0
+    for src, axes in ((_sb(0, 128, ((128, 12), (1, 128))), 1), (_sb(0, 16, ((100, 5), (1, 100))), 1),
+                      (_sb(0, 8, ((300, 4), (30, 10), (1, 30))), 2), (_sb(0, 16, ((1, 4), (4, 80))), 1)):
+        seed += 1
+        src = AP(src.space, src.offset, src.dims, src_dt, src.pstart, src.pcount)
+        outer = src.num_elements // src.pcount // int(np.prod([c for _, c in src.dims[len(src.dims) - axes:]]))
+        ins = Instr("dve", "reduce", {"dst": _rows(20000, src.pcount, outer, dst_dt), "src": src},
+                    {"op": op, "axes": axes})
+        fast_mem, ref_mem = _memories(seed, 0.3 if data == "nan" else 0.0)
+        if data == "zeros":
+            for mem in (fast_mem, ref_mem):
+                _zero_windows(mem, src, seed)
+        build_executor(ins, fast_mem, ARCH)()
+        _old_reduce(ins, ref_mem)
+        _same(fast_mem, ref_mem, str(ins))
