@@ -59,6 +59,18 @@ def _check_against_buffered(ins: Instr, seed: int, nan_share: float = 0.3) -> No
     _same(fast_mem, ref_mem, str(ins))
 
 
+def _check_against_oracle(ins: Instr, oracle, seed: int, nan_share: float = 0.3, prepare=None) -> None:
+    """The executor on one memory, `oracle(ins, mem)` (the previous formula) on a copy; `prepare(mem)`
+    first writes special contents into both."""
+    fast_mem, ref_mem = _memories(seed, nan_share)
+    if prepare is not None:
+        prepare(fast_mem)
+        prepare(ref_mem)
+    build_executor(ins, fast_mem, ARCH)()
+    oracle(ins, ref_mem)
+    _same(fast_mem, ref_mem, str(ins))
+
+
 def _sb(off: int, parts: int, dims, dtype: str = "f32", space: str = "sbuf", pstart: int = 0) -> AP:
     return AP(space, off, tuple(dims), dtype, pstart, parts)
 
@@ -190,16 +202,15 @@ def test_stats_match_mean_and_var_in_float64(src_dt, dst_dt, nan_share):
     for src in (_rows(0, 128, 384, src_dt), _rows(0, 7, 1, src_dt), _sb(64, 32, ((40, 5), (1, 33)), src_dt),
                 _rows(0, 16, 1000, src_dt)):
         seed += 1
-        fast_mem, ref_mem = _memories(seed, nan_share)
         rng = np.random.default_rng(seed)
-        if nan_share == 0.0:  # finite values of very different scales (a rounding-order change shows)
-            values = (rng.standard_normal(src.num_elements) * np.exp2(rng.integers(-40, 40, src.num_elements)))
-            for mem in (fast_mem, ref_mem):
-                mem.view(src)[...] = cast(values, src_dt).reshape(mem.view(src).shape)
+        # finite values of very different scales (a change of summation order shows), or random bits
+        values = rng.standard_normal(src.num_elements) * np.exp2(rng.integers(-40, 40, src.num_elements))
+
+        def scaled(mem: Memory, src=src, values=values) -> None:
+            view = mem.view(src)
+            view[...] = cast(values, src.dtype).reshape(view.shape)
         ins = Instr("dve", "stats", {"src": src, "dst": _rows(12000, src.pcount, 2, dst_dt)})
-        build_executor(ins, fast_mem, ARCH)()
-        _old_stats(ins, ref_mem)
-        _same(fast_mem, ref_mem, str(ins))
+        _check_against_oracle(ins, _old_stats, seed, nan_share, scaled if nan_share == 0.0 else None)
 
 
 # ---- transposes -----------------------------------------------------------------------------------------
@@ -223,11 +234,7 @@ def test_blockwise_transpose32_matches_the_previous_formula(dtype, p, f):
     for dst in (src, _rows(size * f + 64, p, f, dtype), _rows(size * 32, p, f, dtype),
                 _sb(8192, p, ((40, f // 32), (1, 32)), dtype)):  # blocks 40 elements apart
         seed += 1
-        ins = Instr("dve", "transpose32", {"dst": dst, "src": src})
-        fast_mem, ref_mem = _memories(seed)
-        build_executor(ins, fast_mem, ARCH)()
-        _old_transpose32(ins, ref_mem)
-        _same(fast_mem, ref_mem, str(ins))
+        _check_against_oracle(Instr("dve", "transpose32", {"dst": dst, "src": src}), _old_transpose32, seed)
 
 
 def _old_transpose(ins: Instr, mem: Memory) -> None:
@@ -244,11 +251,7 @@ def test_pe_transpose_single_copy_matches_the_previous_formula(src_dt, dst_dt):
                      (_sb(0, 32, ((20, 4), (1, 16)), src_dt), _rows(4096, 64, 32, dst_dt, "psum")),
                      (_rows(0, 64, 64, src_dt), _sb(0, 64, ((80, 1), (1, 64)), dst_dt, "psum"))):
         seed += 1
-        ins = Instr("pe", "transpose", {"dst": dst, "src": src})
-        fast_mem, ref_mem = _memories(seed)
-        build_executor(ins, fast_mem, ARCH)()
-        _old_transpose(ins, ref_mem)
-        _same(fast_mem, ref_mem, str(ins))
+        _check_against_oracle(Instr("pe", "transpose", {"dst": dst, "src": src}), _old_transpose, seed)
 
 
 # ---- reduce max / min from an initial value -------------------------------------------------------------
@@ -285,10 +288,5 @@ def test_reduce_extreme_from_initial_matches_np_max(op, src_dt, dst_dt, data):
         outer = src.num_elements // src.pcount // int(np.prod([c for _, c in src.dims[len(src.dims) - axes:]]))
         ins = Instr("dve", "reduce", {"dst": _rows(20000, src.pcount, outer, dst_dt), "src": src},
                     {"op": op, "axes": axes})
-        fast_mem, ref_mem = _memories(seed, 0.3 if data == "nan" else 0.0)
-        if data == "zeros":
-            for mem in (fast_mem, ref_mem):
-                _zero_windows(mem, src, seed)
-        build_executor(ins, fast_mem, ARCH)()
-        _old_reduce(ins, ref_mem)
-        _same(fast_mem, ref_mem, str(ins))
+        zeros = (lambda mem, src=src, seed=seed: _zero_windows(mem, src, seed)) if data == "zeros" else None
+        _check_against_oracle(ins, _old_reduce, seed, 0.3 if data == "nan" else 0.0, zeros)
