@@ -216,6 +216,8 @@ def _f32_operand(c: _Ctx, name: str, shape: tuple[int, ...]) -> Callable[[], np.
         # a widened bf16 keeps the view's own axis order (numpy's order="K"): keep that layout too
         widen, read = _widener(dtype), _reader(view, shape)
         return lambda: widen(read())
+    if dtype == "bf16":
+        return _bf16_high_halves(c, name, view, shape)
     work = work_array(c.mem, name, view.shape, np.float32)
     out = work.reshape(shape)  # C-contiguous, so always a view
     fill = _widen_into(dtype)
@@ -224,6 +226,26 @@ def _f32_operand(c: _Ctx, name: str, shape: tuple[int, ...]) -> Callable[[], np.
         fill(view, work)
         return out
     return widened
+
+
+def _bf16_high_halves(c: _Ctx, name: str, view: np.ndarray, shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
+    """bf16 widened by storing its bits as the high halves of an f32 work array whose low halves are
+    zero: one 16-bit copy instead of a shift into 32 bits (about half the cost on small operands).
+    The array has a role of its own that only these copies write, always at the high half of an
+    element, so low halves zeroed when an executor is built stay zero whatever other shapes share it."""
+    work = work_array(c.mem, f"{name}:bf16", view.shape, np.float32)
+    work[...] = 0
+    high = work.view(np.uint16)[..., 1::2] if _LITTLE_ENDIAN else work.view(np.uint16)[..., 0::2]
+    bits, out = view.view(np.uint16), work.reshape(shape)
+    copyto = np.copyto
+
+    def widened() -> np.ndarray:
+        copyto(high, bits)
+        return out
+    return widened
+
+
+_LITTLE_ENDIAN = np.little_endian
 
 
 def _rounder(dtype: str) -> Callable[[np.ndarray], np.ndarray]:
