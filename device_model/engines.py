@@ -96,8 +96,18 @@ def instr_bytes(ins: Instr) -> int:
 def _quiet(fn: Executor) -> Executor:
     """`fn` with numpy's floating-point warnings off: NaN, inf and overflow are results the device
     gives, not errors. As a decorator np.errstate costs about half of a `with` block per call (a few
-    µs on a small instruction); one instance per executor (numpy 1.x keeps its state on it)."""
-    return np.errstate(all="ignore")(fn)
+    µs on a small instruction); one instance per executor (numpy 1.x keeps its state on it). A caller
+    that runs many executors inside one np.errstate(all="ignore") calls `bare_executor` of each."""
+    quiet = np.errstate(all="ignore")(fn)
+    quiet._xpu_bare = fn
+    return quiet
+
+
+def bare_executor(fn: Executor) -> Executor:
+    """`fn` without the floating-point error state it sets itself, for a caller that already runs it
+    inside np.errstate(all="ignore") (the same effects; ~0.5 µs less per call). Any other callable
+    is returned as it is."""
+    return getattr(fn, "_xpu_bare", fn)
 
 
 def _failing(message: str) -> Executor:

@@ -26,7 +26,7 @@ from threadpoolctl import ThreadpoolController
 
 from .arch import Arch, load_arch
 from .dtypes import np_dtype
-from .engines import ExecError, build_executor
+from .engines import ExecError, bare_executor, build_executor
 from .errors import EXIT_CHECK_FAILED, XpuError
 from .events import (
     HOOKS,
@@ -108,6 +108,7 @@ class _Schedule:
 
     order: tuple[tuple[_EngineState, int], ...]  # (engine, instruction index) per completion
     execs: tuple  # their executors, in that order
+    bare: tuple  # the same without their own np.errstate (engines.bare_executor), for a run inside one
     events: tuple[InstrEvent, ...]  # what on_complete receives for each
     finishes: bool  # False: the program hangs after `order`
     end: tuple  # time, semaphores, busy cycles, completed, DMA bytes, _ENGINE_FIELDS per active engine
@@ -409,7 +410,9 @@ class Machine:
             end = (self.time, tuple(self.sem), tuple(self.busy_cycles), tuple(self.completed), self.dma_bytes_moved,
                    tuple(tuple(getattr(e, f) for f in _ENGINE_FIELDS) for e in self._active))
         self.reset()
-        self._schedule = _Schedule(tuple(order), tuple(e.execs[idx] for e, idx in order), tuple(events), finishes, end)
+        execs = tuple(e.execs[idx] for e, idx in order)
+        self._schedule = _Schedule(tuple(order), execs, tuple(bare_executor(f) for f in execs), tuple(events),
+                                   finishes, end)
         return self._schedule
 
     @contextmanager
@@ -432,13 +435,14 @@ class Machine:
         after a hook attaches or detaches an observer the run goes on in the event path."""
         self._announced = None
         hooks, events, changes = self._hooks["on_complete"], schedule.events, self._observers_changed
+        if not hooks:
+            self._replay_bare(schedule)
+            return
         for position, run in enumerate(schedule.execs):
             try:
                 run()
             except BaseException as exc:
                 self._fail_as_scheduled(schedule, position, exc)
-            if not hooks:
-                continue
             try:
                 for fn in hooks:
                     fn(events[position])
@@ -455,6 +459,24 @@ class Machine:
                 while self._advance(None):
                     pass
                 return
+        self._end_as_scheduled(schedule)
+
+    def _replay_bare(self, schedule: _Schedule) -> None:
+        """`_replay` with no hook to call: the executors in one loop inside one np.errstate, each
+        without its own (the same effects: only numpy's warnings are off, as each quiet executor has
+        them anyway)."""
+        with np.errstate(all="ignore"):
+            position = 0
+            try:
+                for run in schedule.bare:
+                    run()
+                    position += 1
+            except BaseException as exc:
+                self._fail_as_scheduled(schedule, position, exc)
+        self._end_as_scheduled(schedule)
+
+    def _end_as_scheduled(self, schedule: _Schedule) -> None:
+        """The scheduler state a run that completed all of `schedule` ends in."""
         time, sem, busy_cycles, completed, dma_bytes, engines = schedule.end
         self.time, self.sem, self._pending, self._finished = time, list(sem), [], True
         self.busy_cycles, self.completed, self.dma_bytes_moved = list(busy_cycles), list(completed), dma_bytes

@@ -1,13 +1,19 @@
 """Fast paths for small instructions give the same bits as the reference paths they replace: bf16
-operands widened into the high halves of zeroed work arrays (`_f32_operand`)."""
+operands widened into the high halves of zeroed work arrays (`_f32_operand`), a replay calling
+executors without their own np.errstate."""
 from __future__ import annotations
+
+import warnings
 
 import ml_dtypes
 import numpy as np
 
 from device_model.arch import load_arch
-from device_model.engines import _Ctx, _f32_operand, _reader, _widener
+from device_model.assembly import assemble
+from device_model.engines import _Ctx, _f32_operand, _reader, _widener, bare_executor
+from device_model.events import Observer
 from device_model.isa import AP, Instr
+from device_model.machine import Machine
 from device_model.memory import Memory
 from device_model.workspace import work_array
 
@@ -72,3 +78,44 @@ def test_bf16_operand_values_are_the_ml_dtypes_cast():
     got = _operand(mem, ap, (4, 6))()
     want = values.astype(ml_dtypes.bfloat16).astype(np.float32).reshape(4, 6)
     assert got.view(np.uint32).tobytes() == want.view(np.uint32).tobytes()
+
+
+def test_replay_runs_bare_executors_in_one_errstate_with_the_event_paths_results():
+    """An unobserved run calls each executor without its own np.errstate, inside one: log of zeros
+    and negatives (divide-by-zero, invalid), then -inf * 0 (invalid in numpy's multiply) and a cast
+    that overflows still give what the event path gives, and no warning escapes where warnings are errors."""
+    prog = assemble(_NAN_LOG, "nan_log")
+    x = np.random.default_rng(3).standard_normal((128, 64)).astype(np.float32)
+    x[:, :8] = 0.0
+    x[:, 8:12] = 3e38
+    results = []
+    for observed in (False, True):
+        m = Machine(ARCH).load(prog)
+        m.write_tensor("x", x)
+        if observed:
+            m.attach(_Completions())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            m.run()
+        results.append((m.time, m.read_tensor("y").view(np.uint16).tobytes(), m.memory.sbuf.tobytes()))
+    assert results[0] == results[1]
+    assert all(bare_executor(f) is not f for e in m._engines if e.name in ("act", "dve") for f in e.execs)
+
+
+class _Completions(Observer):
+    def on_complete(self, ev) -> None:
+        pass
+
+
+_ROWS = "sbuf[0:+128]@{:#x}{{1:64}}:{}"
+_NAN_LOG = "\n".join([
+    ".arch xpu1",
+    ".tensor input x @0x0 shape=128x64 dtype=f32",
+    ".tensor output y @0x8000 shape=128x64 dtype=bf16",
+    f"dma0 dma_copy dst={_ROWS.format(0, 'f32')} src=hbm@0x0{{64:128,1:64}}:f32 signal=s0+=1",
+    f"act activate dst={_ROWS.format(0x400, 'f32')} src={_ROWS.format(0, 'f32')} func=log mode=exact "
+    "wait=s0>=1 signal=s1+=1",
+    f"dve tensor_tensor dst={_ROWS.format(0x400, 'f32')} a={_ROWS.format(0x400, 'f32')} b={_ROWS.format(0, 'f32')} "
+    "op=mul wait=s1>=1 signal=s1+=1",
+    f"dma1 dma_copy dst=hbm@0x8000{{64:128,1:64}}:bf16 src={_ROWS.format(0x400, 'f32')} wait=s1>=2",
+])
