@@ -870,12 +870,13 @@ _SPARSE_ZEROS = 64  # zero extremes in at most 1/64 of the windows are checked b
 
 
 def _windowed_extreme(op: str, axes: int, shape: tuple[int, ...]):
-    """np.max / np.min over the innermost `axes` dims of a float32 array of `shape`, one elementwise
-    np.maximum / np.minimum per reduced position: numpy's reduce walks a few elements per output
-    through its generic iterator, ~20x slower on pooling windows. Max and min are exact, so the
-    result is the same whatever the order, except where np.max itself depends on its order: NaN
-    (which payload) and a zero result from a window holding both +0 and -0. Then the caller falls
-    back to np.max / np.min. None when this does not pay (large windows)."""
+    """np.max / np.min over the innermost `axes` dims of a float32 array of `shape`, as elementwise
+    np.maximum / np.minimum folding one window axis at a time (largest stride first, so the inner
+    dims stay contiguous): numpy's reduce walks a few elements per output through its generic
+    iterator, ~20x slower on pooling windows. Max and min are exact, so the result is the same
+    whatever the order, except where np.max itself depends on its order: NaN (which payload) and a
+    zero result from a window holding both +0 and -0 (only possible if the input holds a -0 at all).
+    Then the caller falls back to np.max / np.min. None when this does not pay (large windows)."""
     window = shape[len(shape) - axes:]
     count = _prod(window)
     if op not in ("max", "min") or not 1 < count <= _SMALL_WINDOW or axes == 0:
@@ -883,26 +884,62 @@ def _windowed_extreme(op: str, axes: int, shape: tuple[int, ...]):
     positions = [np.unravel_index(i, window) for i in range(count)]
     pick = np.maximum if op == "max" else np.minimum
     keys = [(Ellipsis,) + tuple(int(j) for j in pos) for pos in positions]
+    plans: dict[tuple[int, ...], tuple] = {}
 
     def extreme(x: np.ndarray) -> np.ndarray | None:
-        out = x[keys[0]].copy()
-        for key in keys[1:]:
-            pick(out, x[key], out=out)
-        if np.isnan(out).any():
+        plan = plans.get(x.strides)
+        if plan is None:
+            plan = plans[x.strides] = _fold_plan(x, axes)
+        steps, perm, flat_shape = plan
+        out = x
+        for step in steps:
+            if len(step) == 1:
+                out = out[step[0]]
+                continue
+            acc = pick(out[step[0]], out[step[1]])
+            for key in step[2:]:
+                pick(acc, out[key], out=acc)
+            out = acc
+        if np.isnan(out.max() if op == "max" else out.min()):  # NaN propagates through the reduction
             return None
+        every = x.transpose(perm)  # the same elements, in memory order (one cheap pass for the -0 check)
+        every = _view_reshape(every, flat_shape) if flat_shape is not None else every
+        if every.view(np.int32).min() != _F32_NEG_ZERO_BITS:  # -0 is the unique smallest int32 pattern
+            return out
         zero = out == 0  # only windows whose extreme is a zero can hold both signs
-        count = int(np.count_nonzero(zero))
-        if count == 0:
+        zeros = int(np.count_nonzero(zero))
+        if zeros == 0:
             return out
         bits = x.view(np.int32)
-        if count * _SPARSE_ZEROS < zero.size:  # a few: look at those windows alone
+        if zeros * _SPARSE_ZEROS < zero.size:  # a few: look at those windows alone
             zero = np.nonzero(zero)
-        elif not (bits == _F32_NEG_ZERO_BITS).any():
-            # many (a ReLU'd input, small windows): a window can only mix the signs if some -0 is
-            # read at all, and one pass over the input is ~4x cheaper than the window-wise check
-            return out
         return None if _mixed_zeros(bits, keys, zero) else out
     return extreme
+
+
+def _fold_plan(x: np.ndarray, axes: int) -> tuple:
+    """How `_windowed_extreme` folds x's window axes (index tuples per step, the axis dropped each
+    time), and the axis order and merged shape that see all of x in memory order."""
+    ndim = x.ndim
+    window_axes = sorted(range(ndim - axes, ndim), key=lambda d: -abs(x.strides[d]))
+    steps, left = [], list(range(ndim))
+    for d in window_axes:
+        at = left.index(d)
+        pre = (slice(None),) * at
+        steps.append([pre + (j,) for j in range(x.shape[d])])
+        left.remove(d)
+    perm = sorted(range(ndim), key=lambda d: -abs(x.strides[d]))
+    merged: list[int] = []
+    last_stride = None
+    for d in perm:
+        n, st = x.shape[d], x.strides[d]
+        if merged and last_stride == st * n:
+            merged[-1] *= n
+        else:
+            merged.append(n)
+        last_stride = st
+    flat_shape = tuple(merged) if len(merged) < ndim else None
+    return steps, perm, flat_shape
 
 
 def _mixed_zeros(bits: np.ndarray, keys, zero) -> bool:

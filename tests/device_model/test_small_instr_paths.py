@@ -1,16 +1,17 @@
 """Fast paths for small instructions give the same bits as the reference paths they replace: bf16
 operands widened into the high halves of zeroed work arrays (`_f32_operand`), a replay calling
-executors without their own np.errstate."""
+executors without their own np.errstate, windowed max/min folded one window axis at a time."""
 from __future__ import annotations
 
 import warnings
 
 import ml_dtypes
 import numpy as np
+import pytest
 
 from device_model.arch import load_arch
 from device_model.assembly import assemble
-from device_model.engines import _Ctx, _f32_operand, _reader, _widener, bare_executor
+from device_model.engines import _Ctx, _f32_operand, _reader, _widener, _windowed_extreme, bare_executor
 from device_model.events import Observer
 from device_model.isa import AP, Instr
 from device_model.machine import Machine
@@ -119,3 +120,36 @@ _NAN_LOG = "\n".join([
     "op=mul wait=s1>=1 signal=s1+=1",
     f"dma1 dma_copy dst=hbm@0x8000{{64:128,1:64}}:bf16 src={_ROWS.format(0x400, 'f32')} wait=s1>=2",
 ])
+
+
+@pytest.mark.parametrize("op", ["max", "min"])
+@pytest.mark.parametrize("window", [(2, 2), (3, 3), (2, 3, 2)])
+def test_windowed_extreme_folds_pooling_layouts_like_numpy(op, window):
+    """Windows read in place from a partition-strided image (window axes interleaved with kept ones,
+    as a pooling reads them), with ±0, ±inf, subnormals, NaN; each case either equals np.max / np.min
+    bit for bit or is left to numpy (a NaN, or a zero extreme from a window mixing +0 and -0)."""
+    rng = np.random.default_rng(len(window) * 10 + (op == "max"))
+    fast = _windowed_extreme(op, len(window), (16, 3, 4) + window)
+    ref_fn = np.max if op == "max" else np.min
+    taken = 0
+    for trial in range(24):
+        image = rng.standard_normal((16, 3 * window[0] + 1, 4 * window[1] + 2, window[-1] if len(window) == 3 else 1))
+        image = image.astype(np.float32)
+        flat = image.reshape(-1)
+        for value, share in ((0.0, 0.3 if trial % 3 else 0.0), (-0.0, 0.05 * (trial % 4 == 1)), (np.inf, 0.01),
+                             (-np.inf, 0.01), (1e-45, 0.02), (np.nan, 0.002 * (trial % 5 == 4))):
+            flat[rng.random(flat.size) < share] = value
+        if trial % 2:
+            image = np.maximum(image, np.float32(0.0))  # a ReLU'd input: +0 only
+        s = image.strides
+        shape = (16, 3, 4) + window
+        strides = (s[0], s[1] * window[0], s[2] * window[1], s[1], s[2]) + ((s[3],) if len(window) == 3 else ())
+        x = np.lib.stride_tricks.as_strided(image, shape, strides)
+        got = fast(x)
+        ref = ref_fn(x, axis=tuple(range(3, x.ndim)))
+        if got is None:
+            assert np.isnan(ref).any() or (ref == 0).any()
+            continue
+        taken += 1
+        assert got.view(np.uint32).tobytes() == np.ascontiguousarray(ref).view(np.uint32).tobytes()
+    assert taken >= 12
