@@ -381,10 +381,10 @@ def _build_memset(c: _Ctx) -> Executor:
     else:
         const = cast(np.array(value, np.float64), dst_ap.dtype)
     const = np.asarray(const, dtype=dst.dtype).reshape(())
-
-    def memset():
-        dst[...] = const
-    return memset
+    # the value's bit pattern stored through an unsigned view: the same bytes as `dst[...] = const`,
+    # without numpy's per-call cast set-up (~10x faster on a small bf16 tile)
+    raw, bits = _raw(dst), int(_raw(const.reshape(1))[0])
+    return lambda: raw.fill(bits)
 
 
 def _build_iota(c: _Ctx) -> Executor:

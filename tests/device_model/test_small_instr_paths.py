@@ -1,6 +1,7 @@
 """Fast paths for small instructions give the same bits as the reference paths they replace: bf16
 operands widened into the high halves of zeroed work arrays (`_f32_operand`), a replay calling
-executors without their own np.errstate, windowed max/min folded one window axis at a time."""
+executors without their own np.errstate, windowed max/min folded one window axis at a time, memset
+through an unsigned view."""
 from __future__ import annotations
 
 import warnings
@@ -11,11 +12,21 @@ import pytest
 
 from device_model.arch import load_arch
 from device_model.assembly import assemble
-from device_model.engines import _Ctx, _f32_operand, _reader, _widener, _windowed_extreme, bare_executor
+from device_model.engines import (
+    _Ctx,
+    _f32_operand,
+    _reader,
+    _scalar_is_int,
+    _widener,
+    _windowed_extreme,
+    bare_executor,
+    build_executor,
+)
 from device_model.events import Observer
 from device_model.isa import AP, Instr
 from device_model.machine import Machine
 from device_model.memory import Memory
+from device_model.numerics import cast
 from device_model.workspace import work_array
 
 ARCH = load_arch()
@@ -153,3 +164,22 @@ def test_windowed_extreme_folds_pooling_layouts_like_numpy(op, window):
         taken += 1
         assert got.view(np.uint32).tobytes() == np.ascontiguousarray(ref).view(np.uint32).tobytes()
     assert taken >= 12
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16", "f16", "fp8e4", "fp8e5", "i8", "i32"])
+def test_memset_writes_the_bytes_a_typed_store_writes(dtype):
+    """memset through the unsigned view equals `dst[...] = cast(value)` byte for byte, over awkward
+    values (±0, ±inf, NaN, subnormal, ties, out of range), on a gapped multi-partition pattern."""
+    values = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, 1.0 + 2.0**-8, 3.0e38, -7.5, 300, -129, 2**31]
+    size = {"f32": 4, "i32": 4, "bf16": 2, "f16": 2}.get(dtype, 1)
+    ap = _ap(64, 5, ((7 * 3, 4), (1, 3)), dtype)
+    for value in values:
+        mem, ref = _memory(), _memory()
+        rng = np.random.default_rng(size)
+        mem.sbuf[...] = ref.sbuf[...] = rng.integers(0, 256, mem.sbuf.shape, dtype=np.uint8)
+        ins = Instr("dve", "memset", {"dst": ap}, {"value": value})
+        build_executor(ins, mem, ARCH)()
+        integral = dtype.startswith("i") and _scalar_is_int(value)
+        const = cast(np.array(int(value), np.int64) if integral else np.array(value, np.float64), dtype)
+        ref.view(ap)[...] = np.asarray(const, dtype=ref.view(ap).dtype).reshape(())
+        assert mem.sbuf.tobytes() == ref.sbuf.tobytes(), value
