@@ -189,6 +189,19 @@ def _hardsigmoid(x, alpha=HARDSIGMOID_ALPHA, beta=HARDSIGMOID_BETA):
     return np.clip(alpha * x + beta, 0.0, 1.0)
 
 
+def _hardswish(x):
+    """x * hardsigmoid(x; 1/6, 0.5), with -inf giving -0: the same float64 operations as the formula
+    (np.clip's min(max(t, 0), 1) spelled out), in place, and the -inf fix-up only when x holds a
+    -inf (its min is -inf, or NaN when a NaN hides it)."""
+    t = x * HARDSWISH_ALPHA
+    t += HARDSWISH_BETA
+    np.maximum(t, 0.0, out=t)
+    np.minimum(t, 1.0, out=t)
+    t *= x
+    lowest = x.min() if x.size else 0.0
+    return _neg_inf_to_zero(x, t) if not lowest > -np.inf else t
+
+
 def _isnan(x):
     return np.isnan(x).astype(F64)
 
@@ -217,7 +230,7 @@ _EXACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "neg": np.negative,
     "sign": np.sign,
     "hardsigmoid": _hardsigmoid,
-    "hardswish": lambda x: _neg_inf_to_zero(x, x * _hardsigmoid(x, HARDSWISH_ALPHA, HARDSWISH_BETA)),
+    "hardswish": _hardswish,
     "softplus": lambda x: np.logaddexp(0.0, x),
     "floor": np.floor,
     "ceil": np.ceil,

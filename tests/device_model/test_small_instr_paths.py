@@ -1,7 +1,7 @@
 """Fast paths for small instructions give the same bits as the reference paths they replace: bf16
 operands widened into the high halves of zeroed work arrays (`_f32_operand`), a replay calling
 executors without their own np.errstate, windowed max/min folded one window axis at a time, memset
-through an unsigned view."""
+through an unsigned view, hardswish in place, activations checked once at build."""
 from __future__ import annotations
 
 import warnings
@@ -10,6 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from device_model import numerics
 from device_model.arch import load_arch
 from device_model.assembly import assemble
 from device_model.engines import (
@@ -183,3 +184,52 @@ def test_memset_writes_the_bytes_a_typed_store_writes(dtype):
         const = cast(np.array(int(value), np.int64) if integral else np.array(value, np.float64), dtype)
         ref.view(ap)[...] = np.asarray(const, dtype=ref.view(ap).dtype).reshape(())
         assert mem.sbuf.tobytes() == ref.sbuf.tobytes(), value
+
+
+def _hardswish_as_first_written(x: np.ndarray) -> np.ndarray:
+    return numerics._neg_inf_to_zero(x, x * numerics._hardsigmoid(x, numerics.HARDSWISH_ALPHA, numerics.HARDSWISH_BETA))
+
+
+@pytest.mark.parametrize("specials", [False, True])
+def test_hardswish_in_place_equals_the_formula_bit_for_bit(specials):
+    """Every f32 near the kinks (±3 and 0, a few ulps either side), random values over many scales,
+    and (with specials) ±0, ±inf, NaN payloads, subnormals, ±max, a -inf next to a NaN."""
+    rng = np.random.default_rng(21 + specials)
+    near = np.array([-3.0, 3.0, 0.0, -1.5, 1.5], np.float32)
+    steps = np.arange(-64, 65, dtype=np.int32)
+    kinks = (near.view(np.int32)[:, None] + steps[None, :]).reshape(-1).view(np.float32)
+    scaled = (rng.standard_normal(4000) * np.exp2(rng.integers(-30, 30, 4000))).astype(np.float32)
+    x = np.concatenate([kinks, scaled])
+    if specials:
+        nans = np.array([0x7FC00000, 0xFFC00001, 0x7F800001, 0x7FA12345], np.uint32).view(np.float32)
+        odd = np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45, 1e-39, 3.4e38, -3.4e38], np.float32)
+        x = np.concatenate([x, nans, odd, [np.float32(-np.inf)], nans[:1]])
+    rng.shuffle(x)
+    with np.errstate(all="ignore"):  # (signalling NaNs, inf * 0: results here, not errors)
+        xd = x.astype(np.float64)
+        want = _hardswish_as_first_written(xd)
+        got = numerics._hardswish(xd)
+    assert got.view(np.uint64).tobytes() == want.view(np.uint64).tobytes()
+    got32 = numerics.activation("hardswish", x.reshape(-1, 1))
+    assert got32.view(np.uint32).tobytes() == want.astype(np.float32).reshape(-1, 1).view(np.uint32).tobytes()
+
+
+@pytest.mark.parametrize("func", ["sigmoid", "tanh", "gelu", "hardswish", "leaky_relu", "exp", "isnan"])
+@pytest.mark.parametrize("mode", ["exact", "table"])
+def test_activation_checked_once_equals_activation(func, mode):
+    """numerics.activation_f32 (arguments checked at build) gives activation()'s bits; bad arguments
+    raise the same ValueError there."""
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((8, 300)) * 6).astype(np.float32)
+    x.reshape(-1)[:6] = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40]
+    with np.errstate(all="ignore"):
+        got = numerics.activation_f32(func, mode, 128, 0.02)(x)
+    want = numerics.activation(func, x, mode=mode, segments=128, alpha=0.02)
+    assert got.view(np.uint32).tobytes() == want.view(np.uint32).tobytes()
+    for bad in ({"func": "nope"}, {"mode": "fast"}, {"segments": 0}, {"alpha": float("nan")}):
+        args = {"func": func, "mode": mode, "segments": 128, "alpha": 0.02} | bad
+        with pytest.raises(ValueError) as late:
+            numerics.activation(args["func"], x, mode=args["mode"], segments=args["segments"], alpha=args["alpha"])
+        with pytest.raises(ValueError) as early:
+            numerics.activation_f32(**args)
+        assert str(early.value) == str(late.value)
