@@ -178,6 +178,7 @@ def _bits_table(dtype: str) -> np.ndarray:
 
 
 _TABLE_WIDENED = ("f16", "fp8e4", "fp8e5")
+_WIDENED_BY_ASTYPE = ("i8", "u8", "i16", "i32")
 _WIDEN_TABLES: dict[str, np.ndarray] = {}
 
 
@@ -198,7 +199,9 @@ def _widener(dtype: str) -> Callable[[np.ndarray], np.ndarray]:
     if dtype in _TABLE_WIDENED:
         table, raw = _widen_table(dtype)
         return lambda x: np.take(table, x.view(raw), mode="wrap")  # every index is in range
-    return to_f32  # integers: numerics rounds values beyond 2^24 correctly
+    if dtype in _WIDENED_BY_ASTYPE:  # numpy's int -> f32 cast rounds to nearest even once, as to_f32 does
+        return lambda x: x.astype(np.float32)
+    return to_f32  # wider integers: numerics rounds values beyond 2^53 correctly
 
 
 def _widen_into(dtype: str) -> Callable[[np.ndarray, np.ndarray], None]:
@@ -259,10 +262,33 @@ _LITTLE_ENDIAN = np.little_endian
 
 
 def _rounder(dtype: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The single rounding at the write of dst (numerics.cast, skipped when already f32 -> f32)."""
+    """The single rounding at the write of dst (numerics.cast, skipped when already f32 -> f32).
+    Shortcuts with cast's bits: from f32 numpy's own cast to bf16/f16 (as in _IEEE_CASTS), and to an
+    integer dtype np.rint in f32 (exact, like cast's rint in float64); from int64 (the integer ALU)
+    a plain astype. The integer ones only when every value lies in the dtype's range (so nothing
+    saturates and no NaN becomes 0); anything else goes through cast."""
     if dtype == "f32":
         return lambda v: v if v.dtype == np.float32 else cast(v, "f32")
+    target = np_dtype(dtype)
+    if ("f32", dtype) in _IEEE_CASTS:
+        return lambda v: v.astype(target) if v.dtype == np.float32 else cast(v, dtype)
+    if dtype in _F32_ROUNDS_IN_RANGE:
+        info = np.iinfo(target)
+        lo, hi = int(info.min), int(info.max)  # compared as Python numbers: exact
+
+        def round_int(v: np.ndarray) -> np.ndarray:
+            if v.dtype == np.float32 and v.size:
+                r = np.rint(v)
+                if lo <= float(r.min()) and float(r.max()) <= hi:  # NaN fails both
+                    return r.astype(target)
+            elif v.dtype == np.int64 and v.size and lo <= int(v.min()) and int(v.max()) <= hi:
+                return v.astype(target)
+            return cast(v, dtype)
+        return round_int
     return lambda v: cast(v, dtype)
+
+
+_F32_ROUNDS_IN_RANGE = ("i8", "u8", "i16", "i32")  # integer dtypes an f32 rounds into exactly by astype
 
 
 def _converter(src: str, dst: str) -> Callable[[np.ndarray], np.ndarray]:

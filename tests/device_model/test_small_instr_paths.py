@@ -1,7 +1,8 @@
 """Fast paths for small instructions give the same bits as the reference paths they replace: bf16
 operands widened into the high halves of zeroed work arrays (`_f32_operand`), a replay calling
 executors without their own np.errstate, windowed max/min folded one window axis at a time, memset
-through an unsigned view, hardswish in place, activations checked once at build."""
+through an unsigned view, hardswish in place, activations checked once at build, cast copies through
+a contiguous work array, the dst rounding and integer widening shortcuts."""
 from __future__ import annotations
 
 import warnings
@@ -13,10 +14,12 @@ import pytest
 from device_model import numerics
 from device_model.arch import load_arch
 from device_model.assembly import assemble
+from device_model.dtypes import np_dtype
 from device_model.engines import (
     _Ctx,
     _f32_operand,
     _reader,
+    _rounder,
     _scalar_is_int,
     _widener,
     _windowed_extreme,
@@ -27,7 +30,7 @@ from device_model.events import Observer
 from device_model.isa import AP, Instr
 from device_model.machine import Machine
 from device_model.memory import Memory
-from device_model.numerics import cast
+from device_model.numerics import cast, to_f32
 from device_model.workspace import work_array
 
 ARCH = load_arch()
@@ -271,3 +274,54 @@ def test_casting_copies_write_the_bits_of_the_device_cast(src_dt, dst_dt, layout
     dst = ref.view(dst_ap)
     dst[...] = values.reshape(dst.shape)
     assert mem.hbm.tobytes() == ref.hbm.tobytes() and mem.sbuf.tobytes() == ref.sbuf.tobytes()
+
+
+def _awkward_f32(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Random bit patterns (NaN payloads, infinities, subnormals, -0) mixed with values at integer
+    and half-integer ties, at the edges of the integer ranges, and at bf16/f16 rounding ties."""
+    bits = rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32)
+    edges = np.array([-2**31, -2**31 - 256, 2**31 - 128, 2**31, -129, -128.5, -128, 127, 127.5, 128, 255.5,
+                      -32768.5, 32767.5, 0.5, 1.5, 2.5, -0.5, -2.5, 0.0, -0.0, 65504, 65520, 3.4e38], np.float32)
+    ties = (bits[: n // 4] & np.uint32(0xFFFF0000)) | np.uint32(0x8000)
+    small = (rng.standard_normal(n) * np.exp2(rng.integers(0, 12, n))).astype(np.float32)
+    return np.concatenate([bits.view(np.float32), edges, ties.view(np.float32), small, np.round(small) + 0.5])
+
+
+@pytest.mark.parametrize("dtype", ["i8", "u8", "i16", "i32", "bf16", "f16", "u32", "fp8e4"])
+def test_rounder_shortcuts_give_the_bits_of_cast(dtype):
+    """_rounder from f32 (and from the integer ALU's int64, in range and beyond) equals numerics.cast,
+    in whole arrays that stay in range (the shortcut) and that do not (cast itself)."""
+    rng = np.random.default_rng(len(dtype) * 7 + ord(dtype[-1]))
+    round_dst = _rounder(dtype)
+    x = _awkward_f32(rng, 6000)
+    finite_small = x[np.isfinite(x) & (np.abs(x) < 100)]
+    ints = rng.integers(-2**40, 2**40, 3000).astype(np.int64)
+    in_range = rng.integers(0, 100, 3000).astype(np.int64)
+    cases = [x, finite_small, x[:0], ints, in_range, np.array([np.nan], np.float32), np.float32(7.5)[None]]
+    if dtype[0] in "iu":  # whole arrays at the edges of the range: in it, and one step beyond either end
+        lo, hi = int(np.iinfo(np_dtype(dtype)).min), int(np.iinfo(np_dtype(dtype)).max)
+        for a, b in ((lo, hi), (lo - 1, hi), (lo, hi + 1)):
+            cases.append(np.array([a, b, (a + b) // 2, 0], np.int64))
+            cases.append(np.array([a, b, a + 0.5, b - 0.5, b + 0.5, a - 0.5, 0.5, -0.0], np.float64).astype(np.float32))
+    with np.errstate(all="ignore"):
+        for v in cases:
+            got, want = round_dst(v), cast(v, dtype)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            assert got.tobytes() == want.tobytes()
+            assert not np.shares_memory(got, v)
+
+
+@pytest.mark.parametrize("dtype", ["i8", "u8", "i16", "i32"])
+def test_integer_widening_is_to_f32(dtype):
+    """Small integers widen by numpy's cast with to_f32's bits: every value for 8/16 bits, for i32
+    the extremes, runs around every power of two from 2^24 (ties to even) and random values."""
+    info = np.iinfo(np_dtype(dtype))
+    if info.bits <= 16:
+        x = np.arange(info.min, info.max + 1, dtype=np.int64).astype(np_dtype(dtype))
+    else:
+        around = [np.arange(-300, 301) + sign * (1 << e) for e in range(24, 32) for sign in (1, -1)]
+        rng = np.random.default_rng(4)
+        x = np.concatenate(around + [rng.integers(info.min, info.max, 100_000), [info.min, info.max, 0]])
+        x = np.clip(x, info.min, info.max).astype(np.int32)
+    got = _widener(dtype)(x)
+    assert got.dtype == np.float32 and got.view(np.uint32).tobytes() == to_f32(x).view(np.uint32).tobytes()
