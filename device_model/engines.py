@@ -292,12 +292,13 @@ _F32_ROUNDS_IN_RANGE = ("i8", "u8", "i16", "i32")  # integer dtypes an f32 round
 
 
 def _converter(src: str, dst: str) -> Callable[[np.ndarray], np.ndarray]:
-    """Data-movement conversion: identity for the same dtype, else the device cast."""
+    """Data-movement conversion: identity for the same dtype, else the device cast (to f32 as the
+    datapath widens, to anything else with _rounder's shortcuts)."""
     if src == dst:
         return lambda x: x
-    if dst == "f32" and src in FLOAT_DTYPES:
+    if dst == "f32":
         return _widener(src)
-    return lambda x: cast(x, dst)
+    return _rounder(dst)
 
 
 def _f32_scalar(value) -> np.float32:

@@ -16,6 +16,7 @@ from device_model.arch import load_arch
 from device_model.assembly import assemble
 from device_model.dtypes import np_dtype
 from device_model.engines import (
+    _converter,
     _Ctx,
     _f32_operand,
     _reader,
@@ -325,3 +326,23 @@ def test_integer_widening_is_to_f32(dtype):
         x = np.clip(x, info.min, info.max).astype(np.int32)
     got = _widener(dtype)(x)
     assert got.dtype == np.float32 and got.view(np.uint32).tobytes() == to_f32(x).view(np.uint32).tobytes()
+
+
+@pytest.mark.parametrize("src_dt", ["f32", "bf16", "f16", "fp8e4", "i8", "u8", "i32", "i64"])
+@pytest.mark.parametrize("dst_dt", ["f32", "bf16", "fp8e5", "i8", "i32", "i64", "u32"])
+def test_data_movement_conversion_is_the_device_cast(src_dt, dst_dt):
+    """_converter (dma_copy, copy, gather, transpose32 conversions) equals numerics.cast over random bits
+    (the same dtype is a bit copy, NaN payloads kept, by design)."""
+    if src_dt == dst_dt:
+        assert _converter(src_dt, dst_dt)(np.zeros(3, np_dtype(src_dt))).dtype == np_dtype(src_dt)
+        return
+    rng = np.random.default_rng(3)
+    size = np_dtype(src_dt).itemsize
+    raw = rng.integers(0, 256, 4096 * size, dtype=np.uint8)
+    x = raw.view(np_dtype(src_dt)).reshape(64, 64)
+    with np.errstate(all="ignore"):
+        got, want = _converter(src_dt, dst_dt)(x), cast(x, dst_dt)
+        small = np.clip(x.astype(np.float64), -100, 100).astype(np_dtype(src_dt)) if src_dt[0] in "iu" else x
+        got_small, want_small = _converter(src_dt, dst_dt)(small), cast(small, dst_dt)
+    assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    assert got_small.tobytes() == want_small.tobytes()
