@@ -1,7 +1,7 @@
 """Fast paths for small instructions give the same bits as the reference paths they replace: bf16
 operands widened into the high halves of zeroed work arrays (`_f32_operand`), a replay calling
 executors without their own np.errstate, windowed max/min folded one window axis at a time, memset
-through an unsigned view, hardswish in place, activations checked once at build, cast copies through
+through an unsigned view, hardswish in place, cast copies through
 a contiguous work array, the dst rounding and integer widening shortcuts."""
 from __future__ import annotations
 
@@ -216,65 +216,6 @@ def test_hardswish_in_place_equals_the_formula_bit_for_bit(specials):
     assert got.view(np.uint64).tobytes() == want.view(np.uint64).tobytes()
     got32 = numerics.activation("hardswish", x.reshape(-1, 1))
     assert got32.view(np.uint32).tobytes() == want.astype(np.float32).reshape(-1, 1).view(np.uint32).tobytes()
-
-
-@pytest.mark.parametrize("func", ["sigmoid", "tanh", "gelu", "hardswish", "leaky_relu", "exp", "isnan"])
-@pytest.mark.parametrize("mode", ["exact", "table"])
-def test_activation_checked_once_equals_activation(func, mode):
-    """numerics.activation_f32 (arguments checked at build) gives activation()'s bits; bad arguments
-    raise the same ValueError there."""
-    rng = np.random.default_rng(8)
-    x = (rng.standard_normal((8, 300)) * 6).astype(np.float32)
-    x.reshape(-1)[:6] = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40]
-    with np.errstate(all="ignore"):
-        got = numerics.activation_f32(func, mode, 128, 0.02)(x)
-    want = numerics.activation(func, x, mode=mode, segments=128, alpha=0.02)
-    assert got.view(np.uint32).tobytes() == want.view(np.uint32).tobytes()
-    for bad in ({"func": "nope"}, {"mode": "fast"}, {"segments": 0}, {"alpha": float("nan")}):
-        args = {"func": func, "mode": mode, "segments": 128, "alpha": 0.02} | bad
-        with pytest.raises(ValueError) as late:
-            numerics.activation(args["func"], x, mode=args["mode"], segments=args["segments"], alpha=args["alpha"])
-        with pytest.raises(ValueError) as early:
-            numerics.activation_f32(**args)
-        assert str(early.value) == str(late.value)
-
-
-_CAST_LAYOUTS = [
-    # (src, dst): a flat HBM tensor into partition rows, a gapped 3-D window, both gapped, small ones
-    (AP("hbm", 256, ((1, 4096),), "{s}"), _ap(0, 16, ((1, 256),), "{d}")),
-    (AP("hbm", 512, ((1, 4096),), "{s}"), _ap(70, 16, ((17, 16), (1, 16)), "{d}")),
-    (_ap(8192, 8, ((40, 12), (1, 32)), "{s}"), _ap(40960, 8, ((33, 12), (1, 32)), "{d}")),
-    (AP("hbm", 64, ((1, 3072),), "{s}"), _ap(6, 3, ((34, 32), (1, 32)), "{d}")),
-    (AP("hbm", 0, ((1, 40),), "{s}"), _ap(2, 4, ((1, 10),), "{d}")),
-    (AP("hbm", 0, ((1, 600),), "{s}"), AP("hbm", 32768, ((1, 600),), "{d}")),
-]
-
-
-@pytest.mark.parametrize("src_dt,dst_dt", [("f32", "bf16"), ("f32", "f16"), ("bf16", "f32"), ("f16", "f32")])
-@pytest.mark.parametrize("layout", range(len(_CAST_LAYOUTS)))
-def test_casting_copies_write_the_bits_of_the_device_cast(src_dt, dst_dt, layout):
-    """dma_copy with a cast (through a contiguous work array when dst is gapped) leaves memory as
-    the reference conversion (numerics.cast, stored element by element in C order) does; random
-    bits, so NaN payloads, infinities, subnormals, -0, overflow and ties all occur."""
-    src_t, dst_t = _CAST_LAYOUTS[layout]
-    src_ap = AP(src_t.space, src_t.offset, src_t.dims, src_dt, src_t.pstart, src_t.pcount)
-    dst_ap = AP(dst_t.space, dst_t.offset, dst_t.dims, dst_dt, dst_t.pstart, dst_t.pcount)
-    mem, ref = _memory(), _memory()
-    rng = np.random.default_rng(layout)
-    for name in ("hbm", "sbuf"):
-        getattr(mem, name)[...] = getattr(ref, name)[...] = rng.integers(0, 256, getattr(mem, name).shape,
-                                                                          dtype=np.uint8)
-    if src_dt == "f32":  # values at bf16/f16 rounding ties and overflow, beside the random bits
-        bits = mem.view(src_ap).view(np.uint32)
-        bits.reshape(-1)[::7] = (bits.reshape(-1)[::7] & 0xFFFF0000) | 0x8000
-        ref.view(src_ap)[...] = mem.view(src_ap)
-    with np.errstate(all="ignore"):
-        build_executor(Instr("dma0", "dma_copy", {"dst": dst_ap, "src": src_ap}), mem, ARCH)()
-        src = ref.view(src_ap)
-        values = cast(np.ascontiguousarray(src), dst_dt).reshape(-1)
-    dst = ref.view(dst_ap)
-    dst[...] = values.reshape(dst.shape)
-    assert mem.hbm.tobytes() == ref.hbm.tobytes() and mem.sbuf.tobytes() == ref.sbuf.tobytes()
 
 
 def _awkward_f32(rng: np.random.Generator, n: int) -> np.ndarray:
