@@ -18,7 +18,10 @@ operation) and round once when writing dst (`numerics.cast`). Exceptions, all ex
 - int8 matmul accumulates exactly and wraps to int32 (two's complement) like the PSUM adder;
 - stats and iota compute in float64 (then round once).
 Widening of f32/bf16/f16/fp8 is exact, so it is done here without numerics' defensive copy (fp8 and
-f16 through a per-bit-pattern table built from numerics.to_f32; integers go through to_f32).
+f16 through a per-bit-pattern table built from numerics.to_f32; bf16 operands of matmul and the ALU
+as the high halves of a zeroed f32 work array; i8/u8/i16/i32 by numpy's cast, which rounds once to
+nearest even like to_f32; wider integers go through to_f32). The rounding at the write takes numpy's
+own cast or a plain astype where that provably equals numerics.cast (see _rounder).
 ALU conventions: `div` on integers truncates toward zero, `mod` is C fmod (sign of the dividend, as
 np.fmod and ONNX Mod fmod=1) for floats and integers; integer div/mod by zero is an ExecError;
 integer `pow` is the truncated real power, saturated; compares and logical ops give 1/0; `bypass`
