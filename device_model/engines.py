@@ -954,7 +954,8 @@ def _windowed_extreme(op: str, axes: int, shape: tuple[int, ...]):
         if np.isnan(out.max() if op == "max" else out.min()):  # NaN propagates through the reduction
             return None
         every = x.transpose(perm)  # the same elements, in memory order (one cheap pass for the -0 check)
-        every = _view_reshape(every, flat_shape) if flat_shape is not None else every
+        merged = _view_reshape(every, flat_shape) if flat_shape is not None else None
+        every = merged if merged is not None else every
         if every.view(np.int32).min() != _F32_NEG_ZERO_BITS:  # -0 is the unique smallest int32 pattern
             return out
         zero = out == 0  # only windows whose extreme is a zero can hold both signs
