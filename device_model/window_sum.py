@@ -83,33 +83,41 @@ def _numpy_chunks(shape: tuple[int, ...], strides: tuple[int, ...], axes: int) -
     return [positions[i:i + n] for i in range(0, len(positions), n)]
 
 
-def _pairwise(x: np.ndarray, keys: list[tuple]) -> np.ndarray:
-    """numpy's pairwise_sum of the elements at `keys` (at most 128), elementwise over the outputs."""
-    if len(keys) < _PAIRWISE_UNROLL:
-        total = x[keys[0]].copy() if len(keys) == 1 else np.add(x[keys[0]], x[keys[1]])
-        for key in keys[2:]:
-            np.add(total, x[key], out=total)
+def _pairwise(parts: list[np.ndarray]) -> np.ndarray:
+    """numpy's pairwise_sum of `parts` (the elements at one chunk's positions, at most 128 of them),
+    elementwise over the outputs."""
+    if len(parts) < _PAIRWISE_UNROLL:
+        total = parts[0].copy() if len(parts) == 1 else np.add(parts[0], parts[1])
+        for part in parts[2:]:
+            np.add(total, part, out=total)
         return total
-    lanes = [x[k].copy() for k in keys[:_PAIRWISE_UNROLL]]
-    full = len(keys) - len(keys) % _PAIRWISE_UNROLL
+    lanes = [p.copy() for p in parts[:_PAIRWISE_UNROLL]]
+    full = len(parts) - len(parts) % _PAIRWISE_UNROLL
     for i in range(_PAIRWISE_UNROLL, full, _PAIRWISE_UNROLL):
         for j in range(_PAIRWISE_UNROLL):
-            np.add(lanes[j], x[keys[i + j]], out=lanes[j])
+            np.add(lanes[j], parts[i + j], out=lanes[j])
     halves = [np.add(lanes[j], lanes[j + 1]) for j in range(0, _PAIRWISE_UNROLL, 2)]
     total = np.add(np.add(halves[0], halves[1]), np.add(halves[2], halves[3]))
-    for key in keys[full:]:
-        np.add(total, x[key], out=total)
+    for part in parts[full:]:
+        np.add(total, part, out=total)
     return total
 
 
 def _summer(chunks: list[list[tuple[int, ...]]]) -> Callable[[np.ndarray], np.ndarray]:
     keyed = [[(Ellipsis,) + pos for pos in chunk] for chunk in chunks]
     zero = np.float32(0.0)
+    # the element views of the last array summed: an executor reading memory in place passes the
+    # same view object on every run, and slicing it anew cost about a third of a small pooling sum
+    # (the reference held here keeps that object alive, so `is` cannot match a different array)
+    last: list = [None, None]
 
     def window_sum(x: np.ndarray) -> np.ndarray:
-        acc = np.add(zero, _pairwise(x, keyed[0]))  # numpy's result starts at +0.0
-        for chunk in keyed[1:]:
-            np.add(acc, _pairwise(x, chunk), out=acc)
+        if last[0] is not x:
+            last[0], last[1] = x, [[x[key] for key in chunk] for chunk in keyed]
+        parts = last[1]
+        acc = np.add(zero, _pairwise(parts[0]))  # numpy's result starts at +0.0
+        for chunk in parts[1:]:
+            np.add(acc, _pairwise(chunk), out=acc)
         return acc
     return window_sum
 

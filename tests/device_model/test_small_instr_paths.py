@@ -2,7 +2,8 @@
 operands widened into the high halves of zeroed work arrays (`_f32_operand`), a replay calling
 executors without their own np.errstate, windowed max/min folded one window axis at a time, memset
 through an unsigned view, hardswish in place, cast copies through
-a contiguous work array, the dst rounding and integer widening shortcuts."""
+a contiguous work array, the dst rounding and integer widening shortcuts, window sums keeping the
+element views of the array they read."""
 from __future__ import annotations
 
 import warnings
@@ -32,6 +33,7 @@ from device_model.isa import AP, Instr
 from device_model.machine import Machine
 from device_model.memory import Memory
 from device_model.numerics import cast, to_f32
+from device_model.window_sum import WindowSum
 from device_model.workspace import work_array
 
 ARCH = load_arch()
@@ -287,3 +289,19 @@ def test_data_movement_conversion_is_the_device_cast(src_dt, dst_dt):
         got_small, want_small = _converter(src_dt, dst_dt)(small), cast(small, dst_dt)
     assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
     assert got_small.tobytes() == want_small.tobytes()
+
+
+def test_window_sum_reuses_the_views_of_an_array_whose_contents_change():
+    """A pooling sum run on the same in-place view (new contents each run) and on another view of the
+    same layout in turn gives np.sum's bits every time (the element views it keeps see new data)."""
+    rng = np.random.default_rng(17)
+    buf = np.zeros((2, 64, 4096), np.float32)
+    views = [np.lib.stride_tricks.as_strided(buf[k], (64, 2, 16, 2, 2), (4096 * 4, 256, 8, 128, 4)) for k in (0, 1)]
+    ws = WindowSum(views[0].shape, 2)
+    for trial in range(6):
+        buf[...] = rng.standard_normal(buf.shape) * np.exp2(rng.integers(-20, 20, buf.shape))
+        buf.reshape(-1)[rng.random(buf.size) < 0.1] = -0.0
+        for x in (views[trial % 2], views[0]):
+            want = np.sum(x, axis=(3, 4), dtype=np.float32)
+            assert ws(x).view(np.uint32).tobytes() == want.view(np.uint32).tobytes()
+    assert ws._plans[views[0].strides] is not None  # the elementwise plan, not np.sum, answered
