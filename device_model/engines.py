@@ -936,13 +936,22 @@ def _windowed_extreme(op: str, axes: int, shape: tuple[int, ...]):
     pick = np.maximum if op == "max" else np.minimum
     keys = [(Ellipsis,) + tuple(int(j) for j in pos) for pos in positions]
     plans: dict[tuple[int, ...], tuple] = {}
+    last: list = [None, None]  # the last x and its views (an executor reading in place passes one object)
 
     def extreme(x: np.ndarray) -> np.ndarray | None:
-        plan = plans.get(x.strides)
-        if plan is None:
-            plan = plans[x.strides] = _fold_plan(x, axes)
-        steps, perm, flat_shape = plan
-        out = x
+        if last[0] is not x:
+            plan = plans.get(x.strides)
+            if plan is None:
+                plan = plans[x.strides] = _fold_plan(x, axes)
+            steps, perm, flat_shape = plan
+            every = x.transpose(perm)  # the same elements, in memory order (one cheap pass for the -0 check)
+            merged = _view_reshape(every, flat_shape) if flat_shape is not None else None
+            every = merged if merged is not None else every
+            last[0], last[1] = x, ([x[key] for key in steps[0]], steps[1:], every.view(np.int32))
+        first, steps, every_bits = last[1]
+        out = first[0] if len(first) == 1 else pick(first[0], first[1])
+        for part in first[2:]:
+            pick(out, part, out=out)
         for step in steps:
             if len(step) == 1:
                 out = out[step[0]]
@@ -953,10 +962,7 @@ def _windowed_extreme(op: str, axes: int, shape: tuple[int, ...]):
             out = acc
         if np.isnan(out.max() if op == "max" else out.min()):  # NaN propagates through the reduction
             return None
-        every = x.transpose(perm)  # the same elements, in memory order (one cheap pass for the -0 check)
-        merged = _view_reshape(every, flat_shape) if flat_shape is not None else None
-        every = merged if merged is not None else every
-        if every.view(np.int32).min() != _F32_NEG_ZERO_BITS:  # -0 is the unique smallest int32 pattern
+        if every_bits.min() != _F32_NEG_ZERO_BITS:  # -0 is the unique smallest int32 pattern
             return out
         zero = out == 0  # only windows whose extreme is a zero can hold both signs
         zeros = int(np.count_nonzero(zero))

@@ -305,3 +305,29 @@ def test_window_sum_reuses_the_views_of_an_array_whose_contents_change():
             want = np.sum(x, axis=(3, 4), dtype=np.float32)
             assert ws(x).view(np.uint32).tobytes() == want.view(np.uint32).tobytes()
     assert ws._plans[views[0].strides] is not None  # the elementwise plan, not np.sum, answered
+
+
+@pytest.mark.parametrize("op", ["max", "min"])
+def test_windowed_extreme_reuses_the_views_of_an_array_whose_contents_change(op):
+    """The same in-place view with new contents each run (with -0 and NaN on some runs), and another
+    view of the same layout in turn: each result is np.max / np.min's bits or left to numpy."""
+    rng = np.random.default_rng(23)
+    buf = np.zeros((2, 64, 4096), np.float32)
+    views = [np.lib.stride_tricks.as_strided(buf[k], (64, 2, 16, 2, 2), (4096 * 4, 256, 8, 128, 4)) for k in (0, 1)]
+    fast = _windowed_extreme(op, 2, views[0].shape)
+    ref_fn = np.max if op == "max" else np.min
+    answered = 0
+    for trial in range(8):
+        buf[...] = np.maximum(rng.standard_normal(buf.shape), 0.0) * (1 if trial % 2 else -1)
+        if trial % 4 == 1:
+            buf.reshape(-1)[rng.random(buf.size) < 0.2] = -0.0
+        if trial % 4 == 3:
+            buf.reshape(-1)[rng.integers(0, buf.size, 3)] = np.nan
+        for x in (views[trial % 2], views[0]):
+            got, want = fast(x), ref_fn(x, axis=(3, 4))
+            if got is None:
+                assert np.isnan(want).any() or (want == 0).any()
+                continue
+            answered += 1
+            assert got.view(np.uint32).tobytes() == want.view(np.uint32).tobytes()
+    assert answered >= 8
