@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from device_model import numerics
-from device_model.engines import _widener, _windowed_extreme
+from device_model.engines import _memory_cover, _widener, _windowed_extreme
 
 
 def _with_specials(rng: np.random.Generator, shape: tuple[int, ...], nans: bool) -> np.ndarray:
@@ -47,6 +47,49 @@ def test_windowed_extreme_equals_numpy_bit_for_bit(op, window):
         assert got.shape == ref.shape
         assert got.view(np.uint32).tobytes() == ref.view(np.uint32).tobytes()
     assert fell_back < 30  # the fast path is taken
+
+
+@pytest.mark.parametrize("op", ["max", "min"])
+def test_windowed_extreme_on_overlapping_3x3_stride_2_windows(op):
+    """A ResNet stem max pool reads its input in place through overlapping windows; a -0 that only
+    one window reads, next to a +0 in it, must still send the call back to numpy."""
+    rng = np.random.default_rng(12)
+    ref_fn = np.max if op == "max" else np.min
+    rows = np.zeros((16, 11 * 13 + 5), np.float32)  # partition rows with a gap after each image
+    image = rows[:, :11 * 13].reshape(16, 11, 13)
+    x = np.lib.stride_tricks.as_strided(image, (16, 5, 6, 3, 3),
+                                        (rows.strides[0], 2 * 13 * 4, 2 * 4, 13 * 4, 4), writeable=False)
+    fast = _windowed_extreme(op, 2, x.shape)
+    taken = 0
+    for trial in range(12):
+        image[...] = rng.standard_normal(image.shape).astype(np.float32)
+        if trial % 2 == 0:  # ReLU'd (or its mirror for min): windows whose extreme is a zero
+            image[...] = np.maximum(image, 0) if op == "max" else np.minimum(image, 0)
+        if trial % 3 == 1:
+            image[3, 4, 6] = -0.0  # read by several windows holding +0 too
+        rows[:, 11 * 13:] = -0.0  # a -0 in the gap that no window reads: at most a needless fallback
+        got = fast(x)
+        ref = ref_fn(x, axis=(3, 4))
+        if got is None:
+            assert (ref == 0).any() or np.isnan(ref).any()
+            continue
+        taken += 1
+        assert got.view(np.uint32).tobytes() == ref.view(np.uint32).tobytes()
+    assert taken >= 4
+
+
+def test_memory_cover_holds_every_element_a_strided_view_reads():
+    rng = np.random.default_rng(13)
+    rows = rng.standard_normal((8, 200)).astype(np.float32)
+    image = rows[:, :99].reshape(8, 9, 11)
+    for shape, strides in [((8, 4, 5, 3, 3), (800, 2 * 44, 8, 44, 4)),  # overlapping windows
+                           ((8, 4, 5, 2, 2), (800, 2 * 44, 8, 44, 4)),  # windows that tile
+                           ((8, 9, 11), (800, 44, 4))]:
+        x = np.lib.stride_tricks.as_strided(image, shape, strides, writeable=False)
+        cover = _memory_cover(x)
+        assert set(x.reshape(-1).tolist()) <= set(cover.reshape(-1).tolist())
+    flipped = rows[:, ::-1]  # a negative stride: the view itself
+    assert _memory_cover(flipped) is flipped
 
 
 def test_windowed_extreme_leaves_sums_and_large_windows_to_numpy():
