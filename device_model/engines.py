@@ -393,36 +393,16 @@ def _build_copy(c: _Ctx) -> Executor:
         # numpy's own cast is the device's here (nearest-even, overflow to inf, NaN kept): one pass
         dst_shaped = _view_reshape(dst, src.shape)
         if dst_shaped is not None:
-            store_cast = _casting_store(c, dst_shaped)
-            return lambda: store_cast(src)
+            return lambda: np.copyto(dst_shaped, src, casting="unsafe")
         src_shaped = _view_reshape(src, dst.shape)
         if src_shaped is not None:
-            store_cast = _casting_store(c, dst)
-            return lambda: store_cast(src_shaped)
+            return lambda: np.copyto(dst, src_shaped, casting="unsafe")
     read, store = _reader(src, src.shape), _writer(dst, src.shape)
     convert = _converter(src_ap.dtype, dst_ap.dtype)
     return lambda: store(convert(read()))
 
 
 _IEEE_CASTS = {("f32", "bf16"), ("f32", "f16"), ("bf16", "f32"), ("f16", "f32")}
-_GAPPED_CAST_MIN = 512  # elements from which a gapped cast goes through a contiguous work array
-
-
-def _casting_store(c: _Ctx, dst: np.ndarray) -> Callable[[np.ndarray], None]:
-    """store(x): dst = x in numpy's cast (an _IEEE_CASTS pair; x has dst's shape). numpy's buffered
-    cast into a gapped destination (partition rows) costs about twice a cast into a contiguous work
-    array followed by a bit copy into dst, so larger ones take that way (the same bits)."""
-    if dst.flags.c_contiguous or dst.size < _GAPPED_CAST_MIN:
-        return lambda x: np.copyto(dst, x, casting="unsafe")
-    work = work_array(c.mem, "cast", dst.shape, dst.dtype)
-    raw_work, raw_dst = _raw(work), _raw(dst)
-
-    def store(x: np.ndarray) -> None:
-        np.copyto(work, x, casting="unsafe")
-        np.copyto(raw_dst, raw_work)
-    return store
-
-
 def _build_memset(c: _Ctx) -> Executor:
     dst_ap = c.ap("dst")
     dst = c.view("dst")
