@@ -514,10 +514,15 @@ def _build_matmul(c: _Ctx) -> Executor:
     return matmul_accumulate
 
 
+_DIRECT_ACCUMULATE_MIN = 4096  # PSUM elements
+
+
 def _direct_matmul(stat_f32, mov_f32, dst2d: np.ndarray, prod: np.ndarray | None) -> Executor | None:
     """The float matmul as one BLAS call straight into PSUM (the accumulating one, given its work
     array `prod`, without the temporary product and second pass), when both operands are arrays
     fixed at build time and blas_gemm vouches for the call being numpy's own, bit for bit; else None."""
+    if prod is not None and dst2d.size < _DIRECT_ACCUMULATE_MIN:
+        return None  # its NaN check (a gemv) costs more than the add it saves on a small tile
     stat, mov = stat_f32(), mov_f32()
     if stat is not stat_f32() or mov is not mov_f32():
         return None  # operands rebuilt on every read: no fixed memory to hand to BLAS
@@ -690,6 +695,9 @@ def _run_alu(c: _Ctx, compute: Callable[[], np.ndarray], store, dtype: str) -> E
     return run
 
 
+_UNBUFFERED_CHECK_MIN = 4096  # elements: below, the NaN check of an unbuffered add/mul costs more than it saves
+
+
 def _build_tensor_tensor(c: _Ctx) -> Executor:
     a_ap, b_ap, dst_ap = c.ap("a"), c.ap("b"), c.ap("dst")
     c.same_rows_and_free("a", "dst")
@@ -720,7 +728,7 @@ def _build_tensor_tensor(c: _Ctx) -> Executor:
     buffered = _quiet(tensor_tensor)
     if ufunc in ORDER_FREE:
         return quiet_unbuffered(tensor_tensor)
-    if ufunc not in NAN_PAIR_SENSITIVE:
+    if ufunc not in NAN_PAIR_SENSITIVE or _prod(shape) < _UNBUFFERED_CHECK_MIN:
         return buffered
     # add, multiply: exact unbuffered unless both operands hold a NaN at one element (see
     # unbuffered). A result without NaN rules that out; with one, the untouched inputs go again
