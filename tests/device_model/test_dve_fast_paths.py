@@ -17,6 +17,7 @@ from device_model.isa import AP, Instr
 from device_model.memory import Memory
 from device_model.numerics import cast
 from device_model.unbuffered import NAN_PAIR_SENSITIVE, ORDER_FREE, numpy_default_buffering, quiet_unbuffered
+from tests.device_model.memory_checks import assert_same_memory
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NaN and inf operands on purpose
 ARCH = load_arch()
@@ -42,13 +43,6 @@ def _memories(seed: int, nan_share: float = 0.3) -> tuple[Memory, Memory]:
     return a, b
 
 
-def _same(a: Memory, b: Memory, what: str) -> None:
-    for name in ("hbm", "sbuf", "psum"):
-        x, y = getattr(a, name), getattr(b, name)
-        if not np.array_equal(x, y):
-            raise AssertionError(f"{what}: {name} differs at {np.argwhere(x != y)[:3].tolist()}")
-
-
 def _check_against_buffered(ins: Instr, seed: int, nan_share: float = 0.3) -> None:
     fast_mem, ref_mem = _memories(seed, nan_share)
     fast = build_executor(ins, fast_mem, ARCH)
@@ -56,7 +50,7 @@ def _check_against_buffered(ins: Instr, seed: int, nan_share: float = 0.3) -> No
         reference = build_executor(ins, ref_mem, ARCH)
     fast()
     reference()
-    _same(fast_mem, ref_mem, str(ins))
+    assert_same_memory(fast_mem, ref_mem, str(ins))
 
 
 def _check_against_oracle(ins: Instr, oracle, seed: int, nan_share: float = 0.3, prepare=None) -> None:
@@ -68,7 +62,7 @@ def _check_against_oracle(ins: Instr, oracle, seed: int, nan_share: float = 0.3,
         prepare(ref_mem)
     build_executor(ins, fast_mem, ARCH)()
     oracle(ins, ref_mem)
-    _same(fast_mem, ref_mem, str(ins))
+    assert_same_memory(fast_mem, ref_mem, str(ins))
 
 
 def _sb(off: int, parts: int, dims, dtype: str = "f32", space: str = "sbuf", pstart: int = 0) -> AP:

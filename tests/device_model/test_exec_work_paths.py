@@ -33,6 +33,7 @@ from device_model.engines import (
 from device_model.isa import AP, Instr, attr
 from device_model.memory import Memory
 from device_model.workspace import work_array
+from tests.device_model.memory_checks import assert_same_memory
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # random bits: NaN and inf operands on purpose
 ARCH = load_arch()
@@ -60,14 +61,6 @@ def _memories(seed: int) -> tuple[Memory, Memory]:
     return a, b
 
 
-def _same_memory(a: Memory, b: Memory, what: str) -> None:
-    for name in ("hbm", "sbuf", "psum"):
-        x, y = getattr(a, name), getattr(b, name)
-        if not np.array_equal(x, y):
-            where = np.argwhere(x != y)[:3].tolist()
-            raise AssertionError(f"{what}: {name} differs at {where}")
-
-
 def _sb(off: int, parts: int, dims, dtype: str, pstart: int = 0, space: str = "sbuf") -> AP:
     return AP(space, off, tuple(dims), dtype, pstart, parts)
 
@@ -84,7 +77,7 @@ def _check(ins: Instr, oracle, seed: int) -> None:
     new_mem, old_mem = _memories(seed)
     build_executor(ins, new_mem, ARCH)()
     oracle(ins, old_mem)
-    _same_memory(new_mem, old_mem, str(ins))
+    assert_same_memory(new_mem, old_mem, str(ins))
 
 
 # ---- the previous formulas -------------------------------------------------------------------------
@@ -216,7 +209,7 @@ def test_executors_sharing_work_arrays_do_not_disturb_each_other():
     for fn, ins in ((run_a, a), (run_b, b), (run_a, a), (run_b, b)):
         fn()
         _old_matmul(ins, old_mem)
-    _same_memory(new_mem, old_mem, "interleaved matmuls")
+    assert_same_memory(new_mem, old_mem, "interleaved matmuls")
 
 
 # ---- tensor_tensor / tensor_scalar ---------------------------------------------------------------------
