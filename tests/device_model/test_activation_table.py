@@ -194,3 +194,29 @@ def test_every_nan_input_gives_the_canonical_nan():
     for func in FUNCS:
         got = nm.activation(func, x, "table")
         assert (got.view(np.uint32) == np.float32(np.nan).view(np.uint32)).all(), func
+
+
+def test_table_scratch_is_per_thread_so_concurrent_machines_get_their_own_results():
+    """Table-mode scratch buffers are shared by the calls of one thread (executors of a TUI worker and
+    of the main thread may run at once): two threads on different inputs each get the lone result."""
+    import threading
+
+    from device_model.numerics import activation_function
+
+    rng = np.random.default_rng(17)
+    sigmoid = activation_function("sigmoid", "table")
+    inputs = [(rng.standard_normal(20000) * 6).astype(np.float32) for _ in range(2)]
+    expect = [sigmoid(x) for x in inputs]
+    failures: list[int] = []
+
+    def hammer(i: int) -> None:
+        for _ in range(30):
+            if not np.array_equal(sigmoid(inputs[i]).view(np.uint32), expect[i].view(np.uint32)):
+                failures.append(i)
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []

@@ -367,6 +367,16 @@ def test_activate_shape_and_per_partition_errors_raise_on_execution(mem):
             ex()
 
 
+
+@pytest.mark.parametrize("attrs, message", [({"func": "nope"}, "unknown activation function"),
+                                            ({"func": "sigmoid", "mode": "fuzzy"}, "unknown activation mode"),
+                                            ({"func": "leaky_relu", "alpha": float("inf")}, "alpha must be")])
+def test_activate_bad_function_arguments_raise_on_execution_not_at_load(mem, attrs, message):
+    """The function is bound when the executor is built; a bad one still fails only when reached."""
+    ex = build_executor(Instr("act", "activate", {"dst": sb(0, 8, 16), "src": sb(64, 8, 16)}, attrs), mem, ARCH)
+    with pytest.raises(ExecError, match=f"^activate: {message}"):
+        ex()
+
 # ---- DVE / POOL ----------------------------------------------------------------------------------
 
 _F32_REF = {
