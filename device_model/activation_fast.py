@@ -23,6 +23,8 @@ from functools import cache
 import numpy as np
 import scipy.special as sp
 
+from . import jit
+
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
 
@@ -260,17 +262,33 @@ def _gelu_table() -> np.ndarray:
 
 
 def gelu_f32(x32: np.ndarray, reference: Callable[[np.ndarray], np.ndarray], min_size: int = 4096,
-             block: int = 16384) -> np.ndarray:
+             block: int = 16384, compiled: bool = True) -> np.ndarray:
     """reference(x) rounded to f32 (reference: gelu in float64) through the cubic table wherever the check
     above certifies the rounding; flagged elements run `reference` (a NaN input gives itself back,
     quietened, as in certified_f32). Arrays of fewer than min_size elements go to `reference` whole.
-    Returns a new f32 array of x32's shape."""
+    The table pass is one compiled loop where device_model.jit has it (unless `compiled` is False),
+    else numpy passes over blocks of `block` elements; both flag the same elements and give the same
+    bits. Returns a new f32 array of x32's shape."""
     if np.size(x32) < min_size:
         return _whole_reference_f32(x32, reference)
-    table = _gelu_table().view(_ROW).reshape(-1)
     flat = np.ascontiguousarray(x32, dtype=F32).reshape(-1)
+    out = np.empty(flat.size, F32)
+    loop = GELU_TABLE_LOOP.compiled() if compiled else None
+    if loop is not None:
+        hits = np.empty(flat.size, np.intp)
+        hits = hits[:loop(flat.view(np.uint32), _gelu_table(), _GELU_SHIFT, _GELU_CHECK_MASK, _GELU_CHECK_HALF,
+                          out, hits)]
+    else:
+        hits = _gelu_table_passes(flat, out, block)
+    if hits.size:
+        out[hits] = _reference_f32(flat[hits], reference)
+    return out.reshape(np.shape(x32))
+
+
+def _gelu_table_passes(flat: np.ndarray, out: np.ndarray, block: int) -> np.ndarray:
+    """The table evaluation of flat (f32) into out as numpy passes; returns the flagged positions."""
+    table = _gelu_table().view(_ROW).reshape(-1)
     n = flat.size
-    out = np.empty(n, F32)
     flagged = np.empty(n, np.bool_)
     size = max(1, min(n, block))
     index, low = np.empty(size, np.intp), np.empty(size, np.int32)
@@ -294,10 +312,31 @@ def gelu_f32(x32: np.ndarray, reference: Callable[[np.ndarray], np.ndarray], min
         out[start:stop] = ym
         np.bitwise_and(ym.view(np.int64), _GELU_CHECK_MASK, out=tail[:m])
         np.equal(tail[:m], _GELU_CHECK_HALF, out=flagged[start:stop])
-    hits = np.flatnonzero(flagged)
-    if hits.size:
-        out[hits] = _reference_f32(flat[hits], reference)
-    return out.reshape(np.shape(x32))
+    return np.flatnonzero(flagged)
+
+
+def _gelu_table_loop(bits, table, shift, check_mask, check_half, out, flagged):
+    """_gelu_table_passes as one loop (compiled by device_model.jit): the same operations in the same
+    order on each element (numba does not fuse a multiply and an add unless asked), so the same bits.
+    bits: x's f32 bit patterns; writes out and the first n entries of flagged, returns n."""
+    n = 0
+    low_mask = np.uint32((1 << shift) - 1)
+    row_shift = np.uint32(shift)
+    for i in range(bits.size):
+        b = bits[i]
+        row = b >> row_shift
+        t = np.float64(b & low_mask)
+        y = ((table[row, 3] * t + table[row, 2]) * t + table[row, 1]) * t + table[row, 0]
+        out[i] = np.float32(y)
+        if (np.float64(y).view(np.int64) & check_mask) == check_half:
+            flagged[n] = i
+            n += 1
+    return n
+
+
+GELU_TABLE_LOOP = jit.Kernel(_gelu_table_loop, lambda nb: nb.intp(
+    nb.uint32[::1], nb.types.Array(nb.float64, 2, "C", readonly=True), nb.int64, nb.int64, nb.int64,
+    nb.float32[::1], nb.intp[::1]))
 
 
 # --- logistic family --------------------------------------------------------------------------------
