@@ -3,8 +3,11 @@ of the 2^32 f32 inputs, in chunks, through numerics.activation and through the o
 (tests/device_model/test_activation_fast.py's OLD). NaN inputs are checked to give NaN with their
 own payload (a function that is one ufunc: the formula's own NaN bits). Slow (minutes per function
 on one core); run after changing activation_fast or the fast exact paths in numerics.
+With --table: table mode's compiled loops (activation_table.LOOPS) against its numpy passes, every
+f32 input, whole arrays compared bit for bit (NaN included), at the xpu1 preset's 256 segments.
 
     python bench/verify_activation_fast.py [gelu silu ...] [--chunk-bits 22]
+    python bench/verify_activation_fast.py --table [exp gelu ...]
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ sys.path.insert(0, str(ROOT / "tests" / "device_model"))
 
 from test_activation_fast import OLD, expected_nan_bits, old_activation  # noqa: E402
 
+from device_model import activation_table  # noqa: E402
 from device_model import numerics as nm  # noqa: E402
 
 
@@ -46,12 +50,47 @@ def verify(func: str, chunk_bits: int) -> int:
     return mismatches
 
 
+def verify_table(func: str, chunk_bits: int, segments: int = 256) -> int:
+    """Number of f32 inputs whose table-mode result differs between the compiled loop and the passes."""
+    step = 1 << chunk_bits
+    compiled_loop = activation_table.compiled_loop
+    if activation_table.LOOPS[_loop_kind(func)].compiled() is None:
+        raise SystemExit(f"no compiled loop to verify: {activation_table.LOOPS[_loop_kind(func)].unavailable}")
+    mismatches = 0
+    t0 = time.perf_counter()
+    for start in range(0, 1 << 32, step):
+        x = np.arange(start, start + step, dtype=np.uint64).astype(np.uint32).view(np.float32)
+        loop = nm.activation(func, x, "table", segments)
+        activation_table.compiled_loop = lambda kind: None
+        try:
+            passes = nm.activation(func, x, "table", segments)
+        finally:
+            activation_table.compiled_loop = compiled_loop
+        bad = np.flatnonzero(loop.view(np.uint32) != passes.view(np.uint32))
+        if bad.size:
+            mismatches += bad.size
+            print(f"  {func}: {bad.size} differ, e.g. x={x[bad[0]]!r} loop={loop[bad[0]]!r} "
+                  f"passes={passes[bad[0]]!r}", flush=True)
+    print(f"{func} (table): {mismatches} of 2^32 f32 inputs differ ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return mismatches
+
+
+def _loop_kind(func: str) -> str:
+    if func in activation_table.GATES:
+        return "gate"
+    return "odd" if func in activation_table.ODD else func
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("funcs", nargs="*", default=sorted(OLD))
+    ap.add_argument("funcs", nargs="*")
     ap.add_argument("--chunk-bits", type=int, default=22)
+    ap.add_argument("--table", action="store_true", help="table mode: compiled loops against numpy passes")
     args = ap.parse_args()
-    bad = sum(verify(f, args.chunk_bits) for f in args.funcs)
+    if args.table:
+        bad = sum(verify_table(f, args.chunk_bits) for f in args.funcs or activation_table.FUNCS)
+    else:
+        bad = sum(verify(f, args.chunk_bits) for f in args.funcs or sorted(OLD))
     sys.exit(1 if bad else 0)
 
 

@@ -27,6 +27,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import jit
+
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
 _BLOCK = 16384  # elements per pass: keeps the float64 buffers in cache
@@ -158,6 +160,100 @@ def _softplus(xs: np.ndarray, lowest: float, highest: float, hi: float, segments
     out[...] = y
 
 
+# --- the same evaluations as one compiled loop each (device_model.jit) ------------------------------
+# Per element, every float64 operation of the numpy passes above, in the same order on the same
+# operands. The passes skip a clamp, a mask or a fix-up when a block's range shows it does nothing; a
+# loop applies it to every element, where it then does nothing too (clamping or masking an in-range
+# value, y * 1.0, |0 - y| for y >= +0, y + 0.0 for y >= +0). NaN gives the canonical NaN, as there.
+
+def _interp_one(t, segments, table, steps):
+    knot = np.floor(t)
+    if knot > segments - 1:
+        knot = np.float64(segments - 1)
+    i = np.intp(knot)
+    return steps[i] * (t - knot) + table[i]
+
+
+def _exp_loop(x, segments, table, steps, out):
+    inv_ln2 = 1.0 / math.log(2.0)
+    for n in range(x.size):
+        xn = x[n]
+        if xn != xn:
+            out[n] = np.float32(np.nan)
+            continue
+        t = min(max(np.float64(xn) * inv_ln2, -400.0), 400.0)
+        k = np.floor(t)
+        y = _interp_one((t - k) * np.float64(segments), segments, table, steps)
+        # ldexp(y, k) as y times 2^k built from its bits (a libm call per element costs 3x the loop):
+        # exact, as 2^k (|k| <= 400) and y * 2^k (y a table value of 2^u, u in [0, 1]) are normal doubles
+        out[n] = np.float32(y * np.int64((np.int64(k) + 1023) << 52).view(np.float64))
+
+
+def _gate_loop(x, times_x, lo, segments, table, steps, out):
+    span = -lo
+    scale = segments / (0.0 - lo)
+    for n in range(x.size):
+        xn = x[n]
+        if xn != xn:
+            out[n] = np.float32(np.nan)
+            continue
+        xd = np.float64(xn)
+        a = abs(xd)
+        inside = 1.0 if a <= span else 0.0
+        y = _interp_one(max((span - a) * scale, 0.0), segments, table, steps) * inside
+        y = abs((1.0 if xd > 0.0 else 0.0) - y)
+        if times_x:
+            y = -0.0 if xd == -np.inf else y * xd
+        out[n] = np.float32(y)
+
+
+def _abs_lookup_one(a, hi, beyond, segments, table, steps):
+    """_lookup_abs for one |x| (not NaN)."""
+    cap = max(np.float64(segments), hi * (segments / hi))
+    outside = 1.0 if a > hi else 0.0
+    y = _interp_one(min(a * (segments / hi), cap), segments, table, steps) * (1.0 - outside)
+    return y + outside * beyond if beyond else y
+
+
+def _odd_loop(x, hi, segments, table, steps, out):
+    for n in range(x.size):
+        xn = x[n]
+        if xn != xn:
+            out[n] = np.float32(np.nan)
+            continue
+        y = np.float32(_abs_lookup_one(abs(np.float64(xn)), hi, 1.0, segments, table, steps))
+        out[n] = -y if xn < 0 or (xn == 0 and np.signbit(xn)) else y
+
+
+def _softplus_loop(x, hi, segments, table, steps, out):
+    for n in range(x.size):
+        xn = x[n]
+        if xn != xn:
+            out[n] = np.float32(np.nan)
+            continue
+        xd = np.float64(xn)
+        y = _abs_lookup_one(abs(xd), hi, 0.0, segments, table, steps)
+        out[n] = np.float32(y + max(xd, 0.0))
+
+
+def _loop_signature(*scalars: str):
+    def signature(nb):
+        table = nb.types.Array(nb.float64, 1, "C", readonly=True)
+        return nb.void(nb.float32[::1], *(getattr(nb, s) for s in scalars), nb.intp, table, table, nb.float32[::1])
+    return signature
+
+
+_HELPERS = (_interp_one, _abs_lookup_one)
+LOOPS = {
+    "exp": jit.Kernel(_exp_loop, _loop_signature(), _HELPERS),
+    "gate": jit.Kernel(_gate_loop, _loop_signature("boolean", "float64"), _HELPERS),
+    "odd": jit.Kernel(_odd_loop, _loop_signature("float64"), _HELPERS),
+    "softplus": jit.Kernel(_softplus_loop, _loop_signature("float64"), _HELPERS),
+}
+
+
+
+
 def table_activation(func: str, x32: np.ndarray, segments: int, lo: float, hi: float,
                      table: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """Table-mode `func` (one of FUNCS) of an f32 array, rounded to f32: the same bits as numerics'
@@ -170,29 +266,39 @@ def table_function(func: str, segments: int, lo: float, hi: float, table: np.nda
                    steps: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """`table_activation` for one function and table, as a function of the f32 array alone: the
     choices and the scratch buffers are made once (a tile of a few hundred elements costs little
-    more than the twenty-odd numpy calls themselves)."""
+    more than the twenty-odd numpy calls themselves). Where device_model.jit compiles this
+    function's loop, one call of it replaces the passes (the same bits; see LOOPS)."""
     # the arithmetic selects below rely on every interpolated value lying in [0, 1]
     assert func == "exp" or 0.0 <= table.min() and table.max() <= 1.0, func
     if func == "exp":
         def kernel(xs, lowest, highest, buf, dst):
             _exp(xs, lowest, highest, segments, table, steps, buf, dst)
+        loop_kind, loop_args = "exp", ()
     elif func in GATES:
         def kernel(xs, lowest, highest, buf, dst):
             _gate(func, xs, lowest, highest, lo, segments, table, steps, buf, dst)
+        loop_kind, loop_args = "gate", (func != "sigmoid", float(lo))
     elif func in ODD:
         def kernel(xs, lowest, highest, buf, dst):
             _odd(xs, lowest, highest, hi, segments, table, steps, buf, dst)
+        loop_kind, loop_args = "odd", (float(hi),)
     elif func == "softplus":
         def kernel(xs, lowest, highest, buf, dst):
             _softplus(xs, lowest, highest, hi, segments, table, steps, buf, dst)
+        loop_kind, loop_args = "softplus", (float(hi),)
     else:
         raise ValueError(f"no fast table path for {func!r}")
+    table, steps = np.ascontiguousarray(table, F64), np.ascontiguousarray(steps, F64)
 
     def evaluate(x32: np.ndarray) -> np.ndarray:
         flat = np.ascontiguousarray(x32, dtype=F32).reshape(-1)
         n = flat.size
         out = np.empty(n, F32)
         if n == 0:
+            return out.reshape(np.shape(x32))
+        loop = compiled_loop(loop_kind)
+        if loop is not None:
+            loop(flat, *loop_args, segments, table, steps, out)
             return out.reshape(np.shape(x32))
         buf = _buffers(min(n, _BLOCK))
         for start in range(0, n, _BLOCK):
@@ -209,6 +315,11 @@ def table_function(func: str, segments: int, lo: float, hi: float, table: np.nda
                 dst[nan] = _CANONICAL_NAN
         return out.reshape(np.shape(x32))
     return evaluate
+
+
+def compiled_loop(kind: str) -> Callable | None:
+    """The compiled loop of `kind` (a key of LOOPS), or None: then the numpy passes run."""
+    return LOOPS[kind].compiled()
 
 
 _LOCAL = threading.local()  # machines may run in several threads (a TUI worker, a test)

@@ -26,9 +26,11 @@ Signature = Callable[[ModuleType], object]  # numba module -> the kernel's numba
 class Kernel:
     """One loop, compiled lazily with numba (see the module docstring)."""
 
-    def __init__(self, py_func: Callable, signature: Signature):
+    def __init__(self, py_func: Callable, signature: Signature, helpers: tuple[Callable, ...] = ()):
+        """helpers: plain functions py_func calls, compiled along with it."""
         self.py_func = py_func
         self.signature = signature
+        self.helpers = helpers
         self.unavailable: str | None = None  # why compiled() is None, once it is
         self._lock = threading.Lock()
         self._state: tuple[Callable | None] | None = None  # (compiled or None,) once decided
@@ -39,7 +41,7 @@ class Kernel:
         if state is None:
             with self._lock:
                 if self._state is None:
-                    compiled, self.unavailable = _compile(self.py_func, self.signature)
+                    compiled, self.unavailable = _compile(self.py_func, self.signature, self.helpers)
                     self._state = (compiled,)
                 state = self._state
         return state[0]
@@ -50,15 +52,19 @@ def enabled() -> bool:
     return os.environ.get(_DISABLED_BY_ENV, "1").strip() not in ("0", "false", "no", "off")
 
 
-def _compile(py_func: Callable, signature: Signature) -> tuple[Callable | None, str | None]:
+def _compile(py_func: Callable, signature: Signature,
+             helpers: tuple[Callable, ...] = ()) -> tuple[Callable | None, str | None]:
     """(the compiled kernel, None), or (None, why not)."""
     if not enabled():
         return None, f"{_DISABLED_BY_ENV}=0 in the environment"
     try:
         import numba
+        import numba.extending
     except Exception as exc:  # not installed, or an install that does not load on this machine
         return None, f"numba cannot be imported: {exc}"
     try:
+        for helper in helpers:  # the same function object, now also callable from compiled code
+            numba.extending.register_jitable(helper)
         return numba.njit(signature(numba), cache=True, nogil=True, boundscheck=False)(py_func), None
     except Exception as exc:  # a numba release that cannot type the kernel: the numpy path still works
         return None, f"numba could not compile {py_func.__name__}: {exc}"

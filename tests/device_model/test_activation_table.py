@@ -11,7 +11,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from device_model import activation_table
+from device_model import activation_table, jit
 from device_model import numerics as nm
 
 F32, F64 = np.float32, np.float64
@@ -68,6 +68,21 @@ def old_table_activation(func: str, x32: np.ndarray, segments: int) -> np.ndarra
         if nan.any():
             y = np.where(nan, np.nan, y)
         return np.asarray(y, dtype=F64).astype(F32)
+
+
+@pytest.fixture(autouse=True, params=["compiled", "passes"])
+def evaluation(request, monkeypatch):
+    """Every test runs through the compiled loops (the default where numba is installed) and through
+    the numpy passes (XPU_JIT=0, or no numba)."""
+    if request.param == "compiled":
+        monkeypatch.delenv("XPU_JIT", raising=False)
+        fresh = {kind: jit.Kernel(k.py_func, k.signature, k.helpers) for kind, k in activation_table.LOOPS.items()}
+        monkeypatch.setattr(activation_table, "LOOPS", fresh)
+        for kind, kernel in fresh.items():
+            assert kernel.compiled() is not None, (kind, kernel.unavailable)
+    else:
+        monkeypatch.setattr(activation_table, "compiled_loop", lambda kind: None)
+    return request.param
 
 
 # --- inputs ---------------------------------------------------------------------------------------
