@@ -3,8 +3,10 @@ run, on an f32 tile. Exact mode: the old formulas kept in tests/device_model/tes
 table mode: the old table evaluation kept in tests/device_model/test_activation_table.py (run block by
 block as activation() ran it). The "(prev)" rows compare with the fast path each one replaced: GELU's
 rational approximation through certified_f32 (now the cubic table, activation_fast.gelu_f32) and exp
-as activation() ran it block by block (now one buffered np.exp call). CPU time of this thread, best of
-several repeats; prints old/new.
+as activation() ran it block by block (now one buffered np.exp call). The "(passes)" rows compare the
+numba-compiled loops (device_model.jit: exact GELU's table pass, every table-mode function) with the
+numpy passes they stand in for, which still run with XPU_JIT=0 or without numba. CPU time of this
+thread, best of several repeats; prints old/new.
 
     python bench/bench_activations.py [--shape 128x512] [--repeat 15] [--scale 2.0]
 
@@ -69,6 +71,16 @@ def previous_exp(x: np.ndarray) -> np.ndarray:
     return out.reshape(x.shape)
 
 
+def table_passes(func: str, x: np.ndarray, segments: int) -> np.ndarray:
+    """Table mode through activation_table's numpy passes instead of its compiled loop (same bits)."""
+    compiled_loop = activation_table.compiled_loop
+    activation_table.compiled_loop = lambda kind: None
+    try:
+        return nm.activation(func, x, "table", segments)
+    finally:
+        activation_table.compiled_loop = compiled_loop
+
+
 def compare(name: str, old_fn, new_fn, repeat: int) -> None:
     """Print old vs new CPU ms per call, interleaved so that load from other processes hits both alike."""
     assert np.array_equal(old_fn().view(np.uint32), new_fn().view(np.uint32)), name
@@ -76,7 +88,7 @@ def compare(name: str, old_fn, new_fn, repeat: int) -> None:
     for _ in range(3):
         old = min(old, cpu_time(old_fn, 5, repeat))
         new = min(new, cpu_time(new_fn, 5, repeat))
-    print(f"{name:18s} {old * 1e3:8.3f} {new * 1e3:8.3f} {old / new:8.2f}")
+    print(f"{name:24s} {old * 1e3:8.3f} {new * 1e3:8.3f} {old / new:8.2f}")
 
 
 def main() -> None:
@@ -89,15 +101,20 @@ def main() -> None:
     shape = tuple(int(d) for d in args.shape.split("x"))
     x = (np.random.default_rng(0).standard_normal(shape) * args.scale).astype(np.float32)
     print(f"f32 [{args.shape}] tile, inputs N(0, {args.scale:g}^2); CPU ms per call, best of {args.repeat}")
-    print(f"{'func':18s} {'old ms':>8s} {'new ms':>8s} {'old/new':>8s}")
+    print(f"{'func':24s} {'old ms':>8s} {'new ms':>8s} {'old/new':>8s}")
     for func in sorted(OLD):
         compare(f"{func} exact", lambda f=func: old_activation(f, x), lambda f=func: nm.activation(f, x), args.repeat)
     with np.errstate(all="ignore"):
         compare("gelu exact (prev)", lambda: previous_gelu(x), lambda: nm.activation("gelu", x), args.repeat)
         compare("exp exact (prev)", lambda: previous_exp(x), lambda: nm.activation("exp", x), args.repeat)
+        compare("gelu exact (passes)", lambda: fast.gelu_f32(x, nm._gelu, compiled=False),
+                lambda: fast.gelu_f32(x, nm._gelu), args.repeat)
     segments = args.segments
     for func in activation_table.FUNCS:
         compare(f"{func} table", lambda f=func: old_table_blocked(f, x, segments),
+                lambda f=func: nm.activation(f, x, "table", segments), args.repeat)
+    for func in activation_table.FUNCS:
+        compare(f"{func} table (passes)", lambda f=func: table_passes(f, x, segments),
                 lambda f=func: nm.activation(f, x, "table", segments), args.repeat)
 
 

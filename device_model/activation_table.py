@@ -221,8 +221,8 @@ def _odd_loop(x, hi, segments, table, steps, out):
         if xn != xn:
             out[n] = np.float32(np.nan)
             continue
-        y = np.float32(_abs_lookup_one(abs(np.float64(xn)), hi, 1.0, segments, table, steps))
-        out[n] = -y if xn < 0 or (xn == 0 and np.signbit(xn)) else y
+        xd = np.float64(xn)  # x's sign after the rounding or before it: the same (rounding is symmetric)
+        out[n] = np.float32(math.copysign(_abs_lookup_one(abs(xd), hi, 1.0, segments, table, steps), xd))
 
 
 def _softplus_loop(x, hi, segments, table, steps, out):
