@@ -78,6 +78,8 @@ def verify_table(func: str, chunk_bits: int, segments: int = 256) -> int:
 def _loop_kind(func: str) -> str:
     if func in activation_table.GATES:
         return "gate"
+    if func in ("sqrt", "rsqrt"):
+        return "root"
     return "odd" if func in activation_table.ODD else func
 
 
@@ -88,7 +90,8 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="table mode: compiled loops against numpy passes")
     args = ap.parse_args()
     if args.table:
-        bad = sum(verify_table(f, args.chunk_bits) for f in args.funcs or activation_table.FUNCS)
+        bad = sum(verify_table(f, args.chunk_bits)
+                  for f in args.funcs or activation_table.FUNCS + activation_table.DOMAIN_FUNCS)
     else:
         bad = sum(verify(f, args.chunk_bits) for f in args.funcs or sorted(OLD))
     sys.exit(1 if bad else 0)

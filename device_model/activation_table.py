@@ -184,9 +184,9 @@ def _exp_loop(x, segments, table, steps, out):
         t = min(max(np.float64(xn) * inv_ln2, -400.0), 400.0)
         k = np.floor(t)
         y = _interp_one((t - k) * np.float64(segments), segments, table, steps)
-        # ldexp(y, k) as y times 2^k built from its bits (a libm call per element costs 3x the loop):
-        # exact, as 2^k (|k| <= 400) and y * 2^k (y a table value of 2^u, u in [0, 1]) are normal doubles
-        out[n] = np.float32(y * np.int64((np.int64(k) + 1023) << 52).view(np.float64))
+        # ldexp(y, k) as y times 2^k (a libm call per element costs 3x the loop): exact, as 2^k
+        # (|k| <= 400) and y * 2^k (y a table value of 2^u, u in [0, 1]) are normal doubles
+        out[n] = np.float32(y * _pow2(k))
 
 
 def _gate_loop(x, times_x, lo, segments, table, steps, out):
@@ -236,6 +236,73 @@ def _softplus_loop(x, hi, segments, table, steps, out):
         out[n] = np.float32(y + max(xd, 0.0))
 
 
+# log, sqrt, rsqrt and reciprocal split x into mantissa and exponent and look the mantissa up; zero,
+# negative, infinite and NaN inputs take the reference formula (DOMAIN_LOOPS: a loop writes their
+# positions to `special` and returns how many; the caller evaluates those through numerics).
+
+def _lookup_one(u, lo, hi, segments, table, steps):
+    """numerics._lookup for one u (not NaN): clipped to [lo, hi], then interpolated."""
+    return _interp_one((min(max(u, lo), hi) - lo) * (segments / (hi - lo)), segments, table, steps)
+
+
+def _mantissa_exponent_one(a, lo_mantissa):
+    """numerics._mantissa_exponent for one a > 0: a = m * 2^e, m in [lo_mantissa, 2 * lo_mantissa)."""
+    m, e = math.frexp(a)
+    while m < lo_mantissa:
+        m = 2 * m
+        e = e - 1
+    return m, e
+
+
+def _pow2(k):
+    """2.0 ** k from its bits, for |k| <= 1022 (ldexp by it is a multiplication, exact while normal)."""
+    return np.int64((np.int64(k) + 1023) << 52).view(np.float64)
+
+
+def _log_loop(x, lo, hi, segments, table, steps, out, special):
+    ln2 = math.log(2.0)
+    count = 0
+    for n in range(x.size):
+        xd = np.float64(x[n])
+        if not (0.0 < xd < np.inf):
+            special[count] = n
+            count += 1
+            continue
+        m, e = _mantissa_exponent_one(xd, lo)  # the table starts at sqrt(1/2), where m does
+        out[n] = np.float32(e * ln2 + (m - 1.0) * _lookup_one(m, lo, hi, segments, table, steps))
+    return count
+
+
+def _root_loop(x, inverse, lo, hi, segments, table, steps, out, special):
+    count = 0
+    for n in range(x.size):
+        xd = np.float64(x[n])
+        if not (0.0 < xd < np.inf):
+            special[count] = n
+            count += 1
+            continue
+        m, e = _mantissa_exponent_one(xd, 1.0)
+        if e % 2 != 0:  # m in [1, 4), e even
+            m = 2 * m
+            e = e - 1
+        half = -(e // 2) if inverse else e // 2
+        out[n] = np.float32(_lookup_one(m, lo, hi, segments, table, steps) * _pow2(half))
+    return count
+
+
+def _reciprocal_loop(x, lo, hi, segments, table, steps, out, special):
+    count = 0
+    for n in range(x.size):
+        xd = np.float64(x[n])
+        if not (xd != 0.0 and abs(xd) < np.inf):
+            special[count] = n
+            count += 1
+            continue
+        m, e = _mantissa_exponent_one(abs(xd), 1.0)
+        out[n] = np.float32(math.copysign(_lookup_one(m, lo, hi, segments, table, steps) * _pow2(-e), xd))
+    return count
+
+
 def _loop_signature(*scalars: str):
     def signature(nb):
         table = nb.types.Array(nb.float64, 1, "C", readonly=True)
@@ -243,8 +310,20 @@ def _loop_signature(*scalars: str):
     return signature
 
 
-_HELPERS = (_interp_one, _abs_lookup_one)
+def _domain_signature(*scalars: str):
+    def signature(nb):
+        table = nb.types.Array(nb.float64, 1, "C", readonly=True)
+        return nb.intp(nb.float32[::1], *(getattr(nb, s) for s in scalars), nb.float64, nb.float64, nb.intp, table,
+                       table, nb.float32[::1], nb.intp[::1])
+    return signature
+
+
+_HELPERS = (_interp_one, _abs_lookup_one, _lookup_one, _mantissa_exponent_one, _pow2)
+DOMAIN_FUNCS = ("log", "sqrt", "rsqrt", "reciprocal")
 LOOPS = {
+    "log": jit.Kernel(_log_loop, _domain_signature(), _HELPERS),
+    "root": jit.Kernel(_root_loop, _domain_signature("boolean"), _HELPERS),
+    "reciprocal": jit.Kernel(_reciprocal_loop, _domain_signature(), _HELPERS),
     "exp": jit.Kernel(_exp_loop, _loop_signature(), _HELPERS),
     "gate": jit.Kernel(_gate_loop, _loop_signature("boolean", "float64"), _HELPERS),
     "odd": jit.Kernel(_odd_loop, _loop_signature("float64"), _HELPERS),
@@ -313,6 +392,32 @@ def table_function(func: str, segments: int, lo: float, hi: float, table: np.nda
             kernel(xs, lowest, highest, buf, dst)
             if nan is not None:
                 dst[nan] = _CANONICAL_NAN
+        return out.reshape(np.shape(x32))
+    return evaluate
+
+
+def domain_function(func: str, segments: int, lo: float, hi: float, table: np.ndarray, steps: np.ndarray,
+                    reference: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """Table-mode `func` (one of DOMAIN_FUNCS) of an f32 array as one compiled loop, the elements
+    outside the table's domain (zero, negative, infinite, NaN) through `reference` (f32 array -> its
+    f32 results: numerics' evaluation, which is elementwise); without a compiled loop, `reference`
+    evaluates the whole array. Returns a new f32 array of x's shape."""
+    kind = "root" if func in ("sqrt", "rsqrt") else func
+    flags = (func == "rsqrt",) if kind == "root" else ()
+    lo, hi = float(lo), float(hi)
+    table, steps = np.ascontiguousarray(table, F64), np.ascontiguousarray(steps, F64)
+
+    def evaluate(x32: np.ndarray) -> np.ndarray:
+        loop = compiled_loop(kind)
+        if loop is None:
+            return reference(x32)
+        flat = np.ascontiguousarray(x32, dtype=F32).reshape(-1)
+        out = np.empty(flat.size, F32)
+        special = np.empty(flat.size, np.intp)
+        count = loop(flat, *flags, lo, hi, segments, table, steps, out, special)
+        if count:
+            positions = special[:count]
+            out[positions] = reference(flat[positions])
         return out.reshape(np.shape(x32))
     return evaluate
 

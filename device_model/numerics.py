@@ -470,6 +470,16 @@ def _bound_activation(func: str, table: bool, segments: int, alpha: float) -> Ca
                 out[start:start + _ACT_BLOCK] = _activation_f32(func, flat[start:start + _ACT_BLOCK], table,
                                                                 segments, alpha)
             return out.reshape(x32.shape)
+    if table and func in activation_table.DOMAIN_FUNCS:  # one compiled loop; evaluate() for the rest
+        spec = TABLES[func]
+        run_domain = activation_table.domain_function(func, segments, spec.lo, spec.hi, _table(func, segments),
+                                                      _table_steps(func, segments), evaluate)
+
+        def evaluate_domain(x) -> np.ndarray:
+            x32 = x if isinstance(x, np.ndarray) and x.dtype == F32 else to_f32(x)
+            with np.errstate(all="ignore"):
+                return run_domain(x32)
+        return evaluate_domain
     return evaluate
 
 

@@ -16,6 +16,7 @@ from device_model import numerics as nm
 
 F32, F64 = np.float32, np.float64
 FUNCS = activation_table.FUNCS
+DOMAIN_FUNCS = activation_table.DOMAIN_FUNCS  # log, sqrt, rsqrt, reciprocal: mantissa lookups
 DESTINATIONS = ("f32", "bf16", "f16", "fp8e4", "fp8e5")
 
 
@@ -59,11 +60,40 @@ def _old_table_eval(func, x, segments):
     return np.ldexp(_old_lookup(func, segments, t - k), k.astype(np.int32))
 
 
+def _old_mantissa_exponent(a, lo_mantissa):
+    m, e = np.frexp(np.where(a > 0, a, 1.0))
+    small = m < lo_mantissa
+    while np.any(small):
+        m = np.where(small, 2 * m, m)
+        e = np.where(small, e - 1, e)
+        small = m < lo_mantissa
+    return m, e
+
+
+def _old_domain_eval(func, x, segments):
+    if func == "log":
+        m, e = _old_mantissa_exponent(x, math.sqrt(0.5))
+        y = e * math.log(2.0) + (m - 1.0) * _old_lookup(func, segments, m)
+        return np.where((x > 0) & np.isfinite(x), y, np.log(x))
+    if func in ("sqrt", "rsqrt"):
+        m, e = _old_mantissa_exponent(x, 1.0)
+        odd = (e % 2) != 0
+        m, e = np.where(odd, 2 * m, m), np.where(odd, e - 1, e)
+        half = (e // 2) if func == "sqrt" else -(e // 2)
+        y = np.ldexp(_old_lookup(func, segments, m), half.astype(np.int32))
+        special = np.sqrt(x) if func == "sqrt" else 1.0 / np.sqrt(x)
+        return np.where((x > 0) & np.isfinite(x), y, special)
+    assert func == "reciprocal"
+    m, e = _old_mantissa_exponent(np.abs(x), 1.0)
+    y = np.copysign(np.ldexp(_old_lookup(func, segments, m), (-e).astype(np.int32)), x)
+    return np.where((x != 0) & np.isfinite(x), y, 1.0 / x)
+
+
 def old_table_activation(func: str, x32: np.ndarray, segments: int) -> np.ndarray:
     """activation(func, x32, "table", segments) as it was (one block of numerics._activation_f32)."""
     with np.errstate(all="ignore"):
         xd = np.asarray(x32, F32).astype(F64)
-        y = _old_table_eval(func, xd, segments)
+        y = (_old_domain_eval if func in DOMAIN_FUNCS else _old_table_eval)(func, xd, segments)
         nan = np.isnan(xd)
         if nan.any():
             y = np.where(nan, np.nan, y)
@@ -171,6 +201,32 @@ def test_values_at_knots_and_table_ends_give_the_old_bits(func, segments):
 @pytest.mark.parametrize("func", FUNCS)
 def test_millions_of_random_f32_give_the_old_bits(func):
     assert_same_bits(func, hard_f32(seed=FUNCS.index(func) + 41, n=400_000), 256)
+
+
+@pytest.mark.parametrize("func", DOMAIN_FUNCS)
+@pytest.mark.parametrize("segments", [256, 37, 1])
+def test_mantissa_lookups_give_the_old_bits_on_16_bit_patterns_knots_and_random_f32(func, segments):
+    rng = np.random.default_rng(DOMAIN_FUNCS.index(func) * 10 + segments)
+    spec = nm.TABLES[func]
+    # mantissas on and next to the knots, times powers of two of both parities, both signs
+    m = spec.lo + (spec.hi - spec.lo) * (rng.integers(0, segments + 1, 20_000) / segments)
+    scaled = (m * np.ldexp(1.0, rng.integers(-130, 126, m.size))).astype(F32)
+    knots = np.concatenate([scaled, -scaled, _neighbours(scaled[:2000], 2)])
+    for x in (every_pattern(ml_dtypes.bfloat16), every_pattern(np.float16), knots, hard_f32(seed=segments, n=100_000)):
+        assert_same_bits(func, x, segments)
+
+
+def test_mantissa_lookups_on_tiles_and_scalars():
+    rng = np.random.default_rng(61)
+    tile = (rng.random((128, 1)) * 8).astype(F32)
+    tile[3, 0], tile[9, 0], tile[17, 0] = 0.0, -2.0, np.nan
+    for func in DOMAIN_FUNCS:
+        assert_same_bits(func, tile, 256)
+        assert_same_bits(func, tile[::2], 256)
+        for value in (0.5, 3.0, 0, -1.0):
+            got = nm.activation(func, value, "table")
+            want = old_table_activation(func, nm.to_f32(value), 256)
+            assert got.shape == () and got.reshape(1).view(np.uint32) == want.reshape(1).view(np.uint32)
 
 
 def test_the_presets_segment_counts_are_covered():
