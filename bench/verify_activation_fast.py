@@ -28,49 +28,53 @@ from device_model import activation_table  # noqa: E402
 from device_model import numerics as nm  # noqa: E402
 
 
+def every_f32(chunk_bits: int):
+    """All 2^32 f32 values, in chunks of 2^chunk_bits."""
+    step = 1 << chunk_bits
+    for start in range(0, 1 << 32, step):
+        yield np.arange(start, start + step, dtype=np.uint64).astype(np.uint32).view(np.float32)
+
+
+def count_differences(label: str, x: np.ndarray, got: np.ndarray, want: np.ndarray) -> int:
+    """Elements whose bits differ; prints the first one."""
+    bad = np.flatnonzero(got.view(np.uint32) != want.view(np.uint32))
+    if bad.size:
+        print(f"  {label}: {bad.size} differ, e.g. x={x[bad[0]]!r} got={got[bad[0]]!r} want={want[bad[0]]!r}",
+              flush=True)
+    return int(bad.size)
+
+
 def verify(func: str, chunk_bits: int) -> int:
     """Number of f32 inputs whose new result differs from the old formula's (0 = proven equal)."""
-    step = 1 << chunk_bits
     mismatches = 0
     t0 = time.perf_counter()
-    for start in range(0, 1 << 32, step):
-        x = np.arange(start, start + step, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    for x in every_f32(chunk_bits):
         new = nm.activation(func, x)
         nan = np.isnan(x)
         if nan.any():
             mismatches += int(np.count_nonzero(new[nan].view(np.uint32) != expected_nan_bits(func, x[nan])))
         keep = ~nan
-        old = old_activation(func, x[keep])
-        bad = np.flatnonzero(new[keep].view(np.uint32) != old.view(np.uint32))
-        if bad.size:
-            mismatches += bad.size
-            print(f"  {func}: {bad.size} differ, e.g. x={x[keep][bad[0]]!r} new={new[keep][bad[0]]!r} "
-                  f"old={old[bad[0]]!r}", flush=True)
+        mismatches += count_differences(func, x[keep], new[keep], old_activation(func, x[keep]))
     print(f"{func}: {mismatches} of 2^32 f32 inputs differ ({time.perf_counter() - t0:.0f} s)", flush=True)
     return mismatches
 
 
 def verify_table(func: str, chunk_bits: int, segments: int = 256) -> int:
     """Number of f32 inputs whose table-mode result differs between the compiled loop and the passes."""
-    step = 1 << chunk_bits
     compiled_loop = activation_table.compiled_loop
-    if activation_table.LOOPS[_loop_kind(func)].compiled() is None:
-        raise SystemExit(f"no compiled loop to verify: {activation_table.LOOPS[_loop_kind(func)].unavailable}")
+    kernel = activation_table.LOOPS[_loop_kind(func)]
+    if kernel.compiled() is None:
+        raise SystemExit(f"no compiled loop to verify: {kernel.unavailable}")
     mismatches = 0
     t0 = time.perf_counter()
-    for start in range(0, 1 << 32, step):
-        x = np.arange(start, start + step, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    for x in every_f32(chunk_bits):
         loop = nm.activation(func, x, "table", segments)
         activation_table.compiled_loop = lambda kind: None
         try:
             passes = nm.activation(func, x, "table", segments)
         finally:
             activation_table.compiled_loop = compiled_loop
-        bad = np.flatnonzero(loop.view(np.uint32) != passes.view(np.uint32))
-        if bad.size:
-            mismatches += bad.size
-            print(f"  {func}: {bad.size} differ, e.g. x={x[bad[0]]!r} loop={loop[bad[0]]!r} "
-                  f"passes={passes[bad[0]]!r}", flush=True)
+        mismatches += count_differences(f"{func} (table)", x, loop, passes)
     print(f"{func} (table): {mismatches} of 2^32 f32 inputs differ ({time.perf_counter() - t0:.0f} s)", flush=True)
     return mismatches
 
@@ -78,9 +82,9 @@ def verify_table(func: str, chunk_bits: int, segments: int = 256) -> int:
 def _loop_kind(func: str) -> str:
     if func in activation_table.GATES:
         return "gate"
-    if func in ("sqrt", "rsqrt"):
-        return "root"
-    return "odd" if func in activation_table.ODD else func
+    if func in activation_table.DOMAIN_FUNCS:
+        return "mantissa"
+    return "abs" if func in activation_table.ODD or func == "softplus" else func
 
 
 def main() -> None:

@@ -215,30 +215,23 @@ def _abs_lookup_one(a, hi, beyond, segments, table, steps):
     return y + outside * beyond if beyond else y
 
 
-def _odd_loop(x, hi, segments, table, steps, out):
-    for n in range(x.size):
-        xn = x[n]
-        if xn != xn:
-            out[n] = np.float32(np.nan)
-            continue
-        xd = np.float64(xn)  # x's sign after the rounding or before it: the same (rounding is symmetric)
-        out[n] = np.float32(math.copysign(_abs_lookup_one(abs(xd), hi, 1.0, segments, table, steps), xd))
-
-
-def _softplus_loop(x, hi, segments, table, steps, out):
+def _abs_table_loop(x, softplus, hi, segments, table, steps, out):
+    """tanh/erf (odd: the table at |x| with x's sign) or softplus (the table at |x| plus max(x, 0))."""
     for n in range(x.size):
         xn = x[n]
         if xn != xn:
             out[n] = np.float32(np.nan)
             continue
         xd = np.float64(xn)
-        y = _abs_lookup_one(abs(xd), hi, 0.0, segments, table, steps)
-        out[n] = np.float32(y + max(xd, 0.0))
+        if softplus:
+            out[n] = np.float32(_abs_lookup_one(abs(xd), hi, 0.0, segments, table, steps) + max(xd, 0.0))
+        else:  # x's sign after the rounding or before it: the same (rounding is symmetric)
+            out[n] = np.float32(math.copysign(_abs_lookup_one(abs(xd), hi, 1.0, segments, table, steps), xd))
 
 
 # log, sqrt, rsqrt and reciprocal split x into mantissa and exponent and look the mantissa up; zero,
-# negative, infinite and NaN inputs take the reference formula (DOMAIN_LOOPS: a loop writes their
-# positions to `special` and returns how many; the caller evaluates those through numerics).
+# negative, infinite and NaN inputs take the reference formula (the loop writes their positions to
+# `special` and returns how many; domain_function evaluates those through numerics).
 
 def _lookup_one(u, lo, hi, segments, table, steps):
     """numerics._lookup for one u (not NaN): clipped to [lo, hi], then interpolated."""
@@ -259,47 +252,33 @@ def _pow2(k):
     return np.int64((np.int64(k) + 1023) << 52).view(np.float64)
 
 
-def _log_loop(x, lo, hi, segments, table, steps, out, special):
+MANTISSA_CODES = {"log": 0, "sqrt": 1, "rsqrt": 2, "reciprocal": 3}
+
+
+def _mantissa_loop(x, code, lo, hi, segments, table, steps, out, special):
+    """log, sqrt, rsqrt or reciprocal (MANTISSA_CODES) of every x in the table's domain (x > 0 finite;
+    reciprocal: x != 0 finite); the positions of the others go to `special`, their count is returned."""
     ln2 = math.log(2.0)
     count = 0
     for n in range(x.size):
         xd = np.float64(x[n])
-        if not (0.0 < xd < np.inf):
+        if not ((xd != 0.0 and abs(xd) < np.inf) if code == 3 else (0.0 < xd < np.inf)):
             special[count] = n
             count += 1
             continue
-        m, e = _mantissa_exponent_one(xd, lo)  # the table starts at sqrt(1/2), where m does
-        out[n] = np.float32(e * ln2 + (m - 1.0) * _lookup_one(m, lo, hi, segments, table, steps))
-    return count
-
-
-def _root_loop(x, inverse, lo, hi, segments, table, steps, out, special):
-    count = 0
-    for n in range(x.size):
-        xd = np.float64(x[n])
-        if not (0.0 < xd < np.inf):
-            special[count] = n
-            count += 1
-            continue
-        m, e = _mantissa_exponent_one(xd, 1.0)
-        if e % 2 != 0:  # m in [1, 4), e even
-            m = 2 * m
-            e = e - 1
-        half = -(e // 2) if inverse else e // 2
-        out[n] = np.float32(_lookup_one(m, lo, hi, segments, table, steps) * _pow2(half))
-    return count
-
-
-def _reciprocal_loop(x, lo, hi, segments, table, steps, out, special):
-    count = 0
-    for n in range(x.size):
-        xd = np.float64(x[n])
-        if not (xd != 0.0 and abs(xd) < np.inf):
-            special[count] = n
-            count += 1
-            continue
-        m, e = _mantissa_exponent_one(abs(xd), 1.0)
-        out[n] = np.float32(math.copysign(_lookup_one(m, lo, hi, segments, table, steps) * _pow2(-e), xd))
+        if code == 0:
+            m, e = _mantissa_exponent_one(xd, lo)  # the log table starts at sqrt(1/2), where m does
+            y = e * ln2 + (m - 1.0) * _lookup_one(m, lo, hi, segments, table, steps)
+        elif code == 3:
+            m, e = _mantissa_exponent_one(abs(xd), 1.0)
+            y = math.copysign(_lookup_one(m, lo, hi, segments, table, steps) * _pow2(-e), xd)
+        else:
+            m, e = _mantissa_exponent_one(xd, 1.0)
+            if e % 2 != 0:  # m in [1, 4), e even
+                m = 2 * m
+                e = e - 1
+            y = _lookup_one(m, lo, hi, segments, table, steps) * _pow2(-(e // 2) if code == 2 else e // 2)
+        out[n] = np.float32(y)
     return count
 
 
@@ -310,24 +289,19 @@ def _loop_signature(*scalars: str):
     return signature
 
 
-def _domain_signature(*scalars: str):
-    def signature(nb):
-        table = nb.types.Array(nb.float64, 1, "C", readonly=True)
-        return nb.intp(nb.float32[::1], *(getattr(nb, s) for s in scalars), nb.float64, nb.float64, nb.intp, table,
-                       table, nb.float32[::1], nb.intp[::1])
-    return signature
+def _mantissa_signature(nb):
+    table = nb.types.Array(nb.float64, 1, "C", readonly=True)
+    return nb.intp(nb.float32[::1], nb.intp, nb.float64, nb.float64, nb.intp, table, table, nb.float32[::1],
+                   nb.intp[::1])
 
 
 _HELPERS = (_interp_one, _abs_lookup_one, _lookup_one, _mantissa_exponent_one, _pow2)
-DOMAIN_FUNCS = ("log", "sqrt", "rsqrt", "reciprocal")
+DOMAIN_FUNCS = tuple(MANTISSA_CODES)
 LOOPS = {
-    "log": jit.Kernel(_log_loop, _domain_signature(), _HELPERS),
-    "root": jit.Kernel(_root_loop, _domain_signature("boolean"), _HELPERS),
-    "reciprocal": jit.Kernel(_reciprocal_loop, _domain_signature(), _HELPERS),
+    "mantissa": jit.Kernel(_mantissa_loop, _mantissa_signature, _HELPERS),
     "exp": jit.Kernel(_exp_loop, _loop_signature(), _HELPERS),
     "gate": jit.Kernel(_gate_loop, _loop_signature("boolean", "float64"), _HELPERS),
-    "odd": jit.Kernel(_odd_loop, _loop_signature("float64"), _HELPERS),
-    "softplus": jit.Kernel(_softplus_loop, _loop_signature("float64"), _HELPERS),
+    "abs": jit.Kernel(_abs_table_loop, _loop_signature("boolean", "float64"), _HELPERS),
 }
 
 
@@ -360,11 +334,11 @@ def table_function(func: str, segments: int, lo: float, hi: float, table: np.nda
     elif func in ODD:
         def kernel(xs, lowest, highest, buf, dst):
             _odd(xs, lowest, highest, hi, segments, table, steps, buf, dst)
-        loop_kind, loop_args = "odd", (float(hi),)
+        loop_kind, loop_args = "abs", (False, float(hi))
     elif func == "softplus":
         def kernel(xs, lowest, highest, buf, dst):
             _softplus(xs, lowest, highest, hi, segments, table, steps, buf, dst)
-        loop_kind, loop_args = "softplus", (float(hi),)
+        loop_kind, loop_args = "abs", (True, float(hi))
     else:
         raise ValueError(f"no fast table path for {func!r}")
     table, steps = np.ascontiguousarray(table, F64), np.ascontiguousarray(steps, F64)
@@ -402,19 +376,18 @@ def domain_function(func: str, segments: int, lo: float, hi: float, table: np.nd
     outside the table's domain (zero, negative, infinite, NaN) through `reference` (f32 array -> its
     f32 results: numerics' evaluation, which is elementwise); without a compiled loop, `reference`
     evaluates the whole array. Returns a new f32 array of x's shape."""
-    kind = "root" if func in ("sqrt", "rsqrt") else func
-    flags = (func == "rsqrt",) if kind == "root" else ()
+    code = MANTISSA_CODES[func]
     lo, hi = float(lo), float(hi)
     table, steps = np.ascontiguousarray(table, F64), np.ascontiguousarray(steps, F64)
 
     def evaluate(x32: np.ndarray) -> np.ndarray:
-        loop = compiled_loop(kind)
+        loop = compiled_loop("mantissa")
         if loop is None:
             return reference(x32)
         flat = np.ascontiguousarray(x32, dtype=F32).reshape(-1)
         out = np.empty(flat.size, F32)
         special = np.empty(flat.size, np.intp)
-        count = loop(flat, *flags, lo, hi, segments, table, steps, out, special)
+        count = loop(flat, code, lo, hi, segments, table, steps, out, special)
         if count:
             positions = special[:count]
             out[positions] = reference(flat[positions])
