@@ -32,6 +32,7 @@ _DROPPED_BITS = 52 - 23  # f64 significand bits below an f32's (normal f32 resul
 _DROPPED_MASK = (1 << _DROPPED_BITS) - 1
 _HALF_WAY = 1 << (_DROPPED_BITS - 1)
 _BLOCK = 16384  # elements per pass: keeps the float64 temporaries in cache
+CERTIFIED_MIN_SIZE = 4096  # elements: smaller arrays go to the reference whole (see certified_f32)
 
 
 def near_f32_midpoint(y: np.ndarray, rel_err: float) -> np.ndarray:
@@ -51,7 +52,8 @@ def near_f32_midpoint(y: np.ndarray, rel_err: float) -> np.ndarray:
 
 def certified_f32(x32: np.ndarray, approx: Callable[[np.ndarray], np.ndarray],
                   reference: Callable[[np.ndarray], np.ndarray], rel_err: float,
-                  lo: float, hi: float, sign_of_x: bool = False, min_size: int = 4096) -> np.ndarray:
+                  lo: float, hi: float, sign_of_x: bool = False,
+                  min_size: int = CERTIFIED_MIN_SIZE) -> np.ndarray:
     """reference(x) rounded to f32, computed as approx(x) where that provably rounds the same.
 
     `approx` must be within rel_err (relative) of `reference` for every f32 x in [lo, hi], and equal

@@ -46,7 +46,7 @@ from .dtypes import FLOAT_DTYPES, INT_DTYPES, np_dtype
 from .errors import XpuError
 from .isa import ALU_OPS, AP, MATMUL_TYPES, Instr, attr, engine_kind
 from .memory import Memory
-from .numerics import activation_function, cast, to_f32
+from .numerics import activation_function, cast, one_pass_ufunc, to_f32
 from .unbuffered import NAN_PAIR_SENSITIVE, ORDER_FREE, may_overlap, quiet_unbuffered
 from .window_sum import WindowSum
 from .workspace import work_array
@@ -594,6 +594,10 @@ def _build_activate(c: _Ctx) -> Executor:
         act = activation_function(func, mode, segments, alpha)
     except ValueError as exc:
         raise c.fail(str(exc)) from None
+    plain = scale_v is None and bias_v is None and scale == 1.0 and bias == 0.0 and accum is None
+    ufunc = one_pass_ufunc(func, mode, _prod(shape)) if plain else None
+    if ufunc is not None:
+        return _activate_one_pass(c, ufunc, shape)
     widen, round_dst = _widener(src_ap.dtype), _rounder(dst_ap.dtype)
     widen_scale = _widener(c.ap("scale_ap").dtype) if scale_v is not None else None
     widen_bias = _widener(c.ap("bias_ap").dtype) if bias_v is not None else None
@@ -616,6 +620,22 @@ def _build_activate(c: _Ctx) -> Executor:
         if accum is not None:
             accum(round_accum(np.sum(y, axis=free_axes, dtype=np.float32, keepdims=True)))
     return activate
+
+
+def _activate_one_pass(c: _Ctx, ufunc: np.ufunc, shape: tuple[int, ...]) -> Executor:
+    """activate without scale, bias or accum, for a function numerics evaluates at this size as one
+    float64 ufunc: that ufunc called once from the f32 operand into the f32 result, numpy widening and
+    rounding in its buffers (see numerics.one_pass_ufunc): the same bits as `activate`'s general path,
+    from one numpy call instead of five or more (a sigmoid over 256 elements: ~7 us -> ~2 us)."""
+    src_f32 = _f32_operand(c, "src", shape)
+    out, finish = _f32_result(c, shape)
+    f64 = np.dtype(np.float64)
+
+    @_quiet
+    def activate_one_pass():
+        ufunc(src_f32(), out=out, dtype=f64)  # computed as if src did not overlap out
+        finish()
+    return activate_one_pass
 
 
 # ---- DVE / POOL elementwise ------------------------------------------------------------------------
@@ -696,6 +716,15 @@ def _run_alu(c: _Ctx, compute: Callable[[], np.ndarray], store, dtype: str) -> E
 
 
 _UNBUFFERED_CHECK_MIN = 4096  # elements: below, the NaN check of an unbuffered add/mul costs more than it saves
+_SHORT_ROW = 64  # free elements per partition below which numpy's buffering beats row-by-row loops
+
+
+def _buffering_pays(shape: tuple[int, ...]) -> bool:
+    """Whether numpy's default (buffered) ufunc call is the faster one for a tile of `shape`: on a small
+    tile of short rows an unbuffered call runs its inner loop once per row of a few elements and sets a
+    context variable around it (a [32, 16] subtract: ~3.4 us against ~2.0 us buffered); long rows
+    are where unbuffered pays (see unbuffered)."""
+    return _prod(shape) < _UNBUFFERED_CHECK_MIN and _prod(shape[1:]) < _SHORT_ROW
 
 
 def _build_tensor_tensor(c: _Ctx) -> Executor:
@@ -727,7 +756,7 @@ def _build_tensor_tensor(c: _Ctx) -> Executor:
         finish()
     buffered = _quiet(tensor_tensor)
     if ufunc in ORDER_FREE:
-        return quiet_unbuffered(tensor_tensor)
+        return buffered if _buffering_pays(shape) else quiet_unbuffered(tensor_tensor)
     if ufunc not in NAN_PAIR_SENSITIVE or _prod(shape) < _UNBUFFERED_CHECK_MIN:
         return buffered
     # add, multiply: exact unbuffered unless both operands hold a NaN at one element (see
@@ -813,7 +842,8 @@ def _tensor_scalar_f32(c: _Ctx, shape, steps, scalars) -> Executor:
     before it changes (numpy computes a call as if its operands did not overlap its output).
     `scalars`: each stage's immediate (f32), or None for a per-partition operand. Stages run without
     numpy's operand buffering where that is exact (see unbuffered): an add or multiply only while its
-    scalar holds no NaN (immediates decided here, per-partition ones checked per call)."""
+    scalar holds no NaN (immediates decided here, per-partition ones checked per call); on a small tile
+    of short rows numpy's default is faster (see _buffering_pays)."""
     src_f32 = _f32_operand(c, "src", shape)
     out, finish = _f32_result(c, shape)
     (ufunc, get, rev), first = steps[-1], steps[:-1]
@@ -833,6 +863,8 @@ def _tensor_scalar_f32(c: _Ctx, shape, steps, scalars) -> Executor:
             ufunc(t, get(), out=out)
         finish()
     buffered = _quiet(tensor_scalar)
+    if _buffering_pays(shape):
+        return buffered
     if any(u not in ORDER_FREE and (u not in NAN_PAIR_SENSITIVE or (k is not None and np.isnan(k)))
            for (u, _, _), k in zip(steps, scalars)):
         return buffered

@@ -241,6 +241,7 @@ _EXACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 assert set(_EXACT) | {"leaky_relu"} == set(ACT_FUNCS)
 
 _F32_MAX = float(np.finfo(F32).max)
+_ACT_BLOCK = 16384  # elements per pass of the formulas (see activation())
 
 
 def _one_buffered_pass(ufunc: np.ufunc) -> Callable[[np.ndarray], np.ndarray]:
@@ -266,6 +267,29 @@ _FAST_EXACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "softplus": lambda x32: fast.certified_f32(x32, fast.softplus_approx, _EXACT["softplus"],
                                                fast.LOGISTIC_REL_ERR, fast.SOFTPLUS_LO, _F32_MAX),
 }
+
+
+# Exact-mode functions whose float64 reference is one ufunc, and the size from which activation()
+# takes another route for them (None: never). Below it, activation() evaluates exactly that ufunc on
+# the widened array and rounds once (_whole_reference_f32, _activation_f32 or _one_buffered_pass), so
+# one call with dtype=float64 and an f32 `out` gives its bits, NaN payloads included.
+_ONE_UFUNC_BELOW: dict[str, tuple[np.ufunc, int | None]] = {
+    "exp": (np.exp, None), "tanh": (np.tanh, None), "log": (np.log, None), "sqrt": (np.sqrt, None),
+    "sigmoid": (sp.expit, fast.CERTIFIED_MIN_SIZE),  # certified_f32 from there on
+    "erf": (sp.erf, _ACT_BLOCK + 1),  # blocks beyond _ACT_BLOCK (elementwise: the same bits, but untested)
+}
+
+
+def one_pass_ufunc(func: str, mode: str, size: int) -> np.ufunc | None:
+    """The float64 ufunc `f` such that `f(x32, out=y32, dtype=float64)` gives activation(func, x32, mode)
+    bit for bit (NaN payloads included) for every f32 array x32 of `size` elements, or None. An executor
+    of a small activation then makes one numpy call instead of widening, evaluating and rounding."""
+    if mode == "table" and func in TABLES:
+        return None
+    entry = _ONE_UFUNC_BELOW.get(func)
+    if entry is None or (entry[1] is not None and size >= entry[1]):
+        return None
+    return entry[0]
 
 
 def _relu_f32(x32: np.ndarray) -> np.ndarray | None:
@@ -483,7 +507,6 @@ def _bound_activation(func: str, table: bool, segments: int, alpha: float) -> Ca
     return evaluate
 
 
-_ACT_BLOCK = 16384  # elements per pass of the formulas (see activation())
 
 
 def _activation_f32(func: str, x32: np.ndarray, table: bool, segments: int, alpha: float) -> np.ndarray:
