@@ -46,6 +46,7 @@ from .dtypes import FLOAT_DTYPES, INT_DTYPES, np_dtype
 from .errors import XpuError
 from .isa import ALU_OPS, AP, MATMUL_TYPES, Instr, attr, engine_kind
 from .memory import Memory
+from .narrow import column_calls
 from .numerics import activation_function, cast, one_pass_ufunc, to_f32
 from .unbuffered import NAN_PAIR_SENSITIVE, ORDER_FREE, may_overlap, quiet_unbuffered
 from .window_sum import WindowSum
@@ -227,7 +228,7 @@ def _f32_operand(c: _Ctx, name: str, shape: tuple[int, ...]) -> Callable[[], np.
     dtype, view = c.ap(name).dtype, c.view(name)
     shaped = _view_reshape(view, shape)
     if dtype == "f32" and shaped is not None:
-        return lambda: shaped
+        return _constant(shaped)
     if dtype == "bf16" and shaped is not None and not np.empty_like(shaped, np.float32).flags.c_contiguous:
         # a widened bf16 keeps the view's own axis order (numpy's order="K"): keep that layout too
         widen, read = _widener(dtype), _reader(view, shape)
@@ -508,10 +509,29 @@ def _build_matmul(c: _Ctx) -> Executor:
             np.matmul(stat_f32().T, mov_f32(), out=dst2d)
         return matmul_into_dst
 
+    narrow = _narrow_matmul_accumulate(stat_f32, mov_f32, dst2d, prod)
+    if narrow is not None:
+        return narrow
+
     def matmul_accumulate():
         np.matmul(stat_f32().T, mov_f32(), out=prod)
         np.add(dst2d, prod, out=dst2d)  # the f32 PSUM add
     return matmul_accumulate
+
+
+def _narrow_matmul_accumulate(stat_f32, mov_f32, dst2d: np.ndarray, prod: np.ndarray) -> Executor | None:
+    """matmul_accumulate for a PSUM tile of one or two columns, with operands fixed at build time: the
+    add as one 1-D call per column (see narrow: ~1.4 -> ~0.6 us on [32, 2]), the same bits."""
+    stat, mov = _fixed(stat_f32), _fixed(mov_f32)
+    add = column_calls(np.add, (dst2d, prod), dst2d) if stat is not None and mov is not None else None
+    if add is None:
+        return None
+    stat_t, matmul = stat.T, np.matmul
+
+    def matmul_accumulate_narrow():
+        matmul(stat_t, mov, prod)
+        add()
+    return matmul_accumulate_narrow
 
 
 _DIRECT_ACCUMULATE_MIN = 4096  # PSUM elements
@@ -529,6 +549,8 @@ def _direct_matmul(stat_f32, mov_f32, dst2d: np.ndarray, prod: np.ndarray | None
     gemm = gemm_call(stat.T, mov, dst2d, prod)
     if gemm is None:
         return None
+    if _fixed(stat_f32) is not None and _fixed(mov_f32) is not None:
+        return gemm  # memory read as it is: nothing to refill
 
     def matmul_direct():
         stat_f32()  # refills a widened operand's work array (a no-op for f32 memory)
@@ -750,6 +772,11 @@ def _build_tensor_tensor(c: _Ctx) -> Executor:
         return _run_alu(c, compute, _writer(dst, shape), dst_ap.dtype)
     a_f32, b_f32 = _f32_operand(c, "a", shape), _f32_operand(c, "b", shape)
     out, finish = _f32_result(c, shape)
+    a_fixed, b_fixed = _fixed(a_f32), _fixed(b_f32)
+    if a_fixed is not None and b_fixed is not None and finish is _nothing_to_finish:
+        narrow = column_calls(ufunc, (a_fixed, b_fixed), out)
+        if narrow is not None:
+            return _quiet(narrow)
 
     def tensor_tensor():
         ufunc(a_f32(), b_f32(), out=out)  # numpy computes as if the operands did not overlap out
@@ -814,12 +841,13 @@ def _build_tensor_scalar(c: _Ctx) -> Executor:
             fn = _alu(op, integer)
         except _Static as exc:
             raise c.fail(str(exc)) from None
-        if view is not None:
+        if view is not None and not integer and vdt == "f32":
+            get = _constant(view)  # (f32 widens to itself)
+        elif view is not None:
             widen_s = (lambda x: x.astype(np.int64)) if integer else _widener(vdt)
             get = (lambda v=view, w=widen_s: w(v))
         else:
-            const = np.int64(int(s)) if integer else _f32_scalar(s)
-            get = lambda k=const: k
+            get = _constant(np.int64(int(s)) if integer else _f32_scalar(s))
         steps.append((fn, get, rev))
     ufuncs = [_FLOAT_UFUNCS.get(op) for op, *_ in stages]
     if not integer and steps and None not in ufuncs:
@@ -848,6 +876,9 @@ def _tensor_scalar_f32(c: _Ctx, shape, steps, scalars) -> Executor:
     out, finish = _f32_result(c, shape)
     (ufunc, get, rev), first = steps[-1], steps[:-1]
     between = work_array(c.mem, "alu", shape, np.float32) if first else None
+    narrow = _narrow_tensor_scalar(src_f32, steps, between, out) if finish is _nothing_to_finish else None
+    if narrow is not None:
+        return narrow
 
     def tensor_scalar():
         t = src_f32()
@@ -881,6 +912,49 @@ def _tensor_scalar_f32(c: _Ctx, shape, steps, scalars) -> Executor:
     return tensor_scalar_checked
 
 
+def _nothing_to_finish() -> None:
+    """_f32_result's finish when the result is computed in dst itself."""
+
+
+def _constant(value):
+    """A getter of `value` itself (memory seen as it is, or an immediate), which `_fixed` recognises."""
+    def get():
+        return value
+    get.fixed = value
+    return get
+
+
+def _fixed(get: Callable[[], np.ndarray]):
+    """What `get` returns when it is a `_constant` (nothing to refill: a caller may hold on to it), else
+    None (a work array refilled on each call, or a copy)."""
+    return getattr(get, "fixed", None)
+
+
+def _narrow_tensor_scalar(src_f32, steps, between: np.ndarray | None, out: np.ndarray) -> Executor | None:
+    """_tensor_scalar_f32 for a tile of one or two columns whose operands are all fixed at build time:
+    each stage as one 1-D call per column (see narrow), the same stages into the same arrays."""
+    t = _fixed(src_f32)
+    if t is None:
+        return None
+    calls = []
+    for i, (ufunc, get, rev) in enumerate(steps):
+        k = _fixed(get)
+        target = out if i == len(steps) - 1 else between
+        stage = None if k is None else column_calls(ufunc, (k, t) if rev else (t, k), target)
+        if stage is None:
+            return None
+        calls.append(stage)
+        t = target
+    if len(calls) == 1:
+        return _quiet(calls[0])
+    first, second = calls
+
+    def tensor_scalar_narrow():
+        first()
+        second()
+    return _quiet(tensor_scalar_narrow)
+
+
 def _f32_result(c: _Ctx, shape: tuple[int, ...]) -> tuple[np.ndarray, Callable[[], None]]:
     """(out, finish): the f32 array of `shape` an ALU result is computed into, and what then stores
     it to dst with the single rounding of the write. An f32 dst seen in `shape` is its own out
@@ -889,7 +963,7 @@ def _f32_result(c: _Ctx, shape: tuple[int, ...]) -> tuple[np.ndarray, Callable[[
     dst_ap, dst = c.ap("dst"), c.view("dst")
     shaped = _view_reshape(dst, shape)
     if shaped is not None and dst_ap.dtype == "f32":
-        return shaped, lambda: None
+        return shaped, _nothing_to_finish
     work = work_array(c.mem, "dst", shape, np.float32)
     if shaped is not None and ("f32", dst_ap.dtype) in _IEEE_CASTS:
         return work, lambda: np.copyto(shaped, work, casting="unsafe")

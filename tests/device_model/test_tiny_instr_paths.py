@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device_model import engines
+from device_model import engines, narrow
 from device_model import numerics as nm
 from device_model.arch import load_arch
 from device_model.engines import build_executor
@@ -73,18 +73,21 @@ def _sb(off: int, parts: int, dims, dtype: str = "f32", space: str = "sbuf") -> 
     return AP(space, off, tuple(dims), dtype, 0, parts)
 
 
-def _compare(ins: Instr, seed: int, monkeypatch, switch_off: str, fill=("src",)) -> None:
-    """The executor as built now on one memory, with `switch_off` (an engines attribute) replaced so
-    the general path runs, on the other."""
+def _compare(ins: Instr, seed: int, monkeypatch, switch_off: str, fill=("src",), runs: int = 1) -> None:
+    """The executor as built now on one memory, and with `switch_off` (an engines attribute) replaced so
+    the general path runs on the other; with runs=2 the operands change between two runs (an executor
+    must read them again, not keep what it read when it was built or first ran)."""
     fast_mem, ref_mem = _memories(seed)
-    for i, name in enumerate(fill):
-        _fill((fast_mem, ref_mem), ins.operands[name], seed * 7 + i)
-    build_executor(ins, fast_mem, ARCH)()
+    fast = build_executor(ins, fast_mem, ARCH)
     with monkeypatch.context() as m:
-        m.setattr(engines, switch_off, {"one_pass_ufunc": lambda *a: None, "_buffering_pays": lambda s: False}
-                  [switch_off])
-        build_executor(ins, ref_mem, ARCH)()
-    assert_same_memory(fast_mem, ref_mem, str(ins))
+        m.setattr(engines, switch_off, lambda *args: None if switch_off != "_buffering_pays" else False)
+        ref = build_executor(ins, ref_mem, ARCH)
+    for run in range(runs):
+        for i, name in enumerate(fill):
+            _fill((fast_mem, ref_mem), ins.operands[name], seed * 7 + i + 100 * run)
+        fast()
+        ref()
+        assert_same_memory(fast_mem, ref_mem, f"{ins} (run {run + 1})")
 
 
 # ---- activate: one float64 ufunc call --------------------------------------------------------------------
@@ -169,3 +172,112 @@ def test_tensor_scalar_on_short_rows_matches_the_unbuffered_path(stages, monkeyp
                                     (_sb(0, 32, ((1, 16),), space="psum"), _sb(512, 32, ((1, 16),)))]):
         ins = Instr("dve", "tensor_scalar", {"dst": dst, "src": src, "s0_ap": _sb(2048, 32, ((1, 1),))}, stages)
         _compare(ins, 200 + i, monkeypatch, "_buffering_pays", fill=("src", "s0_ap"))
+
+
+# ---- narrow tiles: one 1-D call per column ------------------------------------------------------------------
+
+def _rows(rows: int, cols: int, stride: int = 1000, offset: int = 0) -> np.ndarray:
+    """[rows, cols] f32 rows `stride` elements apart, like a tile in SBUF."""
+    buf = np.zeros(rows * stride + 64, np.float32)
+    return buf[offset:offset + rows * stride].reshape(rows, stride)[:, :cols]
+
+
+def _nan_laden(seed: int, shape) -> np.ndarray:
+    """Mostly NaNs with distinct payloads (so both operands are NaN at most elements), plus awkward values."""
+    rng = np.random.default_rng(seed)
+    n = int(np.prod(shape))
+    return np.where(rng.random(n) < 0.7, _nan_payloads(rng, n), awkward_f32(seed, n)).reshape(shape)
+
+
+@pytest.mark.parametrize("ufunc", [np.add, np.multiply, np.subtract, np.divide, np.maximum, np.minimum])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (1, 2), (7, 1), (32, 2), (33, 2), (128, 2)])
+@pytest.mark.parametrize("case", ["distinct", "in_place", "per_row", "scalar"])
+def test_column_calls_equal_numpys_2d_call(ufunc, rows, cols, case):
+    seed = rows * 10 + cols
+    a, b, out = _rows(rows, cols), _rows(rows, cols, 777), _rows(rows, cols, 1001, 3)
+    a[...], b[...], out[...] = _nan_laden(seed, a.shape), _nan_laden(seed + 1, b.shape), _nan_laden(seed + 2, a.shape)
+    if case == "in_place":
+        out = a
+    if case == "per_row":
+        b = _rows(rows, 1, 555)
+        b[...] = _nan_laden(seed + 3, b.shape)
+    if case == "scalar":
+        b = np.float32(2.5)
+    ref_a, ref_b, ref_out = a.copy(), (b.copy() if isinstance(b, np.ndarray) else b), out.copy()
+    if case == "in_place":
+        ref_out = ref_a
+    run = narrow.column_calls(ufunc, (a, b), out)  # None where the probe saw a difference: numpy's call
+    with np.errstate(all="ignore"):
+        (run or (lambda: ufunc(a, b, out=out)))()
+        ufunc(ref_a, ref_b, out=ref_out)
+    assert out.view(np.uint32).tobytes() == ref_out.view(np.uint32).tobytes()
+
+
+def test_column_calls_refuse_what_they_cannot_do_exactly():
+    a, b = _rows(32, 2), _rows(32, 2, 777)
+    shifted = _rows(32, 3)[:, 1:]  # dst one element after a, in the same rows
+    buf_a = shifted.base
+    a_same_rows = np.lib.stride_tricks.as_strided(buf_a, (32, 2), shifted.strides)
+    assert narrow.column_calls(np.add, (a_same_rows, b), shifted) is None  # overlaps an input it is not
+    assert narrow.column_calls(np.add, (_rows(32, 3), _rows(32, 3, 777)), _rows(32, 3, 900)) is None  # 3 cols
+    assert narrow.column_calls(np.power, (a, b), _rows(32, 2, 900)) is None  # vector loops may round otherwise
+    assert narrow.column_calls(np.add, (a.astype(np.float64), b), _rows(32, 2, 900)) is None
+    unaligned = np.frombuffer(np.zeros(32 * 1000 * 4 + 8, np.uint8)[1:1 + 32 * 1000 * 4], np.float32)
+    assert narrow.column_calls(np.add, (unaligned.reshape(32, 1000)[:, :2], b), _rows(32, 2, 900)) is None
+
+
+def test_a_probe_that_differs_turns_the_columns_off(monkeypatch):
+    """Whatever the probe finds different, the caller gets None and keeps numpy's call."""
+    a, b, out = _rows(5, 2), _rows(5, 2, 777), _rows(5, 2, 901)
+    monkeypatch.setattr(narrow, "_PROBED", {})
+    real_fill = narrow._fill
+    calls = []
+
+    def fill_differently(rng, x, filling, operand):  # the split run sees other values: the results differ
+        real_fill(rng, x, filling, operand)
+        calls.append(1)
+        if len(calls) > 3:
+            x[...] = np.float32(len(calls))
+    monkeypatch.setattr(narrow, "_fill", fill_differently)
+    assert narrow.column_calls(np.add, (a, b), out) is None
+
+
+NARROW_TT = [
+    (_sb(0, 32, ((1, 2),)), _sb(64, 32, ((1, 2),)), _sb(128, 32, ((1, 2),))),
+    (_sb(0, 32, ((1, 2),)), _sb(64, 32, ((1, 2),)), _sb(0, 32, ((1, 2),))),  # in place on a
+    (_sb(0, 32, ((1, 2),)), _sb(64, 32, ((1, 2),)), _sb(4, 32, ((1, 2),))),  # shifted overlap: numpy's call
+    (_sb(0, 16, ((1, 1),)), _sb(0, 16, ((1, 1),), space="psum"), _sb(8, 16, ((1, 1),))),
+    (_sb(0, 32, ((1, 2),)), _sb(64, 32, ((1, 2),)), _sb(128, 32, ((1, 2),), dtype="bf16")),  # rounded: numpy's call
+    (_sb(0, 32, ((1, 2),), dtype="bf16"), _sb(64, 32, ((1, 2),)), _sb(128, 32, ((1, 2),))),  # widened each run
+    (_sb(0, 32, ((1, 2),)), _sb(64, 32, ((1, 2),), dtype="f16"), _sb(0, 32, ((1, 2),))),
+]
+
+
+@pytest.mark.parametrize("op", ["add", "mul", "sub", "div", "max", "min", "pow"])
+def test_tensor_tensor_on_narrow_tiles_matches_numpys_call(op, monkeypatch):
+    for i, (a, b, dst) in enumerate(NARROW_TT):
+        ins = Instr("dve", "tensor_tensor", {"dst": dst, "a": a, "b": b}, {"op": op})
+        _compare(ins, 300 + i, monkeypatch, "column_calls", fill=("a", "b"), runs=2)
+
+
+@pytest.mark.parametrize("stages", [{"op0": "mul", "s0": 2.0, "op1": "sub", "s1": 1.0},
+                                    {"op0": "add"}, {"op0": "add", "op1": "max", "s1": 0.0},
+                                    {"op0": "sub", "s0": 3.0, "rev0": 1, "op1": "mul", "s1": float("nan")}])
+def test_tensor_scalar_on_narrow_tiles_matches_numpys_call(stages, monkeypatch):
+    for i, (src, dst, scalar_dt) in enumerate([(_sb(0, 32, ((1, 2),)), _sb(0, 32, ((1, 2),)), "f32"),
+                                               (_sb(0, 32, ((1, 2),), space="psum"), _sb(512, 32, ((1, 2),)), "f32"),
+                                               (_sb(0, 32, ((1, 1),)), _sb(4, 32, ((1, 1),)), "f32"),
+                                               (_sb(0, 32, ((1, 2),), dtype="bf16"), _sb(512, 32, ((1, 2),)), "f32"),
+                                               (_sb(0, 32, ((1, 2),)), _sb(512, 32, ((1, 2),)), "bf16")]):
+        ins = Instr("dve", "tensor_scalar", {"dst": dst, "src": src, "s0_ap": _sb(2048, 32, ((1, 1),), scalar_dt)},
+                    stages)
+        _compare(ins, 400 + i, monkeypatch, "column_calls", fill=("src", "s0_ap"), runs=2)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_accumulating_matmul_into_a_narrow_tile_matches_numpys_add(n, monkeypatch):
+    for i, (mov, stat_dt) in enumerate([(_sb(256, 32, ((1, n),)), "f32"), (_sb(256, 32, ((4, n),)), "f32"),
+                                        (_sb(256, 32, ((1, n),), dtype="bf16"), "bf16")]):
+        ins = Instr("pe", "matmul", {"dst": _sb(0, 32, ((1, n),), space="psum"),
+                                     "stat": _sb(0, 32, ((1, 32),), dtype=stat_dt), "mov": mov}, {"start": 0})
+        _compare(ins, 500 + i, monkeypatch, "column_calls", fill=("dst", "stat", "mov"), runs=2)
