@@ -17,9 +17,11 @@ at memory after completions) replays the completion order found once (Machine._s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
+from operator import length_hint
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -465,13 +467,14 @@ class Machine:
         """`_replay` with no hook to call: the executors in one loop inside one np.errstate, each
         without its own (the same effects: only numpy's warnings are off, as each quiet executor has
         them anyway)."""
+        runs = iter(schedule.bare)
         with np.errstate(all="ignore"):
-            position = 0
             try:
-                for run in schedule.bare:
+                for run in runs:
                     run()
-                    position += 1
             except BaseException as exc:
+                # the one that raised is the last taken: a tuple's iterator knows how many are left
+                position = len(schedule.bare) - length_hint(runs) - 1
                 self._fail_as_scheduled(schedule, position, exc)
         self._end_as_scheduled(schedule)
 
@@ -873,18 +876,31 @@ def single_threaded_blas():
     process) for the cores — 100x slower on a loaded 2-core machine — so run them on one thread.
     (Set and restored per library directly: threadpoolctl's `limit` costs 20 us a run.)"""
     if not _BLAS:  # scanning the loaded libraries is slow: do it once
-        _BLAS.append(ThreadpoolController().select(user_api="blas").lib_controllers)
+        _BLAS.append([_thread_count_functions(lib)
+                      for lib in ThreadpoolController().select(user_api="blas").lib_controllers])
     libs = _BLAS[0]
-    before = [lib.num_threads for lib in libs]
-    for lib, n in zip(libs, before):
+    before = [get() for get, _ in libs]
+    for (_, set_threads), n in zip(libs, before):
         if n != 1:
-            lib.set_num_threads(1)
+            set_threads(1)
     try:
         yield
     finally:
-        for lib, n in zip(libs, before):
+        for (_, set_threads), n in zip(libs, before):
             if n != 1:
-                lib.set_num_threads(n)
+                set_threads(n)
+
+
+def _thread_count_functions(lib) -> tuple[Callable[[], int], Callable[[int], object]]:
+    """(get, set) of a BLAS library's thread count. For OpenBLAS its own C functions, found the way
+    threadpoolctl finds them: the controller's methods wrap each call in Python (~1.5 us; four calls
+    per run were ~6 us of a small program's run). Any other library: the controller's methods."""
+    symbol = getattr(lib, "_get_symbol", None)  # threadpoolctl's lookup (prefix/suffix of the build)
+    if lib.internal_api == "openblas" and callable(symbol):
+        get, put = symbol("openblas_get_num_threads"), symbol("openblas_set_num_threads")
+        if get is not None and put is not None:
+            return get, put
+    return (lambda: lib.num_threads), lib.set_num_threads
 
 
 def _find_cycle(blocked: list[BlockedEngine]) -> list[str]:

@@ -281,3 +281,31 @@ def test_accumulating_matmul_into_a_narrow_tile_matches_numpys_add(n, monkeypatc
         ins = Instr("pe", "matmul", {"dst": _sb(0, 32, ((1, n),), space="psum"),
                                      "stat": _sb(0, 32, ((1, 32),), dtype=stat_dt), "mov": mov}, {"start": 0})
         _compare(ins, 500 + i, monkeypatch, "column_calls", fill=("dst", "stat", "mov"), runs=2)
+
+
+# ---- the run's BLAS thread count ------------------------------------------------------------------------------
+
+def test_single_threaded_blas_sets_one_thread_and_restores_the_count():
+    from threadpoolctl import ThreadpoolController, threadpool_limits
+
+    from device_model.machine import single_threaded_blas
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = [lib.num_threads for lib in ThreadpoolController().select(user_api="blas").lib_controllers]
+        with single_threaded_blas():
+            inside = [lib.num_threads for lib in ThreadpoolController().select(user_api="blas").lib_controllers]
+        after = [lib.num_threads for lib in ThreadpoolController().select(user_api="blas").lib_controllers]
+    assert inside == [1] * len(before) and after == before
+
+
+def test_a_library_without_openblas_symbols_keeps_threadpoolctls_methods():
+    from device_model.machine import _thread_count_functions
+
+    class Controller:
+        internal_api, num_threads, calls = "mkl", 4, []
+
+        def set_num_threads(self, n):
+            self.calls.append(n)
+    lib = Controller()
+    get, put = _thread_count_functions(lib)
+    put(1)
+    assert get() == 4 and lib.calls == [1]
