@@ -617,7 +617,7 @@ def _build_activate(c: _Ctx) -> Executor:
     except ValueError as exc:
         raise c.fail(str(exc)) from None
     plain = scale_v is None and bias_v is None and scale == 1.0 and bias == 0.0 and accum is None
-    ufunc = one_pass_ufunc(func, mode, _prod(shape)) if plain else None
+    ufunc = one_pass_ufunc(func, mode, _prod(shape)) if plain and _prod(shape) < _ONE_PASS_MAX else None
     if ufunc is not None:
         return _activate_one_pass(c, ufunc, shape)
     widen, round_dst = _widener(src_ap.dtype), _rounder(dst_ap.dtype)
@@ -642,6 +642,9 @@ def _build_activate(c: _Ctx) -> Executor:
         if accum is not None:
             accum(round_accum(np.sum(y, axis=free_axes, dtype=np.float32, keepdims=True)))
     return activate
+
+
+_ONE_PASS_MAX = 4096  # elements: the one-call path is for small tiles; larger ones keep numerics' own path
 
 
 def _activate_one_pass(c: _Ctx, ufunc: np.ufunc, shape: tuple[int, ...]) -> Executor:
