@@ -609,56 +609,76 @@ def _build_activate(c: _Ctx) -> Executor:
         if (r, f) != (rows, 1):
             raise c.fail(f"accum {_fmt(accum_ap)} must be [{rows},1], got {r} rows x {f} free elements")
         round_accum = _rounder(accum_ap.dtype)
-        accum = _writer(c.view("accum"), (rows,) + (1,) * (ndim - 1))
-    free_axes = tuple(range(1, ndim))
+        store_accum = _writer(c.view("accum"), (rows,) + (1,) * (ndim - 1))
+        free_axes = tuple(range(1, ndim))
+
+        def accum(y: np.ndarray) -> None:
+            store_accum(round_accum(np.sum(y, axis=free_axes, dtype=np.float32, keepdims=True)))
     passthrough = func in ("identity", "copy")
     try:
         act = activation_function(func, mode, segments, alpha)
     except ValueError as exc:
         raise c.fail(str(exc)) from None
-    plain = scale_v is None and bias_v is None and scale == 1.0 and bias == 0.0 and accum is None
-    ufunc = one_pass_ufunc(func, mode, _prod(shape)) if plain and _prod(shape) < _ONE_PASS_MAX else None
+    # fp32 multiply then fp32 add, each rounded once; absent terms are not applied
+    terms = []
+    if scale_v is not None:
+        widen_scale = _widener(c.ap("scale_ap").dtype)
+        terms.append((np.multiply, lambda: widen_scale(scale_v)))
+    elif scale != 1.0:
+        terms.append((np.multiply, _constant(scale)))
+    if bias_v is not None:
+        widen_bias = _widener(c.ap("bias_ap").dtype)
+        terms.append((np.add, lambda: widen_bias(bias_v)))
+    elif bias != 0.0:
+        terms.append((np.add, _constant(bias)))
+    ufunc = one_pass_ufunc(func, mode, _prod(shape)) if _prod(shape) < _ONE_PASS_MAX else None
     if ufunc is not None:
-        return _activate_one_pass(c, ufunc, shape)
+        return _activate_one_pass(c, ufunc, shape, terms, accum)
     widen, round_dst = _widener(src_ap.dtype), _rounder(dst_ap.dtype)
-    widen_scale = _widener(c.ap("scale_ap").dtype) if scale_v is not None else None
-    widen_bias = _widener(c.ap("bias_ap").dtype) if bias_v is not None else None
 
     @_quiet
     def activate():
         x = widen(read())
-        # fp32 multiply then fp32 add, each rounded once; absent terms are not applied
-        if scale_v is not None:
-            x = x * widen_scale(scale_v)
-        elif scale != 1.0:
-            x = x * scale
-        if bias_v is not None:
-            x = x + widen_bias(bias_v)
-        elif bias != 0.0:
-            x = x + bias
+        for term, operand in terms:
+            x = term(x, operand())
         # identity/copy are exact: skip the f64 round trip inside activation()
         y = x if passthrough else act(x)
         store(round_dst(y))
         if accum is not None:
-            accum(round_accum(np.sum(y, axis=free_axes, dtype=np.float32, keepdims=True)))
+            accum(y)
     return activate
 
 
 _ONE_PASS_MAX = 4096  # elements: the one-call path is for small tiles; larger ones keep numerics' own path
 
 
-def _activate_one_pass(c: _Ctx, ufunc: np.ufunc, shape: tuple[int, ...]) -> Executor:
-    """activate without scale, bias or accum, for a function numerics evaluates at this size as one
-    float64 ufunc: that ufunc called once from the f32 operand into the f32 result, numpy widening and
-    rounding in its buffers (see numerics.one_pass_ufunc): the same bits as `activate`'s general path,
-    from one numpy call instead of five or more (a sigmoid over 256 elements: ~7 us -> ~2 us)."""
+def _activate_one_pass(c: _Ctx, ufunc: np.ufunc, shape: tuple[int, ...], terms, accum) -> Executor:
+    """activate of a function numerics evaluates at this size as one float64 ufunc: that ufunc called
+    once from the f32 operand (after the scale and bias terms, each one f32 ufunc into a work array)
+    into the f32 result, numpy widening and rounding in its buffers (see numerics.one_pass_ufunc): the
+    same bits as `activate`'s general path from a few numpy calls instead of eight or more (a sigmoid
+    over 256 elements: ~7 us -> ~3 us). With accum the result goes to a C-contiguous work array first,
+    as the general path's fresh result array is, so its sum runs in the same order."""
     src_f32 = _f32_operand(c, "src", shape)
-    out, finish = _f32_result(c, shape)
+    if accum is None:
+        out, finish = _f32_result(c, shape)
+    else:
+        out = work_array(c.mem, "act", shape, np.float32)
+        store, round_dst = _writer(c.view("dst"), shape), _rounder(c.ap("dst").dtype)
+
+        def finish():
+            store(round_dst(out))
+            accum(out)
+    before = work_array(c.mem, "act_in", shape, np.float32) if terms else None
     f64 = np.dtype(np.float64)
 
     @_quiet
     def activate_one_pass():
-        ufunc(src_f32(), out=out, dtype=f64)  # computed as if src did not overlap out
+        x = src_f32()
+        for term, operand in terms:
+            term(x, operand(), out=before)
+            x = before
+        ufunc(x, out=out, dtype=f64)  # computed as if x did not overlap out
         finish()
     return activate_one_pass
 

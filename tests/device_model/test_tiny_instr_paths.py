@@ -136,16 +136,35 @@ def test_activate_one_pass_matches_the_general_path(func, src_dt, dst_dt, monkey
         _compare(ins, 10 * i + len(func), monkeypatch, "one_pass_ufunc")
 
 
-def test_activate_with_scale_bias_or_accum_keeps_the_general_path():
-    mem = Memory(ARCH, 1 << 14, 8 << 10, 4 << 10)
-    src, dst = _sb(0, 32, ((1, 8),)), _sb(512, 32, ((1, 8),))
-    for attrs, extra in (({"scale": 2.0}, {}), ({"bias": 1.0}, {}), ({}, {"accum": _sb(1024, 32, ((1, 1),))}),
-                         ({}, {"bias_ap": _sb(1024, 32, ((1, 1),))})):
-        ins = Instr("act", "activate", {"dst": dst, "src": src, **extra},
-                    {"func": "sigmoid", "mode": "exact", **attrs})
+SCALE_BIAS_ACCUM = [
+    ({"scale": 2.0}, {}), ({"bias": -1.5}, {}), ({"scale": 0.5, "bias": 3.0}, {}),
+    ({}, {"accum": _sb(1024, 32, ((1, 1),))}),
+    ({}, {"bias_ap": _sb(1024, 32, ((1, 1),)), "accum": _sb(1152, 32, ((1, 1),), "bf16")}),  # softmax's exp
+    ({"bias": 1e-5}, {"scale_ap": _sb(1280, 32, ((1, 1),), "bf16"), "bias_ap": _sb(1024, 32, ((1, 1),))}),
+]
+
+
+@pytest.mark.parametrize("func", ["exp", "sigmoid", "tanh"])
+@pytest.mark.parametrize("attrs,extra", SCALE_BIAS_ACCUM)
+@pytest.mark.parametrize("dst_dt", ["f32", "bf16"])
+def test_activate_one_pass_with_scale_bias_and_accum_matches_the_general_path(func, attrs, extra, dst_dt,
+                                                                             monkeypatch):
+    for i, (src, dst) in enumerate([(_sb(0, 32, ((1, 8),)), _sb(512, 32, ((1, 8),), dst_dt)),
+                                    (_sb(0, 32, ((2, 4), (1, 2))), _sb(0, 32, ((1, 8),), dst_dt)),
+                                    (_sb(0, 32, ((1, 16),), space="psum"), _sb(512, 32, ((1, 16),), dst_dt))]):
+        ins = Instr("act", "activate", {"dst": dst, "src": src, **extra}, {"func": func, "mode": "exact", **attrs})
+        names = ("src",) + tuple(n for n in extra if n != "accum")
+        _compare(ins, 40 + i, monkeypatch, "one_pass_ufunc", fill=names, runs=2)
+        mem = Memory(ARCH, 1 << 14, 8 << 10, 4 << 10)
+        assert engines.bare_executor(build_executor(ins, mem, ARCH)).__name__ == "activate_one_pass"
+
+
+def test_activate_of_other_functions_or_large_tiles_keeps_the_general_path():
+    mem = Memory(ARCH, 1 << 14, 64 << 10, 4 << 10)
+    for func, free in (("relu", 8), ("gelu", 8), ("sigmoid", 4096 // 32)):
+        ins = Instr("act", "activate", {"dst": _sb(32768, 32, ((1, free),)), "src": _sb(0, 32, ((1, free),))},
+                    {"func": func, "mode": "exact"})
         assert engines.bare_executor(build_executor(ins, mem, ARCH)).__name__ == "activate"
-    plain = Instr("act", "activate", {"dst": dst, "src": src}, {"func": "sigmoid", "mode": "exact"})
-    assert engines.bare_executor(build_executor(plain, mem, ARCH)).__name__ == "activate_one_pass"
 
 
 # ---- small tiles of short rows: numpy's default buffering ---------------------------------------------------
