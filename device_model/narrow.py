@@ -94,9 +94,11 @@ def column_calls(ufunc: np.ufunc, inputs: tuple, out: np.ndarray) -> Callable[[]
 
 
 def _columns(inputs: list, out: np.ndarray) -> list[tuple[tuple, np.ndarray]]:
-    """(inputs, out) of each column's 1-D call: scalars as they are, a per-row input's one column."""
-    return [(tuple(x if _is_scalar(x) else x[:, min(j, x.shape[1] - 1)] for x in inputs), out[:, j])
-            for j in range(out.shape[1])]
+    """(inputs, out) of each column's 1-D call: a scalar as a stride-0 array of the rows (numpy then
+    skips converting a scalar on every call: ~0.15 us of a ~0.5 us call), a per-row input's one column."""
+    rows = out.shape[0]
+    inputs = [np.broadcast_to(np.asarray(x), (rows, 1)) if _is_scalar(x) else x for x in inputs]
+    return [(tuple(x[:, min(j, x.shape[1] - 1)] for x in inputs), out[:, j]) for j in range(out.shape[1])]
 
 
 def _layout(x) -> tuple:
