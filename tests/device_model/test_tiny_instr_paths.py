@@ -210,7 +210,7 @@ def _nan_laden(seed: int, shape) -> np.ndarray:
 
 @pytest.mark.parametrize("ufunc", [np.add, np.multiply, np.subtract, np.divide, np.maximum, np.minimum])
 @pytest.mark.parametrize("rows,cols", [(1, 1), (1, 2), (7, 1), (32, 2), (33, 2), (128, 2)])
-@pytest.mark.parametrize("case", ["distinct", "in_place", "per_row", "scalar"])
+@pytest.mark.parametrize("case", ["distinct", "in_place", "per_row", "scalar", "nan_scalar"])
 def test_column_calls_equal_numpys_2d_call(ufunc, rows, cols, case):
     seed = rows * 10 + cols
     a, b, out = _rows(rows, cols), _rows(rows, cols, 777), _rows(rows, cols, 1001, 3)
@@ -222,6 +222,8 @@ def test_column_calls_equal_numpys_2d_call(ufunc, rows, cols, case):
         b[...] = _nan_laden(seed + 3, b.shape)
     if case == "scalar":
         b = np.float32(2.5)
+    if case == "nan_scalar":
+        b = np.uint32(0xFFC01234).view(np.float32)
     ref_a, ref_b, ref_out = a.copy(), (b.copy() if isinstance(b, np.ndarray) else b), out.copy()
     if case == "in_place":
         ref_out = ref_a
@@ -291,6 +293,11 @@ def test_tensor_scalar_on_narrow_tiles_matches_numpys_call(stages, monkeypatch):
         ins = Instr("dve", "tensor_scalar", {"dst": dst, "src": src, "s0_ap": _sb(2048, 32, ((1, 1),), scalar_dt)},
                     stages)
         _compare(ins, 400 + i, monkeypatch, "column_calls", fill=("src", "s0_ap"), runs=2)
+    # the per-partition scalar is dst's second column: read before dst is written (numpy's call)
+    dst = _sb(512, 32, ((1, 2),))
+    ins = Instr("dve", "tensor_scalar", {"dst": dst, "src": _sb(0, 32, ((1, 2),)), "s0_ap": _sb(516, 32, ((1, 1),))},
+                stages)
+    _compare(ins, 450, monkeypatch, "column_calls", fill=("src", "dst"), runs=2)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
