@@ -47,7 +47,7 @@ from .errors import XpuError
 from .isa import ALU_OPS, AP, MATMUL_TYPES, Instr, attr, engine_kind
 from .memory import Memory
 from .narrow import column_calls
-from .numerics import activation_function, cast, one_pass_ufunc, to_f32
+from .numerics import activation_function, cast, one_pass_function, to_f32
 from .unbuffered import NAN_PAIR_SENSITIVE, ORDER_FREE, may_overlap, quiet_unbuffered
 from .window_sum import WindowSum
 from .workspace import work_array
@@ -217,6 +217,8 @@ def _widen_into(dtype: str) -> Callable[[np.ndarray, np.ndarray], None]:
     if dtype in _TABLE_WIDENED:
         table, raw = _widen_table(dtype)
         return lambda x, out: np.take(table, x.view(raw), mode="wrap", out=out)
+    if dtype in _WIDENED_BY_ASTYPE:  # the cast _widener's astype makes, into out
+        return lambda x, out: np.copyto(out, x, casting="same_kind")
     return lambda x, out: np.copyto(out, to_f32(x))
 
 
@@ -471,23 +473,14 @@ def _build_matmul(c: _Ctx) -> Executor:
     start = c.attr("start") == 1
 
     if integer:
-        read_stat = _reader(c.view("stat"), (k, m))
-        read_mov = _reader(c.view("mov"), (k, n))
-        # |i8·i8| <= 2^14: a K-long dot product is exact in f32 while K·2^14 <= 2^24, else in f64
-        acc = np.float32 if k <= 1024 else np.float64
+        return _int8_matmul(c, k, m, n, dst, dst2d, start)
+    # operands widened (or gathered) into work arrays: the same C-contiguous f32 matrices a
+    # fresh array would hold, so the BLAS call and its bits are the same, without allocating
+    stat_f32 = _f32_operand(c, "stat", (k, m))
+    mov_f32 = _f32_operand(c, "mov", (k, n))
 
-        def product() -> np.ndarray:
-            s = read_stat().astype(acc)
-            x = read_mov().astype(acc)
-            return np.matmul(s.T, x).astype(np.int64).astype(np.int32)  # wraps to int32
-    else:
-        # operands widened (or gathered) into work arrays: the same C-contiguous f32 matrices a
-        # fresh array would hold, so the BLAS call and its bits are the same, without allocating
-        stat_f32 = _f32_operand(c, "stat", (k, m))
-        mov_f32 = _f32_operand(c, "mov", (k, n))
-
-        def product() -> np.ndarray:
-            return np.matmul(stat_f32().T, mov_f32())
+    def product() -> np.ndarray:
+        return np.matmul(stat_f32().T, mov_f32())
 
     if dst2d is None:  # a psum pattern that cannot be seen as [M,N]: go through a copy
         if start:
@@ -496,10 +489,6 @@ def _build_matmul(c: _Ctx) -> Executor:
         def accumulate_reshaped():
             dst[...] = dst + product().reshape(dst.shape)
         return accumulate_reshaped
-    if integer:
-        if start:
-            return lambda: np.copyto(dst2d, product())
-        return lambda: np.add(dst2d, product(), out=dst2d)  # int32 with wrap-around
     prod = None if start else work_array(c.mem, "matmul", (m, n), np.float32)
     direct = _direct_matmul(stat_f32, mov_f32, dst2d, prod)
     if direct is not None:
@@ -532,6 +521,39 @@ def _narrow_matmul_accumulate(stat_f32, mov_f32, dst2d: np.ndarray, prod: np.nda
         matmul(stat_t, mov, prod)
         add()
     return matmul_accumulate_narrow
+
+
+def _int8_matmul(c: _Ctx, k: int, m: int, n: int, dst: np.ndarray, dst2d: np.ndarray | None, start: bool) -> Executor:
+    """int8 matmul: i8 operands widened into f32 work arrays, their product in f32, which is exact
+    (|i8·i8| <= 2^14 and K <= pe.rows = 128, so every partial sum is an integer below 2^24 whatever the
+    order), cast to int32 (exact: no value is out of range) and added to PSUM in int32 with wrap-around.
+    The same integers as products in int64 wrapped to int32, from four numpy calls without temporaries."""
+    if k * (1 << 14) > 1 << 24:
+        raise c.fail(f"K={k} rows: an int8 product sum could exceed f32's exact integers")  # (pe.rows forbids it)
+    stat_f32 = _f32_operand(c, "stat", (k, m))
+    mov_f32 = _f32_operand(c, "mov", (k, n))
+    product = work_array(c.mem, "matmul", (m, n), np.float32)
+    if dst2d is None:  # a psum pattern that cannot be seen as [M,N]: go through a copy
+        def int8_matmul_reshaped():
+            np.matmul(stat_f32().T, mov_f32(), out=product)
+            exact = product.astype(np.int32).reshape(dst.shape)
+            if start:
+                np.copyto(dst, exact)
+            else:
+                np.add(dst, exact, out=dst)
+        return int8_matmul_reshaped
+    if start:
+        def int8_matmul():
+            np.matmul(stat_f32().T, mov_f32(), out=product)
+            np.copyto(dst2d, product, casting="unsafe")
+        return int8_matmul
+    as_int = work_array(c.mem, "matmul:i32", (m, n), np.int32)
+
+    def int8_matmul_accumulate():
+        np.matmul(stat_f32().T, mov_f32(), out=product)
+        np.copyto(as_int, product, casting="unsafe")
+        np.add(dst2d, as_int, out=dst2d)  # int32 with wrap-around
+    return int8_matmul_accumulate
 
 
 _DIRECT_ACCUMULATE_MIN = 4096  # PSUM elements
@@ -631,9 +653,9 @@ def _build_activate(c: _Ctx) -> Executor:
         terms.append((np.add, lambda: widen_bias(bias_v)))
     elif bias != 0.0:
         terms.append((np.add, _constant(bias)))
-    ufunc = one_pass_ufunc(func, mode, _prod(shape)) if _prod(shape) < _ONE_PASS_MAX else None
-    if ufunc is not None:
-        return _activate_one_pass(c, ufunc, shape, terms, accum)
+    one_call = one_pass_function(func, mode, _prod(shape)) if _prod(shape) < _ONE_PASS_MAX else None
+    if one_call is not None:
+        return _activate_one_pass(c, one_call, shape, terms, accum)
     widen, round_dst = _widener(src_ap.dtype), _rounder(dst_ap.dtype)
 
     @_quiet
@@ -652,10 +674,10 @@ def _build_activate(c: _Ctx) -> Executor:
 _ONE_PASS_MAX = 4096  # elements: the one-call path is for small tiles; larger ones keep numerics' own path
 
 
-def _activate_one_pass(c: _Ctx, ufunc: np.ufunc, shape: tuple[int, ...], terms, accum) -> Executor:
-    """activate of a function numerics evaluates at this size as one float64 ufunc: that ufunc called
+def _activate_one_pass(c: _Ctx, one_call, shape: tuple[int, ...], terms, accum) -> Executor:
+    """activate of a function numerics evaluates at this size as one float64 ufunc call: that call made
     once from the f32 operand (after the scale and bias terms, each one f32 ufunc into a work array)
-    into the f32 result, numpy widening and rounding in its buffers (see numerics.one_pass_ufunc): the
+    into the f32 result, numpy widening and rounding in its buffers (see numerics.one_pass_function): the
     same bits as `activate`'s general path from a few numpy calls instead of eight or more (a sigmoid
     over 256 elements: ~7 us -> ~3 us). With accum the result goes to a C-contiguous work array first,
     as the general path's fresh result array is, so its sum runs in the same order."""
@@ -670,7 +692,6 @@ def _activate_one_pass(c: _Ctx, ufunc: np.ufunc, shape: tuple[int, ...], terms, 
             store(round_dst(out))
             accum(out)
     before = work_array(c.mem, "act_in", shape, np.float32) if terms else None
-    f64 = np.dtype(np.float64)
 
     @_quiet
     def activate_one_pass():
@@ -678,7 +699,7 @@ def _activate_one_pass(c: _Ctx, ufunc: np.ufunc, shape: tuple[int, ...], terms, 
         for term, operand in terms:
             term(x, operand(), out=before)
             x = before
-        ufunc(x, out=out, dtype=f64)  # computed as if x did not overlap out
+        one_call(x, out)  # computed as if x did not overlap out
         finish()
     return activate_one_pass
 

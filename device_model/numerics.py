@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 
 import ml_dtypes
 import numpy as np
@@ -269,24 +269,32 @@ _FAST_EXACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-# Exact-mode functions whose float64 reference is one ufunc, and the size from which activation()
-# takes another route for them (None: never). Below it, activation() evaluates exactly that ufunc on
-# the widened array and rounds once (_whole_reference_f32, _activation_f32 or _one_buffered_pass), so
-# one call with dtype=float64 and an f32 `out` gives its bits, NaN payloads included.
-_ONE_UFUNC_BELOW: dict[str, tuple[np.ufunc, int | None]] = {
-    "exp": (np.exp, None), "tanh": (np.tanh, None), "log": (np.log, None), "sqrt": (np.sqrt, None),
-    "sigmoid": (sp.expit, fast.CERTIFIED_MIN_SIZE),  # certified_f32 from there on
-    "erf": (sp.erf, _ACT_BLOCK + 1),  # blocks beyond _ACT_BLOCK (elementwise: the same bits, but untested)
+# Exact-mode functions whose float64 reference is one ufunc call, and the size from which activation()
+# takes another route for them (None: never). Below it, activation() evaluates exactly that call on
+# the widened array and rounds once (_whole_reference_f32, _activation_f32, _one_buffered_pass, or for
+# relu the f32 maximum that _relu_probe found equal to it), so the same call made with dtype=float64
+# on the f32 array into an f32 `out` gives its bits, NaN payloads included.
+def _relu_f64(x32: np.ndarray, out: np.ndarray) -> None:
+    np.maximum(x32, 0.0, out=out, dtype=F64)
+
+
+_ONE_CALL_BELOW: dict[str, tuple[Callable[[np.ndarray, np.ndarray], object], int | None]] = {
+    **{func: (partial(ufunc, dtype=F64), None)
+       for func, ufunc in (("exp", np.exp), ("tanh", np.tanh), ("log", np.log), ("sqrt", np.sqrt))},
+    "sigmoid": (partial(sp.expit, dtype=F64), fast.CERTIFIED_MIN_SIZE),  # certified_f32 from there on
+    "erf": (partial(sp.erf, dtype=F64), _ACT_BLOCK + 1),  # blocks beyond _ACT_BLOCK (the same bits, untested)
+    "relu": (_relu_f64, None),
 }
 
 
-def one_pass_ufunc(func: str, mode: str, size: int) -> np.ufunc | None:
-    """The float64 ufunc `f` such that `f(x32, out=y32, dtype=float64)` gives activation(func, x32, mode)
-    bit for bit (NaN payloads included) for every f32 array x32 of `size` elements, or None. An executor
-    of a small activation then makes one numpy call instead of widening, evaluating and rounding."""
+def one_pass_function(func: str, mode: str, size: int) -> Callable[[np.ndarray, np.ndarray], object] | None:
+    """A function f such that `f(x32, out32)` writes activation(func, x32, mode) into the f32 array out32
+    bit for bit (NaN payloads included) for every f32 array x32 of `size` elements, in one numpy call
+    that widens and rounds in numpy's buffers; or None. An executor of a small activation then makes
+    that one call instead of widening, evaluating, rounding and storing."""
     if mode == "table" and func in TABLES:
         return None
-    entry = _ONE_UFUNC_BELOW.get(func)
+    entry = _ONE_CALL_BELOW.get(func)
     if entry is None or (entry[1] is not None and size >= entry[1]):
         return None
     return entry[0]

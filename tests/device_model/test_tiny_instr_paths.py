@@ -2,7 +2,7 @@
 is the whole cost) give the same bits as the general paths they bypass.
 
 - activate of a function numerics evaluates as one float64 ufunc at that size: one call with
-  dtype=float64 into the f32 result (`engines._activate_one_pass`, `numerics.one_pass_ufunc`);
+  dtype=float64 into the f32 result (`engines._activate_one_pass`, `numerics.one_pass_function`);
 - elementwise ops on small tiles of short rows keep numpy's default buffering (`engines._buffering_pays`).
 
 Each case runs the instruction's executor on one memory and the general path on another (the fast
@@ -92,27 +92,28 @@ def _compare(ins: Instr, seed: int, monkeypatch, switch_off: str, fill=("src",),
 
 # ---- activate: one float64 ufunc call --------------------------------------------------------------------
 
-ONE_PASS = ["sigmoid", "tanh", "exp", "log", "sqrt", "erf"]
+ONE_PASS = ["sigmoid", "tanh", "exp", "log", "sqrt", "erf", "relu"]
 
 
 @pytest.mark.parametrize("func", ONE_PASS)
-def test_one_pass_ufunc_gives_activation_bits(func):
+def test_one_pass_function_gives_activation_bits(func):
     """The routing itself: for an array below the size limit, one call gives activation()'s bits."""
     x = awkward_f32(hash(func) % 1000, 3000)
-    ufunc = nm.one_pass_ufunc(func, "exact", x.size)
-    assert ufunc is not None
-    got = ufunc(x, out=np.empty_like(x), dtype=np.float64)
+    one_call = nm.one_pass_function(func, "exact", x.size)
+    assert one_call is not None
+    got = np.empty_like(x)
+    one_call(x, got)
     with np.errstate(all="ignore"):
         ref = nm.activation(func, x)
     assert got.view(np.uint32).tobytes() == ref.view(np.uint32).tobytes()
 
 
-def test_one_pass_ufunc_is_not_offered_where_activation_takes_another_route():
-    assert nm.one_pass_ufunc("sigmoid", "exact", 4096) is None  # certified_f32 from there on
-    assert nm.one_pass_ufunc("sigmoid", "exact", 4095) is not None
-    assert nm.one_pass_ufunc("tanh", "table", 10) is None
-    assert nm.one_pass_ufunc("gelu", "exact", 10) is None
-    assert nm.one_pass_ufunc("relu", "exact", 10) is None
+def test_one_pass_function_is_not_offered_where_activation_takes_another_route():
+    assert nm.one_pass_function("sigmoid", "exact", 4096) is None  # certified_f32 from there on
+    assert nm.one_pass_function("sigmoid", "exact", 4095) is not None
+    assert nm.one_pass_function("tanh", "table", 10) is None
+    assert nm.one_pass_function("gelu", "exact", 10) is None
+    assert nm.one_pass_function("leaky_relu", "exact", 10) is None
 
 
 LAYOUTS = [
@@ -127,13 +128,14 @@ LAYOUTS = [
 
 
 @pytest.mark.parametrize("func", ONE_PASS)
-@pytest.mark.parametrize("src_dt,dst_dt", [("f32", "f32"), ("bf16", "f32"), ("f32", "bf16"), ("f16", "fp8e4")])
+@pytest.mark.parametrize("src_dt,dst_dt", [("f32", "f32"), ("bf16", "f32"), ("f32", "bf16"), ("f16", "fp8e4"),
+                                           ("i32", "i32"), ("i8", "f32")])
 def test_activate_one_pass_matches_the_general_path(func, src_dt, dst_dt, monkeypatch):
     for i, (src, dst) in enumerate(LAYOUTS):
         src = AP(src.space, src.offset, src.dims, src_dt, src.pstart, src.pcount)
         dst = AP(dst.space, dst.offset, dst.dims, dst_dt, dst.pstart, dst.pcount)
         ins = Instr("act", "activate", {"dst": dst, "src": src}, {"func": func, "mode": "exact"})
-        _compare(ins, 10 * i + len(func), monkeypatch, "one_pass_ufunc")
+        _compare(ins, 10 * i + len(func), monkeypatch, "one_pass_function")
 
 
 SCALE_BIAS_ACCUM = [
@@ -141,10 +143,11 @@ SCALE_BIAS_ACCUM = [
     ({}, {"accum": _sb(1024, 32, ((1, 1),))}),
     ({}, {"bias_ap": _sb(1024, 32, ((1, 1),)), "accum": _sb(1152, 32, ((1, 1),), "bf16")}),  # softmax's exp
     ({"bias": 1e-5}, {"scale_ap": _sb(1280, 32, ((1, 1),), "bf16"), "bias_ap": _sb(1024, 32, ((1, 1),))}),
+    ({}, {"scale_ap": _sb(1280, 32, ((1, 1),)), "bias_ap": _sb(1024, 32, ((1, 1),))}),  # int8's requantize
 ]
 
 
-@pytest.mark.parametrize("func", ["exp", "sigmoid", "tanh"])
+@pytest.mark.parametrize("func", ["exp", "sigmoid", "tanh", "relu"])
 @pytest.mark.parametrize("attrs,extra", SCALE_BIAS_ACCUM)
 @pytest.mark.parametrize("dst_dt", ["f32", "bf16"])
 def test_activate_one_pass_with_scale_bias_and_accum_matches_the_general_path(func, attrs, extra, dst_dt,
@@ -154,14 +157,14 @@ def test_activate_one_pass_with_scale_bias_and_accum_matches_the_general_path(fu
                                     (_sb(0, 32, ((1, 16),), space="psum"), _sb(512, 32, ((1, 16),), dst_dt))]):
         ins = Instr("act", "activate", {"dst": dst, "src": src, **extra}, {"func": func, "mode": "exact", **attrs})
         names = ("src",) + tuple(n for n in extra if n != "accum")
-        _compare(ins, 40 + i, monkeypatch, "one_pass_ufunc", fill=names, runs=2)
+        _compare(ins, 40 + i, monkeypatch, "one_pass_function", fill=names, runs=2)
         mem = Memory(ARCH, 1 << 14, 8 << 10, 4 << 10)
         assert engines.bare_executor(build_executor(ins, mem, ARCH)).__name__ == "activate_one_pass"
 
 
 def test_activate_of_other_functions_or_large_tiles_keeps_the_general_path():
     mem = Memory(ARCH, 1 << 14, 64 << 10, 4 << 10)
-    for func, free in (("relu", 8), ("gelu", 8), ("sigmoid", 4096 // 32)):
+    for func, free in (("leaky_relu", 8), ("gelu", 8), ("sigmoid", 4096 // 32)):
         ins = Instr("act", "activate", {"dst": _sb(32768, 32, ((1, free),)), "src": _sb(0, 32, ((1, free),))},
                     {"func": func, "mode": "exact"})
         assert engines.bare_executor(build_executor(ins, mem, ARCH)).__name__ == "activate"
@@ -335,3 +338,46 @@ def test_a_library_without_openblas_symbols_keeps_threadpoolctls_methods():
     get, put = _thread_count_functions(lib)
     put(1)
     assert get() == 4 and lib.calls == [1]
+
+
+# ---- int8 matmul: f32 work arrays, exact ------------------------------------------------------------------------
+
+def _old_int8_matmul(ins: Instr, mem: Memory) -> None:
+    """The previous formula: products in f32 from fresh arrays, through int64 to int32, added with wrap-around."""
+    stat_ap, mov_ap, dst_ap = ins.operands["stat"], ins.operands["mov"], ins.operands["dst"]
+    k = stat_ap.shape[0]
+    m, n = stat_ap.num_elements // k, mov_ap.num_elements // k
+    s = mem.view(stat_ap).reshape(k, m).astype(np.float32)
+    x = mem.view(mov_ap).reshape(k, n).astype(np.float32)
+    product = np.matmul(s.T, x).astype(np.int64).astype(np.int32)
+    dst = mem.view(dst_ap)
+    if ins.attrs["start"] == 1:
+        dst[...] = product.reshape(dst.shape)
+    else:
+        dst[...] = dst + product.reshape(dst.shape)
+
+
+@pytest.mark.parametrize("start", [0, 1])
+def test_int8_matmul_matches_the_previous_formula(start):
+    rng = np.random.default_rng(start)
+    cases = [(_sb(0, 128, ((1, 16),), "i8"), _sb(64, 128, ((1, 64),), "i8"), _sb(0, 16, ((1, 64),), "i32", "psum")),
+             (_sb(0, 8, ((1, 16),), "i8"), _sb(64, 8, ((16, 8), (1, 8)), "i8"), _sb(0, 16, ((1, 64),), "i32", "psum")),
+             (_sb(0, 27, ((1, 8),), "i8"), _sb(64, 27, ((1, 256),), "i8"),
+              _sb(0, 8, ((300, 2), (1, 128)), "i32", "psum"))]  # dst not seen as [M, N]
+    for i, (stat, mov, dst) in enumerate(cases):
+        ins = Instr("pe", "matmul", {"dst": dst, "stat": stat, "mov": mov}, {"start": start})
+        new_mem, old_mem = _memories(600 + i)
+        run = build_executor(ins, new_mem, ARCH)
+        for _ in range(2):
+            for ap in (stat, mov):
+                values = rng.integers(-128, 128, ap.num_elements).astype(np.int8)
+                values[:4] = (-128, -128, 127, -128)
+                for mem in (new_mem, old_mem):
+                    mem.view(ap)[...] = values.reshape(mem.view(ap).shape)
+            near_limits = rng.choice(np.array([2**31 - 1, -2**31, 2**31 - 5000, -2**31 + 7, 0, 12345], np.int64),
+                                     dst.num_elements).astype(np.int32)  # the add wraps around
+            for mem in (new_mem, old_mem):
+                mem.view(dst)[...] = near_limits.reshape(mem.view(dst).shape)
+            run()
+            _old_int8_matmul(ins, old_mem)
+            assert_same_memory(new_mem, old_mem, str(ins))
