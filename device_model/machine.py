@@ -27,6 +27,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from .arch import Arch, load_arch
+from .batched import batched_matmul
 from .dtypes import np_dtype
 from .engines import ExecError, bare_executor, build_executor
 from .errors import EXIT_CHECK_FAILED, XpuError
@@ -121,6 +122,26 @@ def _device_writes_only(e: _EngineState, idx: int) -> tuple:
     necessarily the on-chip operands a hand-written call names."""
     accesses = e.accesses[idx]
     return tuple(a for a in accesses if a[0] == "r") if e.instrs[idx].op == "host_call" else accesses
+
+
+_BATCHABLE = ("matmul_accumulate", "matmul_accumulate_narrow")  # executors: np.matmul into a work array, then add
+
+
+def _batched(order, bare: list, memory: Memory, pe_rows: int) -> list:
+    """`bare` with each run of consecutive accumulating matmuls on one engine that batched.batched_matmul
+    can do as one product replaced by that executor at the run's first position and no-ops after it:
+    the same memory effects when nothing runs or looks in between (the replay without hooks)."""
+    i = 0
+    while i < len(order):
+        j = i
+        while j < len(order) and order[j][0] is order[i][0] and getattr(bare[j], "__name__", "") in _BATCHABLE:
+            j += 1
+        if j - i >= 2:
+            fused = batched_matmul([e.instrs[idx] for e, idx in order[i:j]], memory, pe_rows)
+            if fused is not None:
+                bare[i:j] = [fused] + [_nothing] * (j - i - 1)
+        i = max(j, i + 1)
+    return bare
 
 
 def _nothing() -> None:
@@ -413,8 +434,8 @@ class Machine:
                    tuple(tuple(getattr(e, f) for f in _ENGINE_FIELDS) for e in self._active))
         self.reset()
         execs = tuple(e.execs[idx] for e, idx in order)
-        self._schedule = _Schedule(tuple(order), execs, tuple(bare_executor(f) for f in execs), tuple(events),
-                                   finishes, end)
+        bare = _batched(order, [bare_executor(f) for f in execs], self.memory, self.arch.raw["pe"]["rows"])
+        self._schedule = _Schedule(tuple(order), execs, tuple(bare), tuple(events), finishes, end)
         return self._schedule
 
     @contextmanager

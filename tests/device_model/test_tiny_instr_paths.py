@@ -381,3 +381,81 @@ def test_int8_matmul_matches_the_previous_formula(start):
             run()
             _old_int8_matmul(ins, old_mem)
             assert_same_memory(new_mem, old_mem, str(ins))
+
+
+# ---- consecutive accumulating matmuls as one product --------------------------------------------------------------
+
+def _gate_matmuls(g: int = 4, m: int = 32, n: int = 2, k: int = 32, stat_gap: int = 0, mov=None, start: int = 0,
+                  dtype: str = "f32"):
+    """An LSTM step's recurrent matmuls: the same h, g weight blocks side by side, g PSUM blocks side by side."""
+    mov = mov or _sb(4096, k, ((1, n),), dtype)
+    return [Instr("pe", "matmul", {"dst": _sb(j * n * 4, m, ((1, n),), "f32", "psum"),
+                                   "stat": _sb(j * (m + stat_gap) * 4, k, ((1, m),), dtype), "mov": mov},
+                  {"start": start}) for j in range(g)]
+
+
+@pytest.mark.parametrize("g,m,n,k", [(4, 32, 2, 32), (2, 16, 8, 8), (3, 32, 1, 32), (4, 8, 16, 64)])
+def test_batched_matmuls_equal_the_instructions_one_by_one(g, m, n, k):
+    from device_model.batched import batched_matmul
+    instrs = _gate_matmuls(g, m, n, k)
+    for seed in range(3):
+        one_by_one, batched = _memories(700 + seed)
+        rng = np.random.default_rng(seed)
+        operands = [instrs[0].operands["mov"]] + [i.operands[name] for i in instrs for name in ("stat", "dst")]
+        for ap in operands:
+            values = np.where(rng.random(ap.num_elements) < 0.3, _nan_payloads(rng, ap.num_elements),
+                              awkward_f32(seed, ap.num_elements)).astype(np.float32)
+            for mem in (one_by_one, batched):
+                mem.view(ap)[...] = values.reshape(mem.view(ap).shape)
+        run = batched_matmul(instrs, batched, 128)
+        assert run is not None
+        for _ in range(2):
+            for ins in instrs:
+                engines.bare_executor(build_executor(ins, one_by_one, ARCH))()
+            with np.errstate(all="ignore"):
+                run()
+        assert_same_memory(one_by_one, batched, f"{g} matmuls [{k}x{m}]^T[{k}x{n}]")
+
+
+def test_matmuls_that_are_not_one_product_stay_apart():
+    from device_model.batched import batched_matmul
+    mem = Memory(ARCH, 1 << 14, 8 << 10, 4 << 10)
+    other_mov = _gate_matmuls()
+    other_mov[2] = Instr("pe", "matmul", {**other_mov[2].operands, "mov": _sb(4160, 32, ((1, 2),))}, {"start": 0})
+    for instrs in (_gate_matmuls(stat_gap=4), _gate_matmuls(start=1), _gate_matmuls(dtype="bf16"), other_mov,
+                   _gate_matmuls(g=1)):
+        assert batched_matmul(instrs, mem, 128) is None
+
+
+def test_a_replay_with_batched_matmuls_leaves_the_memory_of_one_by_one(monkeypatch):
+    """The LSTM sample on NaN-laden inputs: the replay (its four gate matmuls per step batched) and the
+    same replay with batching off end with the same bytes in every memory."""
+    from pathlib import Path
+
+    from device_model import machine as machine_module
+    from xputools.compiler.context import CompileOptions
+    from xputools.compiler.driver import compile_model
+    from xputools.runtime import DeviceSession, read_npz
+    path = Path(__file__).resolve().parents[2] / "samples" / "lstm.onnx"
+    feeds = read_npz(path.with_name("lstm.inputs.npz"))
+    program = compile_model(path, CompileOptions(precision="fp32",
+                                                 shapes={k: v.shape for k, v in feeds.items()})).program
+    rng = np.random.default_rng(5)
+    for name, value in feeds.items():
+        noisy = value.astype(np.float32) * np.float32(40)
+        noisy.reshape(-1)[rng.random(noisy.size) < 0.2] = _nan_payloads(rng, noisy.size)[:1]
+        feeds[name] = noisy
+    memories = []
+    for batching in (True, False):
+        with monkeypatch.context() as m:
+            if not batching:
+                m.setattr(machine_module, "_BATCHABLE", ())
+            session = DeviceSession(program)
+            session.run(feeds)
+            out = session.run(feeds)  # the second run replays the schedule
+            names = [getattr(f, "__name__", "") for f in session.machine._schedule.bare]
+            assert ("matmul_batched" in names) == batching
+            memories.append((session.machine.memory, out.outputs))
+    assert_same_memory(memories[0][0], memories[1][0], "lstm replay")
+    for name in memories[0][1]:
+        assert memories[0][1][name].tobytes() == memories[1][1][name].tobytes()
