@@ -1,11 +1,13 @@
 """Tiny instructions (the LSTM sample's shapes and a few others): each executor as built now against the
 general path it bypasses, built with that path's switch turned off, same memory, same run.
 
-The switches: `engines.column_calls` (narrow tiles as one 1-D call per column), `engines.one_pass_function`
-(small activations as one float64 call), `engines._buffering_pays` (numpy's default buffering on
-small tiles of short rows). int8 matmul has no switch: its previous formula is timed as written in
-tests/device_model/test_tiny_instr_paths.py. Best of several batches of calls, each instruction
-alone (so hotter caches than inside a run); prints general/new.
+The switches: `engines.binary_tile` / `engines.stages_tile` (tensor_tensor / tensor_scalar on small f32
+tiles as one compiled loop, device_model.tile_alu), `engines.column_calls` (narrow tiles as one 1-D call
+per column), `engines.one_pass_function` (small activations as one float64 call), `engines._buffering_pays`
+(numpy's default buffering on small tiles of short rows); a row may turn several off. int8 matmul has
+no switch: its previous formula is timed as written in tests/device_model/test_tiny_instr_paths.py.
+Best of several batches of calls, each instruction alone (so hotter caches than inside a run); prints
+general/new.
 
     python bench/bench_tiny_instrs.py [--batches 15] [--calls 2000]
 """
@@ -37,16 +39,16 @@ def _sb(off: int, parts: int, dims, dtype: str = "f32", space: str = "sbuf") -> 
 
 
 CASES = [
-    ("tensor_tensor mul [32,2]", "column_calls",
+    ("tensor_tensor mul [32,2]", ("binary_tile", "column_calls"),
      Instr("dve", "tensor_tensor", {"dst": _sb(128, 32, ((1, 2),)), "a": _sb(0, 32, ((1, 2),)),
                                     "b": _sb(64, 32, ((1, 2),))}, {"op": "mul"})),
-    ("tensor_tensor add [32,2] in place", "column_calls",
+    ("tensor_tensor add [32,2] in place", ("binary_tile", "column_calls"),
      Instr("dve", "tensor_tensor", {"dst": _sb(0, 32, ((1, 2),)), "a": _sb(0, 32, ((1, 2),)),
                                     "b": _sb(64, 32, ((1, 2),))}, {"op": "add"})),
-    ("tensor_scalar 2x-1 [32,2]", "column_calls",
+    ("tensor_scalar 2x-1 [32,2]", ("stages_tile", "column_calls"),
      Instr("dve", "tensor_scalar", {"dst": _sb(0, 32, ((1, 2),)), "src": _sb(0, 32, ((1, 2),))},
            {"op0": "mul", "s0": 2.0, "op1": "sub", "s1": 1.0})),
-    ("tensor_scalar +bias [32,16]", "_buffering_pays",
+    ("tensor_scalar +bias [32,16]", ("stages_tile", "_buffering_pays"),
      Instr("dve", "tensor_scalar", {"dst": _sb(512, 32, ((1, 16),)), "src": _sb(0, 32, ((1, 16),), space="psum"),
                                     "s0_ap": _sb(1024, 32, ((1, 1),))}, {"op0": "add"})),
     ("matmul accumulate [32x32]^T[32x2]", "column_calls",
@@ -73,13 +75,16 @@ CASES = [
 
 
 @contextmanager
-def _switched_off(name: str):
-    saved = getattr(engines, name)
-    setattr(engines, name, (lambda *args: False) if name == "_buffering_pays" else (lambda *args: None))
+def _switched_off(names):
+    names = (names,) if isinstance(names, str) else names
+    saved = {name: getattr(engines, name) for name in names}
+    for name in names:
+        setattr(engines, name, (lambda *args: False) if name == "_buffering_pays" else (lambda *args: None))
     try:
         yield
     finally:
-        setattr(engines, name, saved)
+        for name, value in saved.items():
+            setattr(engines, name, value)
 
 
 def _best(fn, batches: int, calls: int) -> float:

@@ -48,6 +48,7 @@ from .isa import ALU_OPS, AP, MATMUL_TYPES, Instr, attr, engine_kind
 from .memory import Memory
 from .narrow import column_calls
 from .numerics import activation_function, cast, one_pass_function, to_f32
+from .tile_alu import binary_tile, stages_tile
 from .unbuffered import NAN_PAIR_SENSITIVE, ORDER_FREE, may_overlap, quiet_unbuffered
 from .window_sum import WindowSum
 from .workspace import work_array
@@ -816,6 +817,15 @@ def _build_tensor_tensor(c: _Ctx) -> Executor:
         return _run_alu(c, compute, _writer(dst, shape), dst_ap.dtype)
     a_f32, b_f32 = _f32_operand(c, "a", shape), _f32_operand(c, "b", shape)
     out, finish = _f32_result(c, shape)
+    general = _tensor_tensor_f32(c, ufunc, shape, a_f32, b_f32, out, finish)
+    a_fixed, b_fixed = _fixed(a_f32), _fixed(b_f32)
+    if a_fixed is not None and b_fixed is not None and finish is _nothing_to_finish:
+        return binary_tile(ufunc, a_fixed, b_fixed, out, general) or general
+    return general
+
+
+def _tensor_tensor_f32(c: _Ctx, ufunc, shape, a_f32, b_f32, out: np.ndarray, finish) -> Executor:
+    """tensor_tensor on the f32 datapath as numpy's ufunc call into `out`, then `finish` (see _f32_result)."""
     a_fixed, b_fixed = _fixed(a_f32), _fixed(b_f32)
     if a_fixed is not None and b_fixed is not None and finish is _nothing_to_finish:
         narrow = column_calls(ufunc, (a_fixed, b_fixed), out)
@@ -915,9 +925,19 @@ def _tensor_scalar_f32(c: _Ctx, shape, steps, scalars) -> Executor:
     `scalars`: each stage's immediate (f32), or None for a per-partition operand. Stages run without
     numpy's operand buffering where that is exact (see unbuffered): an add or multiply only while its
     scalar holds no NaN (immediates decided here, per-partition ones checked per call); on a small tile
-    of short rows numpy's default is faster (see _buffering_pays)."""
+    of short rows numpy's default is faster (see _buffering_pays), and a small f32 tile fixed in memory
+    runs as one compiled loop (tile_alu)."""
     src_f32 = _f32_operand(c, "src", shape)
     out, finish = _f32_result(c, shape)
+    general = _tensor_scalar_f32_calls(c, shape, steps, scalars, src_f32, out, finish)
+    fixed = [(ufunc, _fixed(get), rev) for ufunc, get, rev in steps]
+    if _fixed(src_f32) is not None and finish is _nothing_to_finish and all(k is not None for _, k, _ in fixed):
+        return stages_tile(_fixed(src_f32), fixed, out, general) or general
+    return general
+
+
+def _tensor_scalar_f32_calls(c: _Ctx, shape, steps, scalars, src_f32, out: np.ndarray, finish) -> Executor:
+    """_tensor_scalar_f32 as numpy calls (the stages' ufuncs) into `out`, then `finish`."""
     (ufunc, get, rev), first = steps[-1], steps[:-1]
     between = work_array(c.mem, "alu", shape, np.float32) if first else None
     narrow = _narrow_tensor_scalar(src_f32, steps, between, out) if finish is _nothing_to_finish else None

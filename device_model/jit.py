@@ -65,6 +65,8 @@ def _compile(py_func: Callable, signature: Signature,
     try:
         for helper in helpers:  # the same function object, now also callable from compiled code
             numba.extending.register_jitable(helper)
-        return numba.njit(signature(numba), cache=True, nogil=True, boundscheck=False)(py_func), None
+        # error_model="numpy": a float division by zero gives inf/NaN as in numpy, instead of raising
+        return numba.njit(signature(numba), cache=True, nogil=True, boundscheck=False,
+                          error_model="numpy")(py_func), None
     except Exception as exc:  # a numba release that cannot type the kernel: the numpy path still works
         return None, f"numba could not compile {py_func.__name__}: {exc}"
